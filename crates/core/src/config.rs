@@ -1,0 +1,151 @@
+//! Connecting to Cassandra or ScyllaDB: a typed configuration and its session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::statement::{Consistency, SerialConsistency};
+
+use crate::error::StoreError;
+
+/// The contact point used when none is given: a local node.
+pub const DEFAULT_CONTACT_POINT: &str = "127.0.0.1:9042";
+/// The keyspace used when none is given.
+pub const DEFAULT_KEYSPACE: &str = "hajobs";
+/// How long one request may take before the driver gives up on it.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening a connection may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the cluster is and how hajobs talks to it.
+///
+/// Build it with [`CassandraConfig::new`] and the `with_*` methods; every
+/// field has a documented default. Reads and writes use LOCAL_QUORUM and
+/// lightweight transactions LOCAL_SERIAL unless told otherwise.
+#[derive(Debug, Clone)]
+pub struct CassandraConfig {
+    /// `host:port` of one or more nodes; the driver discovers the rest.
+    pub contact_points: Vec<String>,
+    /// The keyspace holding hajobs' tables (default [`DEFAULT_KEYSPACE`]).
+    pub keyspace: String,
+    /// The data centre whose nodes are preferred as coordinators, and whose
+    /// replicas make up the LOCAL_QUORUM. `None` lets the driver use all.
+    pub local_datacenter: Option<String>,
+    /// Consistency of reads and writes (default LOCAL_QUORUM).
+    pub consistency: Consistency,
+    /// Consistency of the Paxos phase of lightweight transactions (default
+    /// LOCAL_SERIAL). SERIAL makes leases exclusive across data centres.
+    pub serial_consistency: SerialConsistency,
+    /// User and password for PasswordAuthenticator, if the cluster wants one.
+    pub credentials: Option<(String, String)>,
+    /// Per-request timeout (default [`DEFAULT_REQUEST_TIMEOUT`]).
+    pub request_timeout: Duration,
+    /// Connection set-up timeout (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect_timeout: Duration,
+}
+
+impl Default for CassandraConfig {
+    fn default() -> Self {
+        Self::new([DEFAULT_CONTACT_POINT])
+    }
+}
+
+impl CassandraConfig {
+    /// A configuration for the given contact points with every default.
+    pub fn new(contact_points: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            contact_points: contact_points.into_iter().map(Into::into).collect(),
+            keyspace: DEFAULT_KEYSPACE.to_owned(),
+            local_datacenter: None,
+            consistency: Consistency::LocalQuorum,
+            serial_consistency: SerialConsistency::LocalSerial,
+            credentials: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Parses a comma-separated list such as `127.0.0.1:9042,127.0.0.2:9042`
+    /// (the format of `HAJOBS_CQL_NODES`).
+    pub fn from_contact_list(list: &str) -> Self {
+        Self::new(
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        )
+    }
+
+    /// Sets the keyspace.
+    pub fn with_keyspace(mut self, keyspace: impl Into<String>) -> Self {
+        self.keyspace = keyspace.into();
+        self
+    }
+
+    /// Sets the local data centre.
+    pub fn with_local_datacenter(mut self, dc: impl Into<String>) -> Self {
+        self.local_datacenter = Some(dc.into());
+        self
+    }
+
+    /// Uses QUORUM / SERIAL instead of LOCAL_QUORUM / LOCAL_SERIAL: locks
+    /// become exclusive across data centres, at the cost of cross-DC latency.
+    pub fn with_global_consistency(mut self) -> Self {
+        self.consistency = Consistency::Quorum;
+        self.serial_consistency = SerialConsistency::Serial;
+        self
+    }
+
+    /// Sets user and password.
+    pub fn with_credentials(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Sets the per-request timeout.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Opens a session with this configuration's consistency levels as the
+    /// default execution profile. The keyspace is *not* selected: it may not
+    /// exist yet (see [`crate::schema`]); statements name it explicitly.
+    pub async fn connect(&self) -> Result<Arc<Session>, StoreError> {
+        if self.contact_points.is_empty() {
+            return Err(StoreError::Unreachable {
+                contact_points: String::new(),
+                source: "no contact points given".into(),
+            });
+        }
+        let mut policy = DefaultPolicy::builder();
+        if let Some(dc) = &self.local_datacenter {
+            policy = policy.prefer_datacenter(dc.clone());
+        }
+        let profile = ExecutionProfile::builder()
+            .consistency(self.consistency)
+            .serial_consistency(Some(self.serial_consistency))
+            .request_timeout(Some(self.request_timeout))
+            .load_balancing_policy(policy.build())
+            .build();
+        let mut builder = SessionBuilder::new()
+            .known_nodes(&self.contact_points)
+            .connection_timeout(self.connect_timeout)
+            .default_execution_profile_handle(profile.into_handle());
+        if let Some((user, password)) = &self.credentials {
+            builder = builder.user(user, password);
+        }
+        let session = builder.build().await.map_err(|e| StoreError::Unreachable {
+            contact_points: self.contact_points.join(","),
+            source: Box::new(e),
+        })?;
+        Ok(Arc::new(session))
+    }
+}

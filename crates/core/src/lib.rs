@@ -1,0 +1,33 @@
+//! # hajobs-core
+//!
+//! The ground every other hajobs crate stands on: the domain's words as
+//! types, the storage of leases and job status in Cassandra or ScyllaDB, and
+//! the configuration that connects to it.
+//!
+//! ## Layout
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`config`] | [`CassandraConfig`]: contact points, keyspace, consistency; opens a session |
+//! | [`schema`] | the versioned CQL migrations of `schema/`, [`schema::apply`] and [`schema::print`] |
+//! | [`error`] | [`StoreError`], what went wrong talking to the cluster |
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use hajobs_core::{CassandraConfig, schema};
+//!
+//! # async fn run() -> Result<(), hajobs_core::StoreError> {
+//! let config = CassandraConfig::from_contact_list("127.0.0.1:9042").with_keyspace("hajobs");
+//! let session = config.connect().await?;
+//! schema::apply(&session, &config.keyspace, &schema::Replication::default()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod lwt;
+pub mod schema;
+
+pub use config::CassandraConfig;
+pub use error::StoreError;

@@ -1,0 +1,315 @@
+//! The CQL schema: versioned migrations from the top-level `schema/` folder,
+//! applied idempotently and recorded in the keyspace.
+//!
+//! [`apply`] creates the keyspace (with the chosen [`Replication`]) and runs
+//! every migration not yet recorded in `schema_migrations`; [`print`] renders
+//! the same CQL for DBAs who apply it by hand.
+
+use std::fmt;
+
+use scylla::client::session::Session;
+
+use crate::error::StoreError;
+
+/// One versioned migration.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Strictly increasing version number.
+    pub version: i32,
+    /// Short name (the file name without version and extension).
+    pub name: &'static str,
+    /// The CQL text: statements separated by `;`, with `--` comments.
+    pub cql: &'static str,
+}
+
+/// Every migration, oldest first.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    cql: include_str!("../../../schema/0001_initial.cql"),
+}];
+
+/// The keyspace's replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replication {
+    /// SimpleStrategy with one replication factor: for a laptop or one DC.
+    Simple {
+        /// Number of replicas.
+        replication_factor: u8,
+    },
+    /// NetworkTopologyStrategy: replicas per data centre, for production.
+    NetworkTopology(Vec<(String, u8)>),
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Self::Simple {
+            replication_factor: 1,
+        }
+    }
+}
+
+impl fmt::Display for Replication {
+    /// Renders the CQL map of `WITH replication = …`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Simple { replication_factor } => write!(
+                f,
+                "{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}"
+            ),
+            Self::NetworkTopology(dcs) => {
+                write!(f, "{{'class': 'NetworkTopologyStrategy'")?;
+                for (dc, rf) in dcs {
+                    write!(f, ", '{}': {rf}", dc.replace('\'', "''"))?;
+                }
+                write!(f, "}}")
+            }
+        }
+    }
+}
+
+impl Replication {
+    /// Parses `simple:RF` or `dc1:RF,dc2:RF` (NetworkTopologyStrategy).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let rf = |s: &str| {
+            s.trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("replication factor `{s}` is not a number from 1 to 255"))
+        };
+        if let Some(n) = text.strip_prefix("simple:") {
+            return Ok(Self::Simple {
+                replication_factor: rf(n)?,
+            });
+        }
+        let mut dcs = Vec::new();
+        for part in text.split(',') {
+            let (dc, n) = part.split_once(':').ok_or_else(|| {
+                format!("replication `{text}`: expected `simple:RF` or `DC:RF[,DC:RF…]`")
+            })?;
+            if dc.trim().is_empty() {
+                return Err(format!("replication `{text}`: empty data centre name"));
+            }
+            dcs.push((dc.trim().to_owned(), rf(n)?));
+        }
+        Ok(Self::NetworkTopology(dcs))
+    }
+}
+
+/// Checks that `name` is a keyspace name Cassandra accepts unquoted.
+pub fn validate_keyspace(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Schema(format!(
+            "keyspace name `{name}` is invalid: use 1 to 48 letters, digits or underscores"
+        )))
+    }
+}
+
+/// The statements of one migration's CQL text, comments removed.
+pub fn statements(cql: &str) -> Vec<String> {
+    let without_comments: String = cql
+        .lines()
+        .map(|line| match line.find("--") {
+            Some(i) => &line[..i],
+            None => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn create_keyspace(keyspace: &str, replication: &Replication) -> String {
+    format!("CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}")
+}
+
+const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\n    version int PRIMARY KEY,\n    name text,\n    applied_at timestamp\n)";
+
+/// The whole schema as one CQL script, for applying by hand.
+pub fn print(keyspace: &str, replication: &Replication) -> Result<String, StoreError> {
+    validate_keyspace(keyspace)?;
+    let mut out = format!(
+        "-- hajobs schema for keyspace {keyspace}\n{};\nUSE {keyspace};\n{MIGRATIONS_TABLE};\n",
+        create_keyspace(keyspace, replication)
+    );
+    for m in MIGRATIONS {
+        out.push_str(&format!("\n-- migration {} ({})\n", m.version, m.name));
+        for s in statements(m.cql) {
+            out.push_str(&s);
+            out.push_str(";\n");
+        }
+        out.push_str(&format!(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ({}, '{}', toTimestamp(now()));\n",
+            m.version, m.name
+        ));
+    }
+    Ok(out)
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Versions applied by this call.
+    pub applied: Vec<i32>,
+    /// Versions that were already recorded.
+    pub already_applied: Vec<i32>,
+}
+
+/// Creates the keyspace if needed and applies every migration not yet
+/// recorded. Safe to run again: it then applies nothing.
+pub async fn apply(
+    session: &Session,
+    keyspace: &str,
+    replication: &Replication,
+) -> Result<ApplyReport, StoreError> {
+    validate_keyspace(keyspace)?;
+    ddl(session, &create_keyspace(keyspace, replication)).await?;
+    ddl(
+        session,
+        &MIGRATIONS_TABLE.replace(
+            "schema_migrations",
+            &format!("{keyspace}.schema_migrations"),
+        ),
+    )
+    .await?;
+    let recorded = applied_versions(session, keyspace).await?;
+    let mut report = ApplyReport {
+        applied: Vec::new(),
+        already_applied: Vec::new(),
+    };
+    for m in MIGRATIONS {
+        if recorded.contains(&m.version) {
+            report.already_applied.push(m.version);
+            continue;
+        }
+        for s in statements(m.cql) {
+            ddl(session, &qualify(&s, keyspace)).await?;
+        }
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {keyspace}.schema_migrations (version, name, applied_at) VALUES (?, ?, toTimestamp(now()))"
+                ),
+                (m.version, m.name),
+            )
+            .await
+            .map_err(|e| StoreError::request(format!("recording migration {}", m.version), e))?;
+        tracing::info!(
+            keyspace,
+            version = m.version,
+            name = m.name,
+            "schema migration applied"
+        );
+        report.applied.push(m.version);
+    }
+    Ok(report)
+}
+
+/// The migration versions recorded in the keyspace.
+pub async fn applied_versions(session: &Session, keyspace: &str) -> Result<Vec<i32>, StoreError> {
+    let what = || format!("reading {keyspace}.schema_migrations");
+    let rows = session
+        .query_unpaged(
+            format!("SELECT version FROM {keyspace}.schema_migrations"),
+            (),
+        )
+        .await
+        .map_err(|e| StoreError::request(what(), e))?
+        .into_rows_result()
+        .map_err(|e| StoreError::request(what(), e))?;
+    let mut versions = rows
+        .rows::<(i32,)>()
+        .map_err(|e| StoreError::request(what(), e))?
+        .map(|r| r.map(|(v,)| v))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::request(what(), e))?;
+    versions.sort_unstable();
+    Ok(versions)
+}
+
+/// Prefixes the table of a `CREATE TABLE IF NOT EXISTS t` / `ALTER TABLE t`
+/// statement with the keyspace.
+fn qualify(statement: &str, keyspace: &str) -> String {
+    for prefix in ["CREATE TABLE IF NOT EXISTS ", "ALTER TABLE "] {
+        if let Some(rest) = statement.strip_prefix(prefix) {
+            return format!("{prefix}{keyspace}.{rest}");
+        }
+    }
+    statement.to_owned()
+}
+
+async fn ddl(session: &Session, statement: &str) -> Result<(), StoreError> {
+    let head: String = statement.chars().take(60).collect();
+    session
+        .query_unpaged(statement, ())
+        .await
+        .map_err(|e| StoreError::request(format!("running `{head}…`"), e))?;
+    session
+        .await_schema_agreement()
+        .await
+        .map_err(|e| StoreError::request("waiting for schema agreement", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replication_parses_and_renders() {
+        assert_eq!(
+            Replication::parse("simple:3").unwrap().to_string(),
+            "{'class': 'SimpleStrategy', 'replication_factor': 3}"
+        );
+        assert_eq!(
+            Replication::parse("dc1:3,dc2:2").unwrap().to_string(),
+            "{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 2}"
+        );
+        assert!(Replication::parse("simple:0").unwrap_err().contains("`0`"));
+        assert!(
+            Replication::parse("three")
+                .unwrap_err()
+                .contains("expected")
+        );
+    }
+
+    #[test]
+    fn statements_strip_comments_and_split() {
+        let s = statements("-- a\nCREATE TABLE IF NOT EXISTS x (a int PRIMARY KEY); -- b\n;");
+        assert_eq!(s, vec!["CREATE TABLE IF NOT EXISTS x (a int PRIMARY KEY)"]);
+        assert_eq!(
+            qualify(&s[0], "ks"),
+            "CREATE TABLE IF NOT EXISTS ks.x (a int PRIMARY KEY)"
+        );
+    }
+
+    #[test]
+    fn every_migration_statement_is_idempotent() {
+        for m in MIGRATIONS {
+            for s in statements(m.cql) {
+                assert!(
+                    s.starts_with("CREATE TABLE IF NOT EXISTS "),
+                    "migration {} has a statement that is not idempotent: {s}",
+                    m.version
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_keyspace_names_are_rejected() {
+        assert!(validate_keyspace("ok_name1").is_ok());
+        let err = validate_keyspace("bad-name").unwrap_err().to_string();
+        assert!(err.contains("bad-name"), "{err}");
+        assert!(validate_keyspace("").is_err());
+    }
+}

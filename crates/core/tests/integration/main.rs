@@ -1,0 +1,7 @@
+//! Integration tests of hajobs-core against a real Cassandra
+//! (start one with `deploy/local/cassandra start`).
+
+mod utils;
+
+mod cassandra;
+mod schema;
