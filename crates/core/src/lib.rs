@@ -10,6 +10,10 @@
 //! |---|---|
 //! | [`config`] | [`CassandraConfig`]: contact points, keyspace, consistency; opens a session |
 //! | [`schema`] | the versioned CQL migrations of `schema/`, [`schema::apply`] and [`schema::print`] |
+//! | [`ids`] | [`JobId`], [`TriggerId`] (time-based UUIDs) and [`NodeId`] |
+//! | [`lock_type`] | [`LockType`], a lock's validated name |
+//! | [`lease`] | [`Lease`], [`LeaseTtl`], [`FencingToken`], [`Holder`] and the outcomes of lease operations |
+//! | [`lease_store`] | [`LeaseStore`]: acquire, renew, release, read, list and force-release leases with LWTs |
 //! | [`error`] | [`StoreError`], what went wrong talking to the cluster |
 //!
 //! ## Example
@@ -26,8 +30,16 @@
 
 pub mod config;
 pub mod error;
+pub mod ids;
+pub mod lease;
+pub mod lease_store;
+pub mod lock_type;
 pub mod lwt;
 pub mod schema;
 
 pub use config::CassandraConfig;
-pub use error::StoreError;
+pub use error::{InvalidInput, StoreError};
+pub use ids::{JobId, NodeId, TriggerId};
+pub use lease::{Acquired, FencingToken, Holder, Lease, LeaseTtl, Released, Renewed};
+pub use lease_store::LeaseStore;
+pub use lock_type::LockType;

@@ -4,4 +4,5 @@
 mod utils;
 
 mod cassandra;
+mod leases;
 mod schema;

@@ -1,0 +1,176 @@
+//! Identifiers: [`JobId`], [`TriggerId`] (time-based UUIDs, as ha-jobs) and [`NodeId`].
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use uuid::Uuid;
+
+use crate::error::InvalidInput;
+
+/// The 6-byte node part of the time-based UUIDs this process makes: random
+/// per process, so two processes on one host never collide.
+fn uuid_node() -> &'static [u8; 6] {
+    static NODE: OnceLock<[u8; 6]> = OnceLock::new();
+    NODE.get_or_init(|| {
+        let random = Uuid::new_v4();
+        let b = random.as_bytes();
+        // Multicast bit set, as RFC 9562 asks of a random node id.
+        [b[0] | 0x01, b[1], b[2], b[3], b[4], b[5]]
+    })
+}
+
+macro_rules! time_uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A new time-based (version 1) UUID, as Cassandra's `timeuuid` wants.
+            pub fn new() -> Self {
+                Self(Uuid::now_v1(uuid_node()))
+            }
+
+            /// Wraps an existing UUID (read from Cassandra, given by a user).
+            pub fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+
+            /// The UUID.
+            pub fn uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+time_uuid_id!(
+    /// One attempt to run a job: each start, and each retry, gets a new one.
+    JobId
+);
+time_uuid_id!(
+    /// One request to run a job (a cron firing or a manual trigger); the
+    /// retries of a dead attempt keep it.
+    TriggerId
+);
+
+/// Checks a name used as a Cassandra key: non-empty, at most `max` bytes, no
+/// control characters.
+pub(crate) fn validate_name(
+    what: &'static str,
+    name: &str,
+    max: usize,
+) -> Result<(), InvalidInput> {
+    if name.is_empty() {
+        return Err(InvalidInput::EmptyName { what });
+    }
+    if name.len() > max {
+        return Err(InvalidInput::NameTooLong {
+            what,
+            name: name.chars().take(32).collect(),
+            len: name.len(),
+            max,
+        });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(InvalidInput::ControlCharacter {
+            what,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Decodes bytes as a name, naming the problem when they are not UTF-8.
+pub(crate) fn name_from_bytes(what: &'static str, bytes: &[u8]) -> Result<String, InvalidInput> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| InvalidInput::NotUtf8 {
+        what,
+        bytes: bytes.iter().take(16).copied().collect(),
+    })
+}
+
+/// The replica (process) that holds a lease or runs a job: its owner.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// The longest node id accepted, in bytes.
+    pub const MAX_LEN: usize = 256;
+
+    /// A node id; names such as `host-1` or `pod/abc` (1 to 256 bytes,
+    /// no control characters).
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidInput> {
+        let name = name.into();
+        validate_name("node id", &name, Self::MAX_LEN)?;
+        Ok(Self(name))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_time_based_and_ordered() {
+        let a = JobId::new();
+        let b = JobId::new();
+        assert_eq!(a.uuid().get_version_num(), 1);
+        assert_ne!(a, b);
+        let (ta, tb) = (
+            a.uuid().get_timestamp().unwrap(),
+            b.uuid().get_timestamp().unwrap(),
+        );
+        assert!(ta.to_gregorian() <= tb.to_gregorian());
+    }
+
+    #[test]
+    fn node_ids_are_validated() {
+        assert!(NodeId::new("host-1").is_ok());
+        assert_eq!(
+            NodeId::new(""),
+            Err(InvalidInput::EmptyName { what: "node id" })
+        );
+        assert!(matches!(
+            NodeId::new("a\nb"),
+            Err(InvalidInput::ControlCharacter { .. })
+        ));
+        assert!(matches!(
+            NodeId::new("x".repeat(257)),
+            Err(InvalidInput::NameTooLong { len: 257, .. })
+        ));
+    }
+}

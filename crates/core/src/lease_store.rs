@@ -1,0 +1,506 @@
+//! [`LeaseStore`]: leases in the `lock` table through lightweight transactions.
+//!
+//! Every decision is a Paxos round in Cassandra (LOCAL_SERIAL by default,
+//! SERIAL when configured); TTLs are counted by the server; statements are
+//! prepared once. See `docs/leases.md` for the protocol and its argument.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use scylla::client::session::Session;
+use scylla::statement::batch::{Batch, BatchStatement, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency};
+use scylla::value::{CqlTimestamp, CqlTimeuuid, CqlValue, Row};
+
+use crate::config::CassandraConfig;
+use crate::error::StoreError;
+use crate::ids::{JobId, NodeId};
+use crate::lease::{Acquired, FencingToken, Holder, Lease, LeaseTtl, Released, Renewed};
+use crate::lock_type::LockType;
+use crate::lwt::LwtOutcome;
+
+/// How often an acquisition retries when only its cached fencing token was
+/// stale (another replica acquired and released meanwhile).
+const STALE_TOKEN_RETRIES: usize = 5;
+
+/// Leases on Cassandra or ScyllaDB. Cheap to share behind an `Arc`.
+pub struct LeaseStore {
+    session: Arc<Session>,
+    acquire: Batch,
+    renew: PreparedStatement,
+    release: PreparedStatement,
+    /// The SERIAL read that settles an LWT whose outcome is unknown.
+    read_serial: PreparedStatement,
+    read_quorum: PreparedStatement,
+    list: PreparedStatement,
+    /// The last fencing token seen per lock type. Only a guess that saves a
+    /// round trip: the acquiring LWT checks it, and a wrong guess costs one
+    /// retry with the value Cassandra sent back.
+    tokens: Mutex<HashMap<LockType, Option<i64>>>,
+}
+
+impl LeaseStore {
+    /// Prepares the statements on `session` for `config.keyspace`, with the
+    /// consistency levels of `config`.
+    pub async fn new(session: Arc<Session>, config: &CassandraConfig) -> Result<Self, StoreError> {
+        let ks = &config.keyspace;
+        crate::schema::validate_keyspace(ks)?;
+        let prepare = |cql: String| {
+            let session = session.clone();
+            async move {
+                let mut s = session
+                    .prepare(cql.clone())
+                    .await
+                    .map_err(|e| StoreError::request(format!("preparing `{cql}`"), e))?;
+                s.set_consistency(config.consistency);
+                s.set_serial_consistency(Some(config.serial_consistency));
+                Ok::<_, StoreError>(s)
+            }
+        };
+        // Acquire: one conditional batch on the lock's partition. The lease
+        // cells carry the TTL; the token cell has none and so never expires.
+        let mut acquire = Batch::new(BatchType::Logged);
+        acquire.append_statement(BatchStatement::Query(
+            scylla::statement::unprepared::Statement::new(format!(
+                "UPDATE {ks}.lock USING TTL ? SET job_lock = ?, owner = ?, acquired_at = ? \
+             WHERE lock_type = ? IF job_lock = null AND fencing_token = ?"
+            )),
+        ));
+        acquire.append_statement(BatchStatement::Query(
+            scylla::statement::unprepared::Statement::new(format!(
+                "UPDATE {ks}.lock SET fencing_token = ? WHERE lock_type = ?"
+            )),
+        ));
+        let mut acquire = session
+            .prepare_batch(&acquire)
+            .await
+            .map_err(|e| StoreError::request("preparing the acquire batch", e))?;
+        acquire.set_consistency(config.consistency);
+        acquire.set_serial_consistency(Some(config.serial_consistency));
+
+        let renew = prepare(format!(
+            "UPDATE {ks}.lock USING TTL ? SET job_lock = ?, owner = ?, acquired_at = ? \
+             WHERE lock_type = ? IF job_lock = ?"
+        ))
+        .await?;
+        let release = prepare(format!(
+            "DELETE job_lock, owner, acquired_at FROM {ks}.lock WHERE lock_type = ? IF job_lock = ?"
+        ))
+        .await?;
+        let select =
+            format!("SELECT lock_type, job_lock, owner, acquired_at, fencing_token FROM {ks}.lock");
+        let mut read_serial = prepare(format!("{select} WHERE lock_type = ?")).await?;
+        read_serial.set_consistency(match config.serial_consistency {
+            SerialConsistency::Serial => Consistency::Serial,
+            SerialConsistency::LocalSerial => Consistency::LocalSerial,
+        });
+        let read_quorum = prepare(format!("{select} WHERE lock_type = ?")).await?;
+        let list = prepare(select).await?;
+        Ok(Self {
+            session,
+            acquire,
+            renew,
+            release,
+            read_serial,
+            read_quorum,
+            list,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn cached_token(&self, lock_type: &LockType) -> Option<i64> {
+        self.tokens
+            .lock()
+            .expect("token cache poisoned")
+            .get(lock_type)
+            .copied()
+            .flatten()
+    }
+
+    fn remember_token(&self, lock_type: &LockType, token: Option<i64>) {
+        self.tokens
+            .lock()
+            .expect("token cache poisoned")
+            .insert(lock_type.clone(), token);
+    }
+
+    /// Tries to take `lock_type` for `job_id` on `owner` for `ttl`.
+    ///
+    /// Returns the [`Lease`] with a fresh fencing token, or who holds the
+    /// lock. An LWT whose outcome is unknown (a timeout) is settled with a
+    /// SERIAL read: the lease is ours only if that read shows it.
+    pub async fn acquire(
+        &self,
+        lock_type: &LockType,
+        job_id: JobId,
+        owner: &NodeId,
+        ttl: LeaseTtl,
+    ) -> Result<Acquired, StoreError> {
+        let what = || format!("acquiring lock type `{lock_type}` for job {job_id}");
+        let mut expected = self.cached_token(lock_type);
+        for _ in 0..STALE_TOKEN_RETRIES {
+            let next = expected.unwrap_or(0) + 1;
+            let sent_at = Instant::now();
+            let values = (
+                (
+                    ttl.cql_secs(),
+                    CqlTimeuuid::from(job_id.uuid()),
+                    owner.as_str(),
+                    now_timestamp(),
+                    lock_type.as_str(),
+                    expected,
+                ),
+                (next, lock_type.as_str()),
+            );
+            let outcome = match self.session.batch(&self.acquire, values).await {
+                Ok(result) => LwtOutcome::from_result(result, &what())?,
+                Err(error) => {
+                    // Unknown outcome: settle it with a SERIAL read.
+                    tracing::warn!(%lock_type, %job_id, %error, "acquire outcome unknown; reading at SERIAL");
+                    let holder = self
+                        .read(lock_type, true)
+                        .await
+                        .map_err(|_| StoreError::request(what(), error))?;
+                    return Ok(match holder {
+                        Some(h) if h.job_id == job_id => {
+                            let token = h.fencing_token.ok_or_else(|| {
+                                corrupt(lock_type, "held lock without fencing_token")
+                            })?;
+                            self.remember_token(lock_type, Some(token.0));
+                            Acquired::Acquired(Lease {
+                                lock_type: lock_type.clone(),
+                                job_id,
+                                owner: owner.clone(),
+                                ttl,
+                                fencing_token: token,
+                                sent_at,
+                            })
+                        }
+                        Some(h) => Acquired::Held(h),
+                        None => {
+                            return Err(StoreError::request(
+                                format!(
+                                    "{} (the lock is free, the acquisition did not apply)",
+                                    what()
+                                ),
+                                "request failed",
+                            ));
+                        }
+                    });
+                }
+            };
+            if outcome.applied {
+                self.remember_token(lock_type, Some(next));
+                return Ok(Acquired::Acquired(Lease {
+                    lock_type: lock_type.clone(),
+                    job_id,
+                    owner: owner.clone(),
+                    ttl,
+                    fencing_token: FencingToken(next),
+                    sent_at,
+                }));
+            }
+            // Not applied: Cassandra sent back the current job_lock and token.
+            let current_token = match outcome.get("fencing_token") {
+                None => None,
+                Some(CqlValue::BigInt(t)) => Some(*t),
+                Some(other) => {
+                    return Err(corrupt(lock_type, &format!("fencing_token is {other:?}")));
+                }
+            };
+            self.remember_token(lock_type, current_token);
+            match outcome.get("job_lock") {
+                None => {
+                    // Free, but our token guess was stale: retry with the real one.
+                    expected = current_token;
+                    continue;
+                }
+                Some(CqlValue::Timeuuid(holder)) => {
+                    let holder_job = JobId::from_uuid((*holder).into());
+                    return Ok(Acquired::Held(
+                        self.describe_holder(lock_type, holder_job, current_token, &outcome)
+                            .await,
+                    ));
+                }
+                Some(other) => return Err(corrupt(lock_type, &format!("job_lock is {other:?}"))),
+            }
+        }
+        Err(StoreError::request(
+            what(),
+            format!(
+                "the fencing token kept changing under {STALE_TOKEN_RETRIES} attempts (heavy contention)"
+            ),
+        ))
+    }
+
+    /// Fills in owner and since of a holder seen in a rejected LWT: ScyllaDB
+    /// returns the whole row, Cassandra only the conditioned columns, in which
+    /// case one LOCAL_QUORUM read adds them (informational only).
+    async fn describe_holder(
+        &self,
+        lock_type: &LockType,
+        job_id: JobId,
+        token: Option<i64>,
+        outcome: &LwtOutcome,
+    ) -> Holder {
+        let mut holder = Holder {
+            lock_type: lock_type.clone(),
+            job_id,
+            owner: None,
+            since: None,
+            fencing_token: token.map(FencingToken),
+        };
+        if outcome.has("owner") {
+            holder.owner = match outcome.get("owner") {
+                Some(CqlValue::Text(o)) => Some(o.clone()),
+                _ => None,
+            };
+            holder.since = match outcome.get("acquired_at") {
+                Some(CqlValue::Timestamp(t)) => Some(system_time(*t)),
+                _ => None,
+            };
+            return holder;
+        }
+        if let Ok(Some(read)) = self.read(lock_type, false).await {
+            if read.job_id == job_id {
+                holder.owner = read.owner;
+                holder.since = read.since;
+            }
+        }
+        holder
+    }
+
+    /// Extends `lease` by its TTL, if it is still held by its job.
+    ///
+    /// An error means the outcome is unknown *and* could not be settled; the
+    /// caller must treat the lease as at risk (the lock keeper counts its
+    /// deadline from the last confirmed renewal).
+    pub async fn renew(&self, lease: &Lease) -> Result<Renewed, StoreError> {
+        let sent_at = Instant::now();
+        let values = (
+            lease.ttl.cql_secs(),
+            CqlTimeuuid::from(lease.job_id.uuid()),
+            lease.owner.as_str(),
+            now_timestamp(),
+            lease.lock_type.as_str(),
+            CqlTimeuuid::from(lease.job_id.uuid()),
+        );
+        match self.session.execute_unpaged(&self.renew, values).await {
+            Ok(result) => {
+                let outcome = LwtOutcome::from_result(result, "renewing a lease")?;
+                Ok(if outcome.applied {
+                    Renewed::Renewed { sent_at }
+                } else {
+                    Renewed::Lost
+                })
+            }
+            Err(error) => {
+                // Unknown outcome. Even if the SERIAL read shows our job id,
+                // we cannot tell whether our renewal or an earlier one wrote
+                // it, so the renewal is not confirmed: report the error and
+                // keep counting from the last confirmed one. Only a read that
+                // shows the lease gone turns this into a definite loss.
+                match self.read(&lease.lock_type, true).await {
+                    Ok(Some(h)) if h.job_id == lease.job_id => Err(StoreError::request(
+                        format!("renewing lease on `{}`", lease.lock_type),
+                        error,
+                    )),
+                    Ok(_) => Ok(Renewed::Lost),
+                    Err(_) => Err(StoreError::request(
+                        format!("renewing lease on `{}`", lease.lock_type),
+                        error,
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Gives the lease up. A lease already gone is [`Released::NotHolder`].
+    pub async fn release(&self, lease: &Lease) -> Result<Released, StoreError> {
+        self.release_job(&lease.lock_type, lease.job_id).await
+    }
+
+    async fn release_job(
+        &self,
+        lock_type: &LockType,
+        job_id: JobId,
+    ) -> Result<Released, StoreError> {
+        let what = || format!("releasing lock type `{lock_type}` held by job {job_id}");
+        let result = self
+            .session
+            .execute_unpaged(
+                &self.release,
+                (lock_type.as_str(), CqlTimeuuid::from(job_id.uuid())),
+            )
+            .await;
+        match result {
+            Ok(result) => Ok(if LwtOutcome::from_result(result, &what())?.applied {
+                Released::Released
+            } else {
+                Released::NotHolder
+            }),
+            Err(error) => match self.read(lock_type, true).await {
+                Ok(Some(h)) if h.job_id == job_id => Err(StoreError::request(what(), error)),
+                Ok(_) => Ok(Released::Released),
+                Err(_) => Err(StoreError::request(what(), error)),
+            },
+        }
+    }
+
+    /// An operator's forced release: frees the lock whoever holds it, and
+    /// returns who did. The holder's lock keeper sees its next renewal
+    /// rejected and cancels its job. `None` when the lock was free.
+    pub async fn force_release(&self, lock_type: &LockType) -> Result<Option<Holder>, StoreError> {
+        // Conditional on the holder we read, so that a lease taken in between
+        // by someone else is not broken by a stale decision.
+        for _ in 0..STALE_TOKEN_RETRIES {
+            let Some(holder) = self.read(lock_type, true).await? else {
+                return Ok(None);
+            };
+            if self.release_job(lock_type, holder.job_id).await? == Released::Released {
+                tracing::warn!(%lock_type, job_id = %holder.job_id, owner = ?holder.owner, "lock released by force");
+                return Ok(Some(holder));
+            }
+        }
+        Err(StoreError::request(
+            format!("force-releasing lock type `{lock_type}`"),
+            "the holder kept changing",
+        ))
+    }
+
+    /// Who holds `lock_type` now, read at SERIAL (`serial = true`, which also
+    /// completes any Paxos round in flight) or LOCAL_QUORUM.
+    pub async fn read(
+        &self,
+        lock_type: &LockType,
+        serial: bool,
+    ) -> Result<Option<Holder>, StoreError> {
+        let statement = if serial {
+            &self.read_serial
+        } else {
+            &self.read_quorum
+        };
+        let what = || format!("reading lock type `{lock_type}`");
+        let rows = self
+            .session
+            .execute_unpaged(statement, (lock_type.as_str(),))
+            .await
+            .map_err(|e| StoreError::request(what(), e))?
+            .into_rows_result()
+            .map_err(|e| StoreError::request(what(), e))?;
+        let row: Option<Row> = rows
+            .maybe_first_row()
+            .map_err(|e| StoreError::request(what(), e))?;
+        match row {
+            None => Ok(None),
+            Some(row) => holder_from_row(row),
+        }
+    }
+
+    /// Every lock currently held.
+    pub async fn list(&self) -> Result<Vec<Holder>, StoreError> {
+        let what = "listing locks";
+        let mut holders = Vec::new();
+        let rows = self
+            .session
+            .execute_unpaged(&self.list, ())
+            .await
+            .map_err(|e| StoreError::request(what, e))?
+            .into_rows_result()
+            .map_err(|e| StoreError::request(what, e))?;
+        for row in rows
+            .rows::<Row>()
+            .map_err(|e| StoreError::request(what, e))?
+        {
+            let row = row.map_err(|e| StoreError::request(what, e))?;
+            if let Some(h) = holder_from_row(row)? {
+                holders.push(h);
+            }
+        }
+        holders.sort_by(|a, b| a.lock_type.cmp(&b.lock_type));
+        Ok(holders)
+    }
+}
+
+/// Decodes `lock_type, job_lock, owner, acquired_at, fencing_token`; a row
+/// with no `job_lock` is a free lock (`None`).
+impl std::fmt::Debug for LeaseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseStore").finish_non_exhaustive()
+    }
+}
+
+fn holder_from_row(row: Row) -> Result<Option<Holder>, StoreError> {
+    let mut cols = row.columns.into_iter();
+    let mut next = || cols.next().flatten();
+    let lock_type = match next() {
+        Some(CqlValue::Text(s)) => s,
+        other => {
+            return Err(StoreError::CorruptRow {
+                table: "lock",
+                key: "?".into(),
+                problem: format!("lock_type is {other:?}"),
+            });
+        }
+    };
+    let key = format!("lock_type={lock_type:?}");
+    let bad = |problem: String| StoreError::CorruptRow {
+        table: "lock",
+        key: key.clone(),
+        problem,
+    };
+    let lock_type = LockType::new(lock_type.clone()).map_err(|e| bad(e.to_string()))?;
+    let job_id = match next() {
+        None => return Ok(None),
+        Some(CqlValue::Timeuuid(u)) => JobId::from_uuid(u.into()),
+        Some(other) => return Err(bad(format!("job_lock is {other:?}"))),
+    };
+    let owner = match next() {
+        None => None,
+        Some(CqlValue::Text(s)) => Some(s),
+        Some(other) => return Err(bad(format!("owner is {other:?}"))),
+    };
+    let since = match next() {
+        None => None,
+        Some(CqlValue::Timestamp(t)) => Some(system_time(t)),
+        Some(other) => return Err(bad(format!("acquired_at is {other:?}"))),
+    };
+    let fencing_token = match next() {
+        None => None,
+        Some(CqlValue::BigInt(t)) => Some(FencingToken(t)),
+        Some(other) => return Err(bad(format!("fencing_token is {other:?}"))),
+    };
+    Ok(Some(Holder {
+        lock_type,
+        job_id,
+        owner,
+        since,
+        fencing_token,
+    }))
+}
+
+fn corrupt(lock_type: &LockType, problem: &str) -> StoreError {
+    StoreError::CorruptRow {
+        table: "lock",
+        key: format!("lock_type={:?}", lock_type.as_str()),
+        problem: problem.to_owned(),
+    }
+}
+
+fn now_timestamp() -> CqlTimestamp {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    CqlTimestamp(millis)
+}
+
+fn system_time(t: CqlTimestamp) -> SystemTime {
+    if t.0 >= 0 {
+        UNIX_EPOCH + std::time::Duration::from_millis(t.0 as u64)
+    } else {
+        UNIX_EPOCH
+    }
+}
