@@ -8,6 +8,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`cancel`] | [`Cancellation`] and [`CancelReason`]: how a running job is told to stop, and why |
 //! | [`config`] | [`CassandraConfig`]: contact points, keyspace, consistency; opens a session |
 //! | [`schema`] | the versioned CQL migrations of `schema/`, [`schema::apply`] and [`schema::print`] |
 //! | [`ids`] | [`JobId`], [`TriggerId`] (time-based UUIDs) and [`NodeId`] |
@@ -28,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cancel;
 pub mod config;
 pub mod error;
 pub mod ids;
@@ -36,7 +38,10 @@ pub mod lease_store;
 pub mod lock_type;
 pub mod lwt;
 pub mod schema;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
+pub use cancel::{CancelReason, Cancellation};
 pub use config::CassandraConfig;
 pub use error::{InvalidInput, StoreError};
 pub use ids::{JobId, NodeId, TriggerId};

@@ -1,7 +1,58 @@
 //! # hajobs-lock-keeper
 //!
-//! The heartbeat actor of hajobs. For every lease a replica holds, one
-//! [`ractor`] actor renews it at a fraction of its TTL and fires the job's
-//! cancellation the moment the lease is lost — and, through self-fencing, no
-//! later than the instant the lease could expire counted from when the last
-//! *confirmed* renewal was sent. Built in the leases issue; empty for now.
+//! The heartbeat of a held lease. For every lease a replica holds, one
+//! [`ractor`] actor renews it every `TTL/3` and fires the job's
+//! [`Cancellation`](hajobs_core::Cancellation):
+//!
+//! - at once when a renewal is **rejected** (the lock is lost: expired,
+//!   released by force, taken by another job);
+//! - at the **deadline** `sent + TTL − 1 s − margin` when no renewal was
+//!   confirmed in time, where `sent` is the instant the last *confirmed*
+//!   renewal (or the acquisition) was **sent**. The lease cannot have expired
+//!   before then, so the job stops before anyone else can take over
+//!   (self-fencing). A watchdog task, independent of the actor's mailbox,
+//!   enforces it even when a renewal hangs.
+//!
+//! Correctness never rests on the actor stopping cleanly: if the replica
+//! dies, Cassandra's TTL frees the lock.
+//!
+//! ## Layout
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`config`] | [`KeeperConfig`]: renewal interval, retry interval, safety margin |
+//! | [`kept`] | [`keep`] starts a keeper; [`KeptLease`] is the handle the job's runner holds |
+//! | [`state`] | [`LeaseState`]: last confirmed renewal, deadline, counts, phase |
+//! | `actor` | the ractor actor and the deadline watchdog |
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use hajobs_core::{Acquired, CassandraConfig, Cancellation, JobId, LeaseStore, LeaseTtl, LockType, NodeId};
+//! use hajobs_lock_keeper::{KeeperConfig, keep};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = CassandraConfig::default();
+//! let store = Arc::new(LeaseStore::new(config.connect().await?, &config).await?);
+//! let ttl = LeaseTtl::from_secs(30)?;
+//! let lock = LockType::new("nightly-import")?;
+//! if let Acquired::Acquired(lease) = store.acquire(&lock, JobId::new(), &NodeId::new("host-1")?, ttl).await? {
+//!     let token = lease.fencing_token; // hand it to downstream systems
+//!     let kept = keep(store.clone(), lease, KeeperConfig::for_ttl(ttl), Cancellation::new()).await?;
+//!     let cancel = kept.cancellation().clone();
+//!     // … run the job, checking `cancel.is_cancelled()` between steps …
+//!     # let _ = (token, cancel);
+//!     kept.release().await?;
+//! }
+//! # Ok(()) }
+//! ```
+
+mod actor;
+pub mod config;
+pub mod kept;
+pub mod state;
+
+pub use config::KeeperConfig;
+pub use kept::{KeeperError, KeptLease, keep};
+pub use state::{LeasePhase, LeaseState};

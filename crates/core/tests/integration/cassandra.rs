@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use hajobs_core::lwt::LwtOutcome;
 use scylla::value::CqlValue;
 
-use crate::utils::TestKeyspace;
+use hajobs_core::testing::TestKeyspace;
 
 #[tokio::test]
 async fn insert_if_not_exists_applies_once_and_returns_the_row_otherwise() {

@@ -5,17 +5,13 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use hajobs_core::{
-    Acquired, CassandraConfig, FencingToken, JobId, Lease, LeaseStore, LeaseTtl, LockType, NodeId,
-    Released, Renewed,
+    Acquired, FencingToken, JobId, Lease, LeaseStore, LeaseTtl, LockType, NodeId, Released, Renewed,
 };
 
-use crate::utils::{TestKeyspace, contact_list};
+use hajobs_core::testing::TestKeyspace;
 
 async fn store(ks: &TestKeyspace) -> LeaseStore {
-    let config = CassandraConfig::from_contact_list(&contact_list()).with_keyspace(ks.name.clone());
-    LeaseStore::new(ks.session.clone(), &config)
-        .await
-        .expect("preparing the lease store")
+    ks.lease_store().await
 }
 
 fn node(i: usize) -> NodeId {

@@ -1,8 +1,6 @@
 //! Integration tests of hajobs-core against a real Cassandra
 //! (start one with `deploy/local/cassandra start`).
 
-mod utils;
-
 mod cassandra;
 mod leases;
 mod schema;

@@ -1,6 +1,6 @@
 use hajobs_core::schema::{self, MIGRATIONS, Replication};
 
-use crate::utils::{TestKeyspace, connect, unique_keyspace};
+use hajobs_core::testing::{TestKeyspace, connect, unique_keyspace};
 
 #[tokio::test]
 async fn schema_applies_twice_and_records_versions() {

@@ -1,17 +1,21 @@
-//! Test helpers: contact points from `HAJOBS_CQL_NODES`, a unique keyspace per test.
+//! Helpers for tests against a real Cassandra (feature `test-util`): contact
+//! points from `HAJOBS_CQL_NODES`, a unique keyspace per test, tracing to the
+//! test writer. A test that cannot reach Cassandra fails, naming the way to
+//! start it; it never skips.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use hajobs_core::{CassandraConfig, schema};
+use crate::{CassandraConfig, LeaseStore, schema};
 use scylla::client::session::Session;
 
 /// The contact points of the test cluster.
-pub(crate) fn contact_list() -> String {
+pub fn contact_list() -> String {
     std::env::var("HAJOBS_CQL_NODES").unwrap_or_else(|_| "127.0.0.1:9042".to_owned())
 }
 
-pub(crate) fn init_tracing() {
+/// Sends tracing output to the test writer (`RUST_LOG` filters, default warn).
+pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -21,7 +25,7 @@ pub(crate) fn init_tracing() {
 }
 
 /// Connects to the test cluster, or fails the test naming the way to start it.
-pub(crate) async fn connect() -> Arc<Session> {
+pub async fn connect() -> Arc<Session> {
     init_tracing();
     let nodes = contact_list();
     match CassandraConfig::from_contact_list(&nodes).connect().await {
@@ -34,7 +38,7 @@ pub(crate) async fn connect() -> Arc<Session> {
 }
 
 /// A keyspace name no other test (or test run) uses.
-pub(crate) fn unique_keyspace(prefix: &str) -> String {
+pub fn unique_keyspace(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
@@ -45,13 +49,17 @@ pub(crate) fn unique_keyspace(prefix: &str) -> String {
 }
 
 /// A keyspace with hajobs' schema applied, dropped when the test ends.
-pub(crate) struct TestKeyspace {
-    pub(crate) session: Arc<Session>,
-    pub(crate) name: String,
+#[derive(Debug)]
+pub struct TestKeyspace {
+    /// A session on the test cluster.
+    pub session: Arc<Session>,
+    /// The keyspace's name.
+    pub name: String,
 }
 
 impl TestKeyspace {
-    pub(crate) async fn new(prefix: &str) -> Self {
+    /// Creates a fresh keyspace and applies the schema.
+    pub async fn new(prefix: &str) -> Self {
         let session = connect().await;
         let name = unique_keyspace(prefix);
         schema::apply(&session, &name, &schema::Replication::default())
@@ -60,7 +68,20 @@ impl TestKeyspace {
         Self { session, name }
     }
 
-    pub(crate) async fn drop(self) {
+    /// The configuration of this keyspace.
+    pub fn config(&self) -> CassandraConfig {
+        CassandraConfig::from_contact_list(&contact_list()).with_keyspace(self.name.clone())
+    }
+
+    /// A lease store on this keyspace.
+    pub async fn lease_store(&self) -> LeaseStore {
+        LeaseStore::new(self.session.clone(), &self.config())
+            .await
+            .expect("preparing the lease store")
+    }
+
+    /// Drops the keyspace.
+    pub async fn drop(self) {
         self.session
             .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", self.name), ())
             .await
