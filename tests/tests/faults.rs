@@ -4,8 +4,14 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use hajobs_core::lwt::LwtOutcome;
-use hajobs_core::{CassandraConfig, schema};
+use hajobs_core::{
+    Acquired, CancelReason, Cancellation, CassandraConfig, JobId, LeaseStore, LeaseTtl, LockType,
+    NodeId, schema,
+};
+use hajobs_lock_keeper::{KeeperConfig, keep};
 use hajobs_tests::{contact_list, local_cassandra};
 
 fn three_nodes() -> String {
@@ -91,4 +97,89 @@ async fn fault_rf3_takes_quorum_writes_and_serial_lwts_with_one_node_down() {
             Err(e) => last_error = Some(e.to_string()),
         }
     }
+}
+
+#[tokio::test]
+async fn fault_keeper_cancels_before_the_lease_can_expire_when_cassandra_is_lost() {
+    let nodes = three_nodes();
+    let config = CassandraConfig::from_contact_list(&nodes)
+        .with_keyspace(format!("t_keeper_{}", std::process::id()))
+        .with_request_timeout(Duration::from_secs(2));
+    let session = config
+        .connect()
+        .await
+        .expect("connecting to the three-node cluster");
+    schema::apply(
+        &session,
+        &config.keyspace,
+        &schema::Replication::Simple {
+            replication_factor: 3,
+        },
+    )
+    .await
+    .unwrap();
+    let store = Arc::new(LeaseStore::new(session, &config).await.unwrap());
+    let ttl = LeaseTtl::from_secs(6).unwrap();
+    let lock = LockType::new("unreachable").unwrap();
+    let Acquired::Acquired(lease) = store
+        .acquire(&lock, JobId::new(), &NodeId::new("replica-a").unwrap(), ttl)
+        .await
+        .unwrap()
+    else {
+        panic!("fresh lock held");
+    };
+    let kept = keep(
+        store.clone(),
+        lease,
+        KeeperConfig::for_ttl(ttl),
+        Cancellation::new(),
+    )
+    .await
+    .unwrap();
+    let mut rx = kept.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| s.renewals >= 1))
+        .await
+        .expect("no renewal confirmed on a healthy cluster")
+        .unwrap();
+
+    // Two of three replicas gone: no quorum, no LWT can be confirmed.
+    local_cassandra(&["kill", "2"]).unwrap();
+    let _revive2 = Revive("2");
+    local_cassandra(&["kill", "3"]).unwrap();
+    let _revive3 = Revive("3");
+
+    tokio::time::timeout(
+        ttl.duration() + Duration::from_secs(2),
+        kept.cancellation().cancelled(),
+    )
+    .await
+    .expect("the job was not cancelled within TTL + 2 s of losing Cassandra");
+    let cancelled_at = Instant::now();
+    let state = kept.state();
+    let expiry_bound = state.last_confirmed_sent + ttl.duration();
+    let ahead = expiry_bound.saturating_duration_since(cancelled_at);
+    println!(
+        "keeper: cancelled {ahead:?} before t + TTL (t = last confirmed renewal sent); \
+         {} failed attempts; reason {:?}",
+        state.consecutive_failures,
+        kept.cancellation().reason()
+    );
+    assert!(
+        cancelled_at < expiry_bound,
+        "cancelled {:?} after t + TTL",
+        cancelled_at - expiry_bound
+    );
+    assert!(
+        cancelled_at + Duration::from_secs(1) <= expiry_bound,
+        "cancelled only {ahead:?} before t + TTL; the lease may live just TTL − 1 s"
+    );
+    assert!(
+        matches!(
+            kept.cancellation().reason(),
+            Some(CancelReason::LeaseExpiredUnconfirmed | CancelReason::LeaseLost)
+        ),
+        "{:?}",
+        kept.cancellation().reason()
+    );
+    drop(kept);
 }

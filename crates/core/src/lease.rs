@@ -1,8 +1,4 @@
-//! Leases: what holding a lock means, in types.
-//!
-//! A [`Lease`] is a lock type held by one job attempt ([`JobId`]) on one
-//! replica ([`NodeId`]) for a [`LeaseTtl`], with a [`FencingToken`]. It is
-//! acquired, renewed and released through [`crate::LeaseStore`].
+#![doc = include_str!("../../../docs/leases.md")]
 
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};

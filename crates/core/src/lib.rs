@@ -15,6 +15,8 @@
 //! | [`lock_type`] | [`LockType`], a lock's validated name |
 //! | [`lease`] | [`Lease`], [`LeaseTtl`], [`FencingToken`], [`Holder`] and the outcomes of lease operations |
 //! | [`lease_store`] | [`LeaseStore`]: acquire, renew, release, read, list and force-release leases with LWTs |
+//! | [`status`] | [`JobType`], [`JobState`], [`JobResult`], [`JobStatus`] and [`StatusEntry`] |
+//! | [`status_store`] | [`StatusStore`]: statuses written at quorum with retention, read newest first |
 //! | [`error`] | [`StoreError`], what went wrong talking to the cluster |
 //!
 //! ## Example
@@ -38,6 +40,8 @@ pub mod lease_store;
 pub mod lock_type;
 pub mod lwt;
 pub mod schema;
+pub mod status;
+pub mod status_store;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
@@ -48,3 +52,5 @@ pub use ids::{JobId, NodeId, TriggerId};
 pub use lease::{Acquired, FencingToken, Holder, Lease, LeaseTtl, Released, Renewed};
 pub use lease_store::LeaseStore;
 pub use lock_type::LockType;
+pub use status::{JobResult, JobState, JobStatus, JobType, StatusEntry};
+pub use status_store::StatusStore;

@@ -1,0 +1,376 @@
+//! [`StatusStore`]: job status in `job_status_data` and `job_status_meta`.
+//!
+//! Every status is written to both tables in one logged batch at the
+//! configured consistency (LOCAL_QUORUM by default) with a retention TTL
+//! (14 days by default), retried on failure. Reads use the same consistency,
+//! so a write that returned OK is seen by every replica's reads.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use scylla::client::session::Session;
+use scylla::statement::batch::{Batch, BatchStatement, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlTimestamp, CqlTimeuuid, CqlValue, Row};
+
+use crate::config::CassandraConfig;
+use crate::error::StoreError;
+use crate::ids::{JobId, NodeId, TriggerId};
+use crate::lease::FencingToken;
+use crate::status::{JobState, JobStatus, JobType, StatusEntry};
+
+/// How long statuses are kept by default (ha-jobs: 14 days).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
+/// Attempts of one status write before it is reported as failed.
+const WRITE_ATTEMPTS: u32 = 4;
+/// The first pause between attempts; it doubles.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+const META_COLUMNS: &str =
+    "job_type, job_id, trigger_id, job_status_ts, job_state, job_result, owner, fencing_token";
+
+/// Job statuses on Cassandra or ScyllaDB.
+pub struct StatusStore {
+    session: Arc<Session>,
+    write: Batch,
+    history: PreparedStatement,
+    latest_all: PreparedStatement,
+    run: PreparedStatement,
+    run_latest: PreparedStatement,
+    /// The TTL of every status row, in seconds.
+    retention_secs: i32,
+}
+
+impl std::fmt::Debug for StatusStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusStore")
+            .field("retention_secs", &self.retention_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StatusStore {
+    /// Prepares the statements for `config.keyspace` with `retention` as the
+    /// rows' TTL (1 s to 20 years).
+    pub async fn new(
+        session: Arc<Session>,
+        config: &CassandraConfig,
+        retention: Duration,
+    ) -> Result<Self, StoreError> {
+        let ks = &config.keyspace;
+        crate::schema::validate_keyspace(ks)?;
+        let retention_secs = i32::try_from(retention.as_secs())
+            .ok()
+            .filter(|s| (1..=630_720_000).contains(s))
+            .ok_or_else(|| {
+                StoreError::Schema(format!(
+                    "status retention {retention:?} is out of range (1 s to 20 years)"
+                ))
+            })?;
+        let prepare = |cql: String| {
+            let session = session.clone();
+            async move {
+                let mut s = session
+                    .prepare(cql.clone())
+                    .await
+                    .map_err(|e| StoreError::request(format!("preparing `{cql}`"), e))?;
+                s.set_consistency(config.consistency);
+                s.set_is_idempotent(true);
+                Ok::<_, StoreError>(s)
+            }
+        };
+        let mut write = Batch::new(BatchType::Logged);
+        write.append_statement(BatchStatement::Query(
+            scylla::statement::unprepared::Statement::new(format!(
+                "INSERT INTO {ks}.job_status_data (job_type, job_id, job_status_ts, trigger_id, job_state, job_result, content, owner, fencing_token) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+            )),
+        ));
+        write.append_statement(BatchStatement::Query(
+            scylla::statement::unprepared::Statement::new(format!(
+                "INSERT INTO {ks}.job_status_meta (job_type, job_id, trigger_id, job_status_ts, job_state, job_result, owner, fencing_token) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+            )),
+        ));
+        let mut write = session
+            .prepare_batch(&write)
+            .await
+            .map_err(|e| StoreError::request("preparing the status write", e))?;
+        write.set_consistency(config.consistency);
+        write.set_is_idempotent(true);
+        let data = format!("{META_COLUMNS}, content FROM {ks}.job_status_data");
+        Ok(Self {
+            history: prepare(format!(
+                "SELECT {META_COLUMNS} FROM {ks}.job_status_meta WHERE job_type = ? LIMIT ?"
+            ))
+            .await?,
+            latest_all: prepare(format!(
+                "SELECT {META_COLUMNS} FROM {ks}.job_status_meta PER PARTITION LIMIT 1"
+            ))
+            .await?,
+            run: prepare(format!("SELECT {data} WHERE job_type = ? AND job_id = ?")).await?,
+            run_latest: prepare(format!(
+                "SELECT {data} WHERE job_type = ? AND job_id = ? LIMIT 1"
+            ))
+            .await?,
+            session,
+            write,
+            retention_secs,
+        })
+    }
+
+    /// Writes `status` to both tables, retrying with backoff. An error means
+    /// every attempt failed; it is also logged at ERROR.
+    pub async fn write(&self, status: &JobStatus) -> Result<(), StoreError> {
+        let content =
+            match &status.content {
+                Some(v) => Some(serde_json::to_string(v).map_err(|e| {
+                    StoreError::request("serialising status content", e.to_string())
+                })?),
+                None => None,
+            };
+        let ts = timestamp(status.timestamp);
+        let job_id = CqlTimeuuid::from(status.job_id.uuid());
+        let trigger_id = CqlTimeuuid::from(status.trigger_id.uuid());
+        let owner = status.owner.as_ref().map(NodeId::as_str);
+        let token = status.fencing_token.map(|t| t.0);
+        let (state, result) = (status.state.as_str(), status.result().as_str());
+        let values = (
+            (
+                status.job_type.as_str(),
+                job_id,
+                ts,
+                trigger_id,
+                state,
+                result,
+                content.as_deref(),
+                owner,
+                token,
+                self.retention_secs,
+            ),
+            (
+                status.job_type.as_str(),
+                job_id,
+                trigger_id,
+                ts,
+                state,
+                result,
+                owner,
+                token,
+                self.retention_secs,
+            ),
+        );
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self.session.batch(&self.write, &values).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < WRITE_ATTEMPTS => {
+                    tracing::warn!(job_type = %status.job_type, job_id = %status.job_id, %state, attempt, error = %e,
+                        "status write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::error!(job_type = %status.job_type, job_id = %status.job_id, %state, attempts = attempt, error = %e,
+                        "STATUS WRITE LOST: every attempt failed");
+                    return Err(StoreError::request(
+                        format!(
+                            "writing status {state} of job {} ({}) after {attempt} attempts",
+                            status.job_id, status.job_type
+                        ),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The latest status of the last `limit` attempts of `job_type`, newest first.
+    pub async fn history(
+        &self,
+        job_type: &JobType,
+        limit: u32,
+    ) -> Result<Vec<StatusEntry>, StoreError> {
+        let limit = i32::try_from(limit.max(1)).unwrap_or(i32::MAX);
+        self.select(
+            &self.history,
+            (job_type.as_str(), limit),
+            "job_status_meta",
+            false,
+            "reading job history",
+        )
+        .await
+    }
+
+    /// The latest attempt of `job_type`, if any.
+    pub async fn latest(&self, job_type: &JobType) -> Result<Option<StatusEntry>, StoreError> {
+        Ok(self.history(job_type, 1).await?.into_iter().next())
+    }
+
+    /// The latest attempt of every job type.
+    pub async fn latest_of_all(&self) -> Result<Vec<StatusEntry>, StoreError> {
+        self.select(
+            &self.latest_all,
+            (),
+            "job_status_meta",
+            false,
+            "reading the latest statuses",
+        )
+        .await
+    }
+
+    /// The latest status of one attempt, with its content.
+    pub async fn get(
+        &self,
+        job_type: &JobType,
+        job_id: JobId,
+    ) -> Result<Option<StatusEntry>, StoreError> {
+        let values = (job_type.as_str(), CqlTimeuuid::from(job_id.uuid()));
+        Ok(self
+            .select(
+                &self.run_latest,
+                values,
+                "job_status_data",
+                true,
+                "reading a job attempt",
+            )
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Every status one attempt went through, newest first, with content.
+    pub async fn run_history(
+        &self,
+        job_type: &JobType,
+        job_id: JobId,
+    ) -> Result<Vec<StatusEntry>, StoreError> {
+        let values = (job_type.as_str(), CqlTimeuuid::from(job_id.uuid()));
+        self.select(
+            &self.run,
+            values,
+            "job_status_data",
+            true,
+            "reading an attempt's history",
+        )
+        .await
+    }
+
+    async fn select(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+        table: &'static str,
+        with_content: bool,
+        what: &'static str,
+    ) -> Result<Vec<StatusEntry>, StoreError> {
+        let mut pager = self
+            .session
+            .execute_iter(statement.clone(), values)
+            .await
+            .map_err(|e| StoreError::request(what, e))?
+            .rows_stream::<Row>()
+            .map_err(|e| StoreError::request(what, e))?;
+        let mut entries = Vec::new();
+        use futures::TryStreamExt;
+        while let Some(row) = pager
+            .try_next()
+            .await
+            .map_err(|e| StoreError::request(what, e))?
+        {
+            entries.push(decode(row, table, with_content));
+        }
+        Ok(entries)
+    }
+}
+
+/// Decodes a status row, or names what is wrong with it.
+fn decode(row: Row, table: &str, with_content: bool) -> StatusEntry {
+    let cols = row.columns;
+    let text = |i: usize| match cols.get(i) {
+        Some(Some(CqlValue::Text(s))) => Some(s.clone()),
+        _ => None,
+    };
+    let uuid = |i: usize| match cols.get(i) {
+        Some(Some(CqlValue::Timeuuid(u))) => Some(uuid::Uuid::from(*u)),
+        _ => None,
+    };
+    let key = format!(
+        "{table} job_type={:?} job_id={}",
+        text(0).unwrap_or_default(),
+        uuid(1).map(|u| u.to_string()).unwrap_or_else(|| "?".into())
+    );
+    let corrupt = |problem: String| StatusEntry::Corrupt {
+        row: key.clone(),
+        problem,
+    };
+    let job_type = match text(0).map(JobType::new) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return corrupt(format!("bad job_type: {e}")),
+        None => return corrupt("job_type is null".into()),
+    };
+    let Some(job_id) = uuid(1) else {
+        return corrupt("job_id is null".into());
+    };
+    let Some(trigger_id) = uuid(2) else {
+        return corrupt("trigger_id is null".into());
+    };
+    let timestamp = match cols.get(3) {
+        Some(Some(CqlValue::Timestamp(t))) => system_time(*t),
+        _ => return corrupt("job_status_ts is null".into()),
+    };
+    let state = match text(4).map(|s| s.parse::<JobState>()) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return corrupt(e),
+        None => return corrupt("job_state is null".into()),
+    };
+    if let Some(result) = text(5) {
+        if result != state.result().as_str() {
+            return corrupt(format!(
+                "job_result `{result}` does not match job_state {state}"
+            ));
+        }
+    }
+    let owner = match text(6).map(NodeId::new) {
+        Some(Ok(o)) => Some(o),
+        Some(Err(e)) => return corrupt(format!("bad owner: {e}")),
+        None => None,
+    };
+    let fencing_token = match cols.get(7) {
+        Some(Some(CqlValue::BigInt(t))) => Some(FencingToken(*t)),
+        _ => None,
+    };
+    let content = if with_content {
+        match text(8).map(|s| serde_json::from_str(&s)) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => return corrupt(format!("content is not valid JSON: {e}")),
+            None => None,
+        }
+    } else {
+        None
+    };
+    StatusEntry::Status(JobStatus {
+        job_type,
+        job_id: JobId::from_uuid(job_id),
+        trigger_id: TriggerId::from_uuid(trigger_id),
+        timestamp,
+        state,
+        owner,
+        fencing_token,
+        content,
+    })
+}
+
+fn timestamp(t: SystemTime) -> CqlTimestamp {
+    CqlTimestamp(
+        t.duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    )
+}
+
+fn system_time(t: CqlTimestamp) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(t.0.max(0) as u64)
+}
