@@ -74,6 +74,35 @@ time_uuid_id!(
     TriggerId
 );
 
+impl TriggerId {
+    /// The trigger id of the cron firing of `job_type` scheduled at
+    /// `instant`: the same on every replica, so that all of them name one
+    /// firing alike. A version-1 UUID whose time is the instant and whose
+    /// clock sequence and node come from a stable hash of the job type.
+    pub fn for_firing(job_type: &str, instant: std::time::SystemTime) -> Self {
+        // 100 ns ticks between 1582-10-15 (the Gregorian epoch) and 1970-01-01.
+        const GREGORIAN_OFFSET: u64 = 0x01B2_1DD2_1381_4000;
+        let since_unix = instant
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let ticks = GREGORIAN_OFFSET + (since_unix.as_nanos() / 100) as u64;
+        let h = fnv1a(job_type.as_bytes()).to_be_bytes();
+        let node = [h[0] | 0x01, h[1], h[2], h[3], h[4], h[5]];
+        let counter = u16::from_be_bytes([h[6], h[7]]);
+        Self(Uuid::new_v1(
+            uuid::Timestamp::from_gregorian_time(ticks, counter),
+            &node,
+        ))
+    }
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across Rust releases.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Checks a name used as a Cassandra key: non-empty, at most `max` bytes, no
 /// control characters.
 pub(crate) fn validate_name(
@@ -155,6 +184,21 @@ mod tests {
             b.uuid().get_timestamp().unwrap(),
         );
         assert!(ta.to_gregorian() <= tb.to_gregorian());
+    }
+
+    #[test]
+    fn firing_trigger_ids_are_deterministic_per_job_type_and_instant() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let a = TriggerId::for_firing("import", t);
+        assert_eq!(a, TriggerId::for_firing("import", t));
+        assert_ne!(a, TriggerId::for_firing("report", t));
+        assert_ne!(
+            a,
+            TriggerId::for_firing("import", t + std::time::Duration::from_secs(1))
+        );
+        assert_eq!(a.uuid().get_version_num(), 1);
+        let (secs, _) = a.uuid().get_timestamp().unwrap().to_unix();
+        assert_eq!(secs, 1_800_000_000);
     }
 
     #[test]

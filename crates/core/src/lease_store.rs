@@ -319,10 +319,12 @@ impl LeaseStore {
 
     /// Gives the lease up. A lease already gone is [`Released::NotHolder`].
     pub async fn release(&self, lease: &Lease) -> Result<Released, StoreError> {
-        self.release_job(&lease.lock_type, lease.job_id).await
+        self.release_holder(&lease.lock_type, lease.job_id).await
     }
 
-    async fn release_job(
+    /// Releases `lock_type` if `job_id` still holds it: the conditional half
+    /// of a forced release, for a caller that already knows the holder.
+    pub async fn release_holder(
         &self,
         lock_type: &LockType,
         job_id: JobId,
@@ -359,7 +361,7 @@ impl LeaseStore {
             let Some(holder) = self.read(lock_type, true).await? else {
                 return Ok(None);
             };
-            if self.release_job(lock_type, holder.job_id).await? == Released::Released {
+            if self.release_holder(lock_type, holder.job_id).await? == Released::Released {
                 tracing::warn!(%lock_type, job_id = %holder.job_id, owner = ?holder.owner, "lock released by force");
                 return Ok(Some(holder));
             }

@@ -17,6 +17,7 @@
 //! | [`lease_store`] | [`LeaseStore`]: acquire, renew, release, read, list and force-release leases with LWTs |
 //! | [`status`] | [`JobType`], [`JobState`], [`JobResult`], [`JobStatus`] and [`StatusEntry`] |
 //! | [`status_store`] | [`StatusStore`]: statuses written at quorum with retention, read newest first |
+//! | [`firing_store`] | [`FiringStore`]: each cron firing claimed once cluster-wide |
 //! | [`error`] | [`StoreError`], what went wrong talking to the cluster |
 //!
 //! ## Example
@@ -34,6 +35,7 @@
 pub mod cancel;
 pub mod config;
 pub mod error;
+pub mod firing_store;
 pub mod ids;
 pub mod lease;
 pub mod lease_store;
@@ -48,6 +50,7 @@ pub mod testing;
 pub use cancel::{CancelReason, Cancellation};
 pub use config::CassandraConfig;
 pub use error::{InvalidInput, StoreError};
+pub use firing_store::FiringStore;
 pub use ids::{JobId, NodeId, TriggerId};
 pub use lease::{Acquired, FencingToken, Holder, Lease, LeaseTtl, Released, Renewed};
 pub use lease_store::LeaseStore;

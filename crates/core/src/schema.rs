@@ -23,11 +23,18 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    cql: include_str!("../../../schema/0001_initial.cql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        cql: include_str!("../../../schema/0001_initial.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "cron_firing",
+        cql: include_str!("../../../schema/0002_cron_firing.cql"),
+    },
+];
 
 /// The keyspace's replication.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,81 @@
 //! # hajobs-scheduler
 //!
-//! The job manager of hajobs: jobs written in Rust are registered with a job
-//! type, a lock type and an optional cron schedule; the manager triggers them
-//! by cron or by hand, runs each attempt under its lease, records every step
-//! in Cassandra and cancels attempts cluster-wide. Empty for now.
+//! The job manager of hajobs. A Rust service registers jobs — async
+//! functions receiving a [`JobContext`] — each with a [`JobSpec`]: its job
+//! type, the lock type it runs under, an optional cron schedule, a timeout
+//! and a retrigger count. The [`JobManager`] triggers them by cron or by
+//! hand, runs each attempt under its lease (kept by `hajobs-lock-keeper`),
+//! records every step in Cassandra and cancels attempts cluster-wide.
+//!
+//! The path of one trigger: [`JobManager::trigger`] (or a cron firing,
+//! claimed once cluster-wide) → a new [`JobId`](hajobs_core::JobId) →
+//! lease acquired ([`StartOutcome::Locked`] if held) → lock keeper started →
+//! RUNNING recorded → the job runs → FINISHED / WARNING / SKIPPED /
+//! NO_ACTION_NEEDED / FAILED / CANCELED recorded → lease released.
+//!
+//! ## Layout
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`job`] | the [`Job`] trait, [`Done`], [`JobError`] |
+//! | [`context`] | [`JobContext`]: ids, fencing token, cancellation, progress |
+//! | [`spec`] | [`JobSpec`]: lock type, cron, timeout, retrigger count, lease TTL |
+//! | [`cron`] | [`CronSchedule`] (croner, with seconds, time zones) and [`MissedRuns`] |
+//! | [`manager`] | [`JobManager`]: trigger, retrigger, cancel, start, shutdown |
+//! | [`clock`] | [`Clock`]: the wall clock that names cron firings |
+//! | [`error`] | [`ManagerError`] |
+//! | `attempt` | one attempt from RUNNING to its final status |
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hajobs_core::{CassandraConfig, NodeId};
+//! use hajobs_scheduler::{Done, JobContext, JobError, JobManager, JobSpec, StartOutcome};
+//!
+//! async fn import(ctx: JobContext) -> Result<Done, JobError> {
+//!     for batch in 0..10 {
+//!         if ctx.is_cancelled() {
+//!             return Err(JobError::new("stopped"));
+//!         }
+//!         // … import `batch`, writing with ctx.fencing_token …
+//!         ctx.progress(serde_json::json!({ "batch": batch })).await?;
+//!     }
+//!     Ok(Done::finished())
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let spec = JobSpec::new("nightly-import", "import-lock")?
+//!     .cron("0 30 2 * * *", "Europe/Berlin")?
+//!     .timeout(Duration::from_secs(3600))?
+//!     .retrigger_count(2);
+//! let manager = JobManager::builder(CassandraConfig::default(), NodeId::new("host-1")?)
+//!     .job(spec, import)
+//!     .build()
+//!     .await?;
+//! manager.start().await?;
+//! match manager.trigger("nightly-import").await? {
+//!     StartOutcome::Started { job_id, .. } => println!("started {job_id}"),
+//!     StartOutcome::Locked { holder, .. } => println!("already running: {}", holder.job_id),
+//!     StartOutcome::Error { details, .. } => eprintln!("not started: {details}"),
+//! }
+//! manager.shutdown(Duration::from_secs(30)).await;
+//! # Ok(()) }
+//! ```
+
+mod attempt;
+pub mod clock;
+pub mod context;
+pub mod cron;
+pub mod error;
+pub mod job;
+pub mod manager;
+pub mod spec;
+
+pub use clock::{Clock, OffsetClock, SystemClock};
+pub use context::JobContext;
+pub use cron::{CronSchedule, MissedRuns};
+pub use error::ManagerError;
+pub use job::{Done, FinalState, Job, JobError, JobOutcome};
+pub use manager::{CancelOutcome, JobManager, JobManagerBuilder, StartOutcome};
+pub use spec::JobSpec;

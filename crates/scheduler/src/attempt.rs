@@ -1,0 +1,127 @@
+//! One job attempt: lease, RUNNING, the job, its final status, release.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use hajobs_core::{CancelReason, JobState, StatusStore};
+use hajobs_lock_keeper::{KeptLease, LeasePhase};
+use serde_json::{Value, json};
+
+use crate::context::JobContext;
+use crate::job::{Job, JobOutcome};
+
+/// How an attempt ended, before it becomes a status.
+enum Ending {
+    /// The job returned (or panicked: `Err` holds the panic message).
+    Returned(Result<JobOutcome, String>),
+    /// It was cancelled; it may still have returned during the grace period.
+    Cancelled(CancelReason, Option<Result<JobOutcome, String>>),
+}
+
+/// Runs `job` under `kept` until it ends, records the final status, and
+/// releases the lease.
+pub(crate) async fn run(
+    job: Arc<dyn Job>,
+    ctx: JobContext,
+    kept: KeptLease,
+    timeout: Option<Duration>,
+    grace: Duration,
+    statuses: Arc<StatusStore>,
+) -> JobState {
+    let cancellation = ctx.cancellation.clone();
+    let mut lease_state = kept.subscribe();
+    let fut = AssertUnwindSafe(job.run(ctx.clone())).catch_unwind();
+    // Boxed so that it can be dropped (and the job with it) before the final status.
+    let mut fut = Box::pin(fut.map(|r| r.map_err(panic_message)));
+    let timed_out = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ending = tokio::select! {
+        biased;
+        () = cancellation.cancelled() => None,
+        () = timed_out => {
+            cancellation.cancel(CancelReason::TimedOut(timeout.unwrap_or_default()));
+            None
+        }
+        r = &mut fut => Some(Ending::Returned(r)),
+    };
+    let ending = match ending {
+        Some(e) => e,
+        None => {
+            let reason = cancellation.reason().unwrap_or(CancelReason::Requested);
+            // A job cancelled for its lease stops now; others get a grace
+            // period to wind down, while the lease still holds.
+            let late = match reason {
+                CancelReason::LeaseLost
+                | CancelReason::LeaseExpiredUnconfirmed
+                | CancelReason::KeeperStopped => None,
+                _ => tokio::select! {
+                    r = &mut fut => Some(r),
+                    () = tokio::time::sleep(grace) => None,
+                    _ = lease_state.wait_for(|s| s.phase != LeasePhase::Held) => None,
+                },
+            };
+            Ending::Cancelled(reason, late)
+        }
+    };
+    drop(fut);
+    let (state, content) = final_status(ending);
+    tracing::info!(job_type = %ctx.job_type, job_id = %ctx.job_id, trigger_id = %ctx.trigger_id, %state, "job attempt ended");
+    if let Err(e) = statuses.write(&ctx.status(state, content)).await {
+        tracing::error!(job_type = %ctx.job_type, job_id = %ctx.job_id, %state, error = %e, "final status not recorded");
+    }
+    if let Err(e) = kept.release().await {
+        tracing::warn!(job_type = %ctx.job_type, job_id = %ctx.job_id, error = %e, "lease not released; it expires by its TTL");
+    }
+    state
+}
+
+fn final_status(ending: Ending) -> (JobState, Option<Value>) {
+    match ending {
+        Ending::Returned(Ok(Ok(done))) => (done.state.into(), done.content),
+        Ending::Returned(Ok(Err(e))) => {
+            (JobState::Failed, Some(error_content(&e.message, e.content)))
+        }
+        Ending::Returned(Err(panic)) => (
+            JobState::Failed,
+            Some(json!({ "error": format!("panicked: {panic}") })),
+        ),
+        Ending::Cancelled(CancelReason::TimedOut(d), _) => (
+            JobState::Failed,
+            Some(json!({ "error": format!("timed out after {d:?}") })),
+        ),
+        Ending::Cancelled(reason, late) => {
+            let mut content = json!({ "reason": reason.to_string() });
+            if let Some(Ok(Err(e))) = late {
+                content["error"] = Value::String(e.message);
+            }
+            (JobState::Canceled, Some(content))
+        }
+    }
+}
+
+fn error_content(message: &str, extra: Option<Value>) -> Value {
+    match extra {
+        Some(Value::Object(mut map)) => {
+            map.insert("error".into(), Value::String(message.to_owned()));
+            Value::Object(map)
+        }
+        Some(other) => json!({ "error": message, "details": other }),
+        None => json!({ "error": message }),
+    }
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}

@@ -1,0 +1,46 @@
+//! [`ManagerError`]: what the job manager refuses or fails at.
+
+use hajobs_core::{InvalidInput, JobType, StoreError};
+
+/// Errors of the job manager and of job specs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// A cron expression or time zone that cannot be used.
+    #[error("job `{job_type}`: {problem}")]
+    InvalidCron {
+        /// The job.
+        job_type: String,
+        /// What is wrong, naming the expression.
+        problem: String,
+    },
+    /// A name, TTL or interval that cannot be used.
+    #[error("job `{job_type}`: {source}")]
+    InvalidSpec {
+        /// The job.
+        job_type: String,
+        /// What is wrong.
+        #[source]
+        source: InvalidInput,
+    },
+    /// Two registrations of one job type.
+    #[error("job type `{0}` is registered twice")]
+    DuplicateJobType(JobType),
+    /// A job type nobody registered.
+    #[error("unknown job type `{name}` (registered: {known})")]
+    UnknownJobType {
+        /// The name asked for.
+        name: String,
+        /// The registered job types.
+        known: String,
+    },
+    /// The precondition hook refused to start scheduling.
+    #[error("precondition failed, scheduling not started: {0}")]
+    Precondition(String),
+    /// The cron scheduler failed.
+    #[error("cron scheduler: {0}")]
+    Cron(String),
+    /// Cassandra failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,614 @@
+//! [`JobManager`]: registered jobs, triggered by cron or by hand, run under
+//! their leases, cancelled cluster-wide, stopped gracefully.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use hajobs_core::status_store::DEFAULT_RETENTION;
+use hajobs_core::{
+    Acquired, CancelReason, Cancellation, CassandraConfig, FiringStore, Holder, JobId, JobResult,
+    JobType, LeaseStore, NodeId, StatusEntry, StatusStore, TriggerId,
+};
+use scylla::client::session::Session;
+use tokio::task::JoinHandle;
+
+use crate::attempt;
+use crate::clock::{Clock, SystemClock};
+use crate::context::JobContext;
+use crate::cron::MissedRuns;
+use crate::error::ManagerError;
+use crate::job::Job;
+use crate::spec::JobSpec;
+
+/// How long a cancelled job (by request, timeout or shutdown) may take to
+/// return before its future is dropped.
+pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+/// How often a claimed cron firing retries a held lock.
+const FIRING_RETRY: Duration = Duration::from_millis(200);
+
+/// The outcome of a trigger (ha-jobs' `JobStartStatus`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// The attempt `job_id` runs on this replica.
+    Started {
+        /// The trigger served.
+        trigger_id: TriggerId,
+        /// The new attempt.
+        job_id: JobId,
+    },
+    /// The lock type is held by another attempt: nothing started.
+    Locked {
+        /// The trigger that was not started.
+        trigger_id: TriggerId,
+        /// Who holds the lock.
+        holder: Holder,
+    },
+    /// The attempt could not start (Cassandra failed, shutting down…).
+    Error {
+        /// The trigger that was not started.
+        trigger_id: TriggerId,
+        /// Why.
+        details: String,
+    },
+}
+
+/// The outcome of a cancellation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The attempt ran here and its cancellation fired.
+    CancelledLocally(JobId),
+    /// The attempt runs on another replica: its lease was released, so its
+    /// lock keeper cancels it within one renewal interval.
+    CancelledRemotely(Holder),
+    /// No attempt of this job type is running.
+    NotRunning,
+}
+
+/// A hook that must pass before scheduling starts.
+pub type Precondition = Box<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+struct Registered {
+    spec: JobSpec,
+    job: Arc<dyn Job>,
+}
+
+/// An attempt running on this replica.
+struct Running {
+    job_id: JobId,
+    cancellation: Cancellation,
+    task: JoinHandle<hajobs_core::JobState>,
+}
+
+struct Inner {
+    node: NodeId,
+    leases: Arc<LeaseStore>,
+    statuses: Arc<StatusStore>,
+    firings: FiringStore,
+    jobs: BTreeMap<JobType, Registered>,
+    running: Mutex<HashMap<JobType, Running>>,
+    clock: Arc<dyn Clock>,
+    cancel_grace: Duration,
+    shutting_down: AtomicBool,
+    cron: tokio::sync::Mutex<Option<tokio_cron_scheduler::JobScheduler>>,
+    precondition: Option<Precondition>,
+}
+
+/// The job manager of one replica. Cheap to clone.
+#[derive(Clone)]
+pub struct JobManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for JobManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobManager")
+            .field("node", &self.inner.node)
+            .field("jobs", &self.inner.jobs.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`JobManager`].
+pub struct JobManagerBuilder {
+    config: CassandraConfig,
+    node: NodeId,
+    session: Option<Arc<Session>>,
+    jobs: Vec<(JobSpec, Arc<dyn Job>)>,
+    clock: Arc<dyn Clock>,
+    retention: Duration,
+    cancel_grace: Duration,
+    precondition: Option<Precondition>,
+}
+
+impl JobManagerBuilder {
+    /// Registers a job.
+    pub fn job(mut self, spec: JobSpec, job: impl Job) -> Self {
+        self.jobs.push((spec, Arc::new(job)));
+        self
+    }
+
+    /// Uses an existing session instead of opening one.
+    pub fn session(mut self, session: Arc<Session>) -> Self {
+        self.session = Some(session);
+        self
+    }
+
+    /// The clock that names cron firings (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How long statuses and firing claims are kept (default 14 days).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// How long a cancelled job may take to return (default 5 s).
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
+        self
+    }
+
+    /// A check run by [`JobManager::start`] before scheduling begins.
+    pub fn precondition<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.precondition = Some(Box::new(move || Box::pin(check())));
+        self
+    }
+
+    /// Prepares the stores. Nothing is scheduled until [`JobManager::start`].
+    pub async fn build(self) -> Result<JobManager, ManagerError> {
+        let mut jobs = BTreeMap::new();
+        for (spec, job) in self.jobs {
+            let job_type = spec.job_type.clone();
+            if jobs
+                .insert(job_type.clone(), Registered { spec, job })
+                .is_some()
+            {
+                return Err(ManagerError::DuplicateJobType(job_type));
+            }
+        }
+        let session = match self.session {
+            Some(s) => s,
+            None => self.config.connect().await?,
+        };
+        let leases = Arc::new(LeaseStore::new(session.clone(), &self.config).await?);
+        let statuses =
+            Arc::new(StatusStore::new(session.clone(), &self.config, self.retention).await?);
+        let firings = FiringStore::new(session, &self.config, self.retention).await?;
+        Ok(JobManager {
+            inner: Arc::new(Inner {
+                node: self.node,
+                leases,
+                statuses,
+                firings,
+                jobs,
+                running: Mutex::new(HashMap::new()),
+                clock: self.clock,
+                cancel_grace: self.cancel_grace,
+                shutting_down: AtomicBool::new(false),
+                cron: tokio::sync::Mutex::new(None),
+                precondition: self.precondition,
+            }),
+        })
+    }
+}
+
+impl JobManager {
+    /// Starts building a manager for replica `node` on the cluster of `config`.
+    pub fn builder(config: CassandraConfig, node: NodeId) -> JobManagerBuilder {
+        JobManagerBuilder {
+            config,
+            node,
+            session: None,
+            jobs: Vec::new(),
+            clock: Arc::new(SystemClock),
+            retention: DEFAULT_RETENTION,
+            cancel_grace: DEFAULT_CANCEL_GRACE,
+            precondition: None,
+        }
+    }
+
+    /// This replica.
+    pub fn node(&self) -> &NodeId {
+        &self.inner.node
+    }
+
+    /// The registered job specs, by job type.
+    pub fn specs(&self) -> impl Iterator<Item = &JobSpec> {
+        self.inner.jobs.values().map(|r| &r.spec)
+    }
+
+    /// The spec of `job_type`.
+    pub fn spec(&self, job_type: &str) -> Result<&JobSpec, ManagerError> {
+        self.registered(job_type).map(|r| &r.spec)
+    }
+
+    /// The status store (for reading history).
+    pub fn statuses(&self) -> &Arc<StatusStore> {
+        &self.inner.statuses
+    }
+
+    /// The lease store (for reading locks).
+    pub fn leases(&self) -> &Arc<LeaseStore> {
+        &self.inner.leases
+    }
+
+    fn registered(&self, job_type: &str) -> Result<&Registered, ManagerError> {
+        self.inner
+            .jobs
+            .iter()
+            .find(|(t, _)| t.as_str() == job_type)
+            .map(|(_, r)| r)
+            .ok_or_else(|| ManagerError::UnknownJobType {
+                name: job_type.to_owned(),
+                known: self
+                    .inner
+                    .jobs
+                    .keys()
+                    .map(JobType::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Runs the precondition, starts missed runs, then the cron schedules.
+    pub async fn start(&self) -> Result<(), ManagerError> {
+        if let Some(check) = &self.inner.precondition {
+            check().await.map_err(ManagerError::Precondition)?;
+        }
+        self.catch_up_missed_runs().await;
+        let scheduler = tokio_cron_scheduler::JobScheduler::new()
+            .await
+            .map_err(|e| ManagerError::Cron(e.to_string()))?;
+        for registered in self.inner.jobs.values() {
+            let Some(schedule) = &registered.spec.schedule else {
+                continue;
+            };
+            let manager = self.clone();
+            let job_type = registered.spec.job_type.clone();
+            let cron_job = tokio_cron_scheduler::Job::new_async_tz(
+                schedule.expression(),
+                schedule.time_zone(),
+                move |_, _| {
+                    let manager = manager.clone();
+                    let job_type = job_type.clone();
+                    Box::pin(async move { manager.on_cron_tick(&job_type).await })
+                },
+            )
+            .map_err(|e| ManagerError::InvalidCron {
+                job_type: registered.spec.job_type.to_string(),
+                problem: e.to_string(),
+            })?;
+            scheduler
+                .add(cron_job)
+                .await
+                .map_err(|e| ManagerError::Cron(e.to_string()))?;
+        }
+        scheduler
+            .start()
+            .await
+            .map_err(|e| ManagerError::Cron(e.to_string()))?;
+        *self.inner.cron.lock().await = Some(scheduler);
+        tracing::info!(node = %self.inner.node, jobs = self.inner.jobs.len(), "job manager started");
+        Ok(())
+    }
+
+    async fn on_cron_tick(&self, job_type: &JobType) {
+        let Ok(registered) = self.registered(job_type.as_str()) else {
+            return;
+        };
+        let Some(schedule) = &registered.spec.schedule else {
+            return;
+        };
+        let now = self.inner.clock.now();
+        let Some(instant) = schedule.latest_at(now) else {
+            return;
+        };
+        self.fire(job_type, instant).await;
+    }
+
+    /// Claims the firing of `job_type` at `instant` and, if this replica won
+    /// the claim, starts it under the trigger id derived from both.
+    pub async fn fire(&self, job_type: &JobType, instant: DateTime<Utc>) -> Option<StartOutcome> {
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            return None;
+        }
+        let at = SystemTime::from(instant);
+        let trigger_id = TriggerId::for_firing(job_type.as_str(), at);
+        match self
+            .inner
+            .firings
+            .claim(job_type, at, trigger_id, &self.inner.node)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(%job_type, %instant, "cron firing claimed by another replica");
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(%job_type, %instant, error = %e, "cron firing not claimed: Cassandra failed; another replica may run it");
+                return None;
+            }
+        }
+        // A claimed firing that finds its lock held (the previous firing, or
+        // another job type sharing the lock, still runs) waits for it until
+        // one period of the schedule has passed, then is skipped.
+        let period = self
+            .registered(job_type.as_str())
+            .ok()
+            .and_then(|r| r.spec.schedule.as_ref()?.next_after(instant))
+            .and_then(|next| (next - instant).to_std().ok())
+            .unwrap_or_default();
+        let give_up = tokio::time::Instant::now() + period;
+        let outcome = loop {
+            let outcome = self.start_attempt(job_type, trigger_id).await;
+            let retry = matches!(outcome, Ok(StartOutcome::Locked { .. }))
+                && tokio::time::Instant::now() + FIRING_RETRY < give_up
+                && !self.inner.shutting_down.load(Ordering::SeqCst);
+            if !retry {
+                break outcome;
+            }
+            tokio::time::sleep(FIRING_RETRY).await;
+        };
+        match &outcome {
+            Ok(StartOutcome::Started { job_id, .. }) => {
+                tracing::info!(%job_type, %instant, %job_id, %trigger_id, "cron firing started")
+            }
+            Ok(StartOutcome::Locked { holder, .. }) => {
+                tracing::warn!(%job_type, %instant, holder = %holder.job_id, "cron firing skipped: lock held for a whole period")
+            }
+            Ok(StartOutcome::Error { details, .. }) => {
+                tracing::error!(%job_type, %instant, details, "cron firing failed to start")
+            }
+            Err(e) => tracing::error!(%job_type, error = %e, "cron firing failed"),
+        }
+        outcome.ok()
+    }
+
+    async fn catch_up_missed_runs(&self) {
+        let now = self.inner.clock.now();
+        for registered in self.inner.jobs.values() {
+            let (Some(schedule), MissedRuns::RunOnce { threshold }) =
+                (&registered.spec.schedule, registered.spec.missed_runs)
+            else {
+                continue;
+            };
+            let job_type = &registered.spec.job_type;
+            let last = match self.inner.firings.last_claimed(job_type).await {
+                Ok(Some(last)) => DateTime::<Utc>::from(last),
+                Ok(None) => continue, // never ran: nothing was missed
+                Err(e) => {
+                    tracing::warn!(%job_type, error = %e, "cannot check for missed runs");
+                    continue;
+                }
+            };
+            let (Some(missed), Some(next)) = (schedule.latest_at(now), schedule.next_after(now))
+            else {
+                continue;
+            };
+            let far = (next - now).to_std().unwrap_or_default() > threshold;
+            if missed > last && far {
+                tracing::info!(%job_type, %missed, %next, "running a firing missed during downtime");
+                self.fire(job_type, missed).await;
+            }
+        }
+    }
+
+    /// Triggers `job_type` by hand: a new trigger id, then an attempt.
+    pub async fn trigger(&self, job_type: &str) -> Result<StartOutcome, ManagerError> {
+        let job_type = self.registered(job_type)?.spec.job_type.clone();
+        self.start_attempt(&job_type, TriggerId::new()).await
+    }
+
+    /// Re-runs `trigger_id` of `job_type` with a new attempt (the supervisor's retrigger).
+    pub async fn retrigger(
+        &self,
+        job_type: &str,
+        trigger_id: TriggerId,
+    ) -> Result<StartOutcome, ManagerError> {
+        let job_type = self.registered(job_type)?.spec.job_type.clone();
+        self.start_attempt(&job_type, trigger_id).await
+    }
+
+    async fn start_attempt(
+        &self,
+        job_type: &JobType,
+        trigger_id: TriggerId,
+    ) -> Result<StartOutcome, ManagerError> {
+        let registered = self.registered(job_type.as_str())?;
+        let spec = &registered.spec;
+        let error = |details: String| {
+            Ok(StartOutcome::Error {
+                trigger_id,
+                details,
+            })
+        };
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            return error("the replica is shutting down".into());
+        }
+        let job_id = JobId::new();
+        let ttl = spec.keeper.ttl();
+        let lease = match self
+            .inner
+            .leases
+            .acquire(&spec.lock_type, job_id, &self.inner.node, ttl)
+            .await
+        {
+            Ok(Acquired::Acquired(lease)) => lease,
+            Ok(Acquired::Held(holder)) => return Ok(StartOutcome::Locked { trigger_id, holder }),
+            Err(e) => return error(format!("{e:#}")),
+        };
+        let fencing_token = lease.fencing_token;
+        let cancellation = Cancellation::new();
+        let kept = match hajobs_lock_keeper::keep(
+            self.inner.leases.clone(),
+            lease.clone(),
+            spec.keeper,
+            cancellation.clone(),
+        )
+        .await
+        {
+            Ok(kept) => kept,
+            Err(e) => {
+                let _ = self.inner.leases.release(&lease).await;
+                return error(format!("{e:#}"));
+            }
+        };
+        let ctx = JobContext {
+            job_type: job_type.clone(),
+            job_id,
+            trigger_id,
+            fencing_token,
+            node: self.inner.node.clone(),
+            cancellation: cancellation.clone(),
+            statuses: self.inner.statuses.clone(),
+        };
+        if let Err(e) = self
+            .inner
+            .statuses
+            .write(&ctx.status(hajobs_core::JobState::Running, None))
+            .await
+        {
+            // Not recorded, so not run: a job nobody can see must not run.
+            let _ = kept.release().await;
+            return error(format!(
+                "RUNNING status not recorded, attempt not started: {e:#}"
+            ));
+        }
+        let task = tokio::spawn({
+            let manager = self.clone();
+            let job = registered.job.clone();
+            let (timeout, grace, statuses) = (
+                spec.timeout,
+                self.inner.cancel_grace,
+                self.inner.statuses.clone(),
+            );
+            let job_type = job_type.clone();
+            async move {
+                let state = attempt::run(job, ctx, kept, timeout, grace, statuses).await;
+                manager.finished(&job_type, job_id);
+                state
+            }
+        });
+        self.inner
+            .running
+            .lock()
+            .expect("running map poisoned")
+            .insert(
+                job_type.clone(),
+                Running {
+                    job_id,
+                    cancellation,
+                    task,
+                },
+            );
+        Ok(StartOutcome::Started { trigger_id, job_id })
+    }
+
+    fn finished(&self, job_type: &JobType, job_id: JobId) {
+        let mut running = self.inner.running.lock().expect("running map poisoned");
+        if running.get(job_type).is_some_and(|r| r.job_id == job_id) {
+            running.remove(job_type);
+        }
+    }
+
+    /// The attempt of `job_type` running on this replica, if any.
+    pub fn running_here(&self, job_type: &str) -> Option<JobId> {
+        let running = self.inner.running.lock().expect("running map poisoned");
+        running
+            .iter()
+            .find(|(t, _)| t.as_str() == job_type)
+            .map(|(_, r)| r.job_id)
+    }
+
+    /// Cancels the running attempt of `job_type`, wherever it runs.
+    pub async fn cancel(&self, job_type: &str) -> Result<CancelOutcome, ManagerError> {
+        let spec = &self.registered(job_type)?.spec;
+        let local = {
+            let running = self.inner.running.lock().expect("running map poisoned");
+            running
+                .get(&spec.job_type)
+                .map(|r| (r.job_id, r.cancellation.clone()))
+        };
+        if let Some((job_id, cancellation)) = local {
+            cancellation.cancel(CancelReason::Requested);
+            tracing::info!(job_type, %job_id, "cancel requested; the attempt runs here");
+            return Ok(CancelOutcome::CancelledLocally(job_id));
+        }
+        // Elsewhere: is the lock held by an attempt of this job type?
+        let Some(holder) = self.inner.leases.read(&spec.lock_type, true).await? else {
+            return Ok(CancelOutcome::NotRunning);
+        };
+        let attempt = self
+            .inner
+            .statuses
+            .get(&spec.job_type, holder.job_id)
+            .await?;
+        let ours =
+            matches!(&attempt, Some(StatusEntry::Status(s)) if s.result() == JobResult::Pending);
+        if !ours {
+            return Ok(CancelOutcome::NotRunning);
+        }
+        match self
+            .inner
+            .leases
+            .release_holder(&spec.lock_type, holder.job_id)
+            .await?
+        {
+            hajobs_core::Released::Released => {
+                tracing::info!(job_type, job_id = %holder.job_id, owner = ?holder.owner, "cancel requested; lease released so the holder's keeper cancels it");
+                Ok(CancelOutcome::CancelledRemotely(holder))
+            }
+            hajobs_core::Released::NotHolder => Ok(CancelOutcome::NotRunning),
+        }
+    }
+
+    /// Graceful shutdown: stops the cron schedules, cancels every running
+    /// attempt, waits up to `grace` for them to record CANCELED and release
+    /// their leases.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        if let Some(mut scheduler) = self.inner.cron.lock().await.take() {
+            if let Err(e) = scheduler.shutdown().await {
+                tracing::warn!(error = %e, "cron scheduler did not shut down cleanly");
+            }
+        }
+        let tasks: Vec<(JobType, Running)> = self
+            .inner
+            .running
+            .lock()
+            .expect("running map poisoned")
+            .drain()
+            .collect();
+        for (_, r) in &tasks {
+            r.cancellation.cancel(CancelReason::Shutdown);
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        for (job_type, r) in tasks {
+            match tokio::time::timeout_at(deadline, r.task).await {
+                Ok(Ok(state)) => {
+                    tracing::info!(%job_type, job_id = %r.job_id, %state, "attempt ended at shutdown")
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(%job_type, job_id = %r.job_id, error = %e, "attempt task failed at shutdown")
+                }
+                Err(_) => {
+                    tracing::error!(%job_type, job_id = %r.job_id, "attempt did not end within the shutdown grace; its lease expires by TTL")
+                }
+            }
+        }
+        tracing::info!(node = %self.inner.node, "job manager stopped");
+    }
+}

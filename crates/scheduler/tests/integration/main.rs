@@ -1,0 +1,607 @@
+//! The job manager on a real Cassandra: several managers in one process
+//! stand for replicas (separate sessions, separate node ids).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use hajobs_core::testing::{TestKeyspace, connect};
+use hajobs_core::{JobId, JobResult, JobState, JobStatus, JobType, LockType, NodeId, StatusEntry};
+use hajobs_scheduler::{
+    CancelOutcome, Done, JobContext, JobError, JobManager, JobManagerBuilder, JobSpec,
+    ManagerError, OffsetClock, StartOutcome,
+};
+use serde_json::json;
+
+/// A manager for replica `node` with its own session.
+async fn replica(ks: &TestKeyspace, node: &str) -> JobManagerBuilder {
+    JobManager::builder(ks.config(), NodeId::new(node).unwrap()).session(connect().await)
+}
+
+/// Polls `condition` until it holds, failing after `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn status_of(m: &JobManager, job_type: &str, job_id: JobId) -> JobStatus {
+    match m
+        .statuses()
+        .get(&JobType::new(job_type).unwrap(), job_id)
+        .await
+        .unwrap()
+    {
+        Some(StatusEntry::Status(s)) => s,
+        other => panic!("no status for {job_type} {job_id}: {other:?}"),
+    }
+}
+
+async fn final_status(m: &JobManager, job_type: &str, job_id: JobId) -> JobStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = status_of(m, job_type, job_id).await;
+        if s.result() != JobResult::Pending {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{job_type} {job_id} still {} after 20 s",
+            s.state
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn lock_free(m: &JobManager, lock: &str) {
+    let lock = LockType::new(lock).unwrap();
+    eventually(Duration::from_secs(20), "the lock freed", || async {
+        m.leases().read(&lock, true).await.unwrap().is_none()
+    })
+    .await;
+}
+
+/// Waits for cancellation, then returns.
+async fn until_cancelled(ctx: JobContext) -> Result<Done, JobError> {
+    ctx.cancelled().await;
+    Ok(Done::finished())
+}
+
+fn started(outcome: &StartOutcome) -> Option<JobId> {
+    match outcome {
+        StartOutcome::Started { job_id, .. } => Some(*job_id),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_trigger_at_once_and_exactly_one_starts_every_time() {
+    let ks = TestKeyspace::new("trigger_race").await;
+    let spec = || JobSpec::new("import", "import").unwrap();
+    let a = replica(&ks, "a")
+        .await
+        .job(spec(), until_cancelled)
+        .build()
+        .await
+        .unwrap();
+    let b = replica(&ks, "b")
+        .await
+        .job(spec(), until_cancelled)
+        .build()
+        .await
+        .unwrap();
+    for round in 0..100 {
+        let (ra, rb) = tokio::join!(a.trigger("import"), b.trigger("import"));
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        let (winner, runner, other) = match (started(&ra), started(&rb)) {
+            (Some(id), None) => (id, &a, rb),
+            (None, Some(id)) => (id, &b, ra),
+            _ => panic!("round {round}: {ra:?} / {rb:?}"),
+        };
+        match other {
+            StartOutcome::Locked { holder, .. } => {
+                assert_eq!(holder.job_id, winner, "round {round}");
+                assert_eq!(
+                    holder.owner.as_deref(),
+                    Some(runner.node().as_str()),
+                    "round {round}"
+                );
+            }
+            o => panic!("round {round}: the loser got {o:?}"),
+        }
+        assert_eq!(
+            runner.cancel("import").await.unwrap(),
+            CancelOutcome::CancelledLocally(winner)
+        );
+        assert_eq!(
+            final_status(runner, "import", winner).await.state,
+            JobState::Canceled
+        );
+        lock_free(runner, "import").await;
+    }
+    ks.drop().await;
+}
+
+/// A job's name, start and end.
+type Span = (&'static str, Instant, Instant);
+
+#[tokio::test]
+async fn job_types_sharing_a_lock_type_never_run_at_the_same_time() {
+    let ks = TestKeyspace::new("shared_lock").await;
+    let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+    let job = |name: &'static str| {
+        let spans = spans.clone();
+        move |_ctx: JobContext| {
+            let spans = spans.clone();
+            async move {
+                let start = Instant::now();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                spans.lock().unwrap().push((name, start, Instant::now()));
+                Ok(Done::finished())
+            }
+        }
+    };
+    let mut managers = Vec::new();
+    for node in ["a", "b"] {
+        managers.push(
+            replica(&ks, node)
+                .await
+                .job(JobSpec::new("export", "warehouse").unwrap(), job("export"))
+                .job(JobSpec::new("vacuum", "warehouse").unwrap(), job("vacuum"))
+                .build()
+                .await
+                .unwrap(),
+        );
+    }
+    let mut started_count = 0;
+    for _ in 0..60 {
+        let outcomes = join_all([
+            managers[0].trigger("export"),
+            managers[1].trigger("vacuum"),
+            managers[1].trigger("export"),
+            managers[0].trigger("vacuum"),
+        ])
+        .await;
+        started_count += outcomes
+            .iter()
+            .filter(|o| started(o.as_ref().unwrap()).is_some())
+            .count();
+        lock_free(&managers[0], "warehouse").await;
+    }
+    let mut spans = spans.lock().unwrap().clone();
+    assert_eq!(spans.len(), started_count, "every started attempt ran");
+    assert!(spans.iter().any(|s| s.0 == "export") && spans.iter().any(|s| s.0 == "vacuum"));
+    spans.sort_by_key(|s| s.1);
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].2 <= pair[1].1,
+            "{} and {} overlapped",
+            pair[0].0,
+            pair[1].0
+        );
+    }
+    ks.drop().await;
+}
+
+#[tokio::test]
+async fn cron_firings_run_exactly_once_across_replicas_with_a_skewed_clock() {
+    let ks = TestKeyspace::new("cron_once").await;
+    let spec = || {
+        JobSpec::new("tick", "tick")
+            .unwrap()
+            .cron("* * * * * *", "UTC")
+            .unwrap()
+    };
+    let short = |_ctx: JobContext| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(Done::finished())
+    };
+    let mut managers = Vec::new();
+    for node in ["a", "b"] {
+        managers.push(
+            replica(&ks, node)
+                .await
+                .job(spec(), short)
+                .build()
+                .await
+                .unwrap(),
+        );
+    }
+    // A replica whose clock runs two seconds ahead.
+    managers.push(
+        replica(&ks, "skewed")
+            .await
+            .clock(OffsetClock(chrono::TimeDelta::seconds(2)))
+            .job(spec(), short)
+            .build()
+            .await
+            .unwrap(),
+    );
+    for m in &managers {
+        m.start().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await; // the test's length, not a synchronisation
+    // The skewed replica stops first: it claims two seconds ahead, so if it
+    // outlived the others the instants between would have no replica left.
+    for m in managers.iter().rev() {
+        m.shutdown(Duration::from_secs(5)).await;
+    }
+    let history = managers[0]
+        .statuses()
+        .history(&JobType::new("tick").unwrap(), 1000)
+        .await
+        .unwrap();
+    let mut per_trigger: BTreeMap<_, Vec<&JobStatus>> = BTreeMap::new();
+    for entry in &history {
+        let s = entry.status().expect("no corrupt rows");
+        per_trigger.entry(s.trigger_id).or_default().push(s);
+    }
+    for (trigger, attempts) in &per_trigger {
+        assert_eq!(
+            attempts.len(),
+            1,
+            "firing {trigger} ran {} times: {attempts:?}",
+            attempts.len()
+        );
+        assert_eq!(attempts[0].state, JobState::Finished);
+    }
+    // Every second from the first firing to the last ran.
+    let seconds: BTreeSet<u64> = per_trigger
+        .keys()
+        .map(|t| t.uuid().get_timestamp().unwrap().to_unix().0)
+        .collect();
+    let (first, last) = (*seconds.first().unwrap(), *seconds.last().unwrap());
+    let missing: Vec<u64> = (first..=last).filter(|s| !seconds.contains(s)).collect();
+    if !missing.is_empty() {
+        for (t, a) in &per_trigger {
+            eprintln!(
+                "{} {:?} {:?}",
+                t.uuid().get_timestamp().unwrap().to_unix().0,
+                a[0].owner,
+                a[0].timestamp
+            );
+        }
+    }
+    assert!(missing.is_empty(), "firings missed: {missing:?}");
+    assert!(
+        seconds.len() >= 18,
+        "only {} firings in 20 s",
+        seconds.len()
+    );
+    let owners: BTreeSet<String> = history
+        .iter()
+        .filter_map(|e| e.status()?.owner.as_ref().map(|o| o.to_string()))
+        .collect();
+    println!("{} firings, each run once, by {owners:?}", seconds.len());
+    ks.drop().await;
+}
+
+#[tokio::test]
+async fn cancel_on_a_replica_that_is_not_the_holder_stops_the_job() {
+    let ks = TestKeyspace::new("remote_cancel").await;
+    let spec = || {
+        JobSpec::new("consumer", "consumer")
+            .unwrap()
+            .lease_ttl(Duration::from_secs(3))
+            .unwrap()
+    };
+    let holder = replica(&ks, "holder")
+        .await
+        .job(spec(), until_cancelled)
+        .build()
+        .await
+        .unwrap();
+    let other = replica(&ks, "other")
+        .await
+        .job(spec(), until_cancelled)
+        .build()
+        .await
+        .unwrap();
+    let job_id = started(&holder.trigger("consumer").await.unwrap()).expect("started");
+    let asked = Instant::now();
+    match other.cancel("consumer").await.unwrap() {
+        CancelOutcome::CancelledRemotely(h) => assert_eq!(h.job_id, job_id),
+        o => panic!("{o:?}"),
+    }
+    eventually(
+        Duration::from_secs(5),
+        "the holder's attempt stopped",
+        || async { holder.running_here("consumer").is_none() },
+    )
+    .await;
+    let stopped_after = asked.elapsed();
+    let interval = holder.spec("consumer").unwrap().keeper.renew_interval();
+    println!("remote cancel → stop: {stopped_after:?} (renewal interval {interval:?})");
+    assert!(
+        stopped_after <= interval + Duration::from_millis(500),
+        "stopped after {stopped_after:?}"
+    );
+    let status = final_status(&other, "consumer", job_id).await;
+    assert_eq!(status.state, JobState::Canceled);
+    assert_eq!(status.owner.as_ref().map(NodeId::as_str), Some("holder"));
+    lock_free(&other, "consumer").await;
+    assert_eq!(
+        other.cancel("consumer").await.unwrap(),
+        CancelOutcome::NotRunning
+    );
+    ks.drop().await;
+}
+
+#[tokio::test]
+async fn every_ending_gets_its_state_and_result_and_progress_is_readable_while_running() {
+    let ks = TestKeyspace::new("endings").await;
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let m = replica(&ks, "a")
+        .await
+        .job(
+            JobSpec::new("finish", "l1").unwrap(),
+            |_c: JobContext| async { Ok(Done::finished().with_content(json!({"rows": 3}))) },
+        )
+        .job(
+            JobSpec::new("warn", "l2").unwrap(),
+            |_c: JobContext| async { Ok(Done::warning()) },
+        )
+        .job(
+            JobSpec::new("skip", "l3").unwrap(),
+            |_c: JobContext| async { Ok(Done::skipped()) },
+        )
+        .job(
+            JobSpec::new("noop", "l4").unwrap(),
+            |_c: JobContext| async { Ok(Done::no_action_needed()) },
+        )
+        .job(
+            JobSpec::new("fail", "l5").unwrap(),
+            |_c: JobContext| async { Err(JobError::new("upstream said 503")) },
+        )
+        .job(
+            JobSpec::new("panic", "l6").unwrap(),
+            |_c: JobContext| async {
+                if true {
+                    panic!("index out of bounds");
+                }
+                Ok(Done::finished())
+            },
+        )
+        .job(
+            JobSpec::new("slow", "l7")
+                .unwrap()
+                .timeout(Duration::from_secs(1))
+                .unwrap(),
+            |_c: JobContext| async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(Done::finished())
+            },
+        )
+        .job(
+            JobSpec::new("progress", "l8").unwrap(),
+            move |ctx: JobContext| {
+                let mut go = go_rx.clone();
+                async move {
+                    ctx.progress(json!({"step": 1})).await?;
+                    go.wait_for(|g| *g)
+                        .await
+                        .map_err(|e| JobError::new(e.to_string()))?;
+                    Ok(Done::finished())
+                }
+            },
+        )
+        .build()
+        .await
+        .unwrap();
+    let expect = [
+        (
+            "finish",
+            JobState::Finished,
+            JobResult::Success,
+            Some("rows"),
+        ),
+        ("warn", JobState::Warning, JobResult::Success, None),
+        ("skip", JobState::Skipped, JobResult::Success, None),
+        ("noop", JobState::NoActionNeeded, JobResult::Success, None),
+        (
+            "fail",
+            JobState::Failed,
+            JobResult::Failed,
+            Some("upstream said 503"),
+        ),
+        (
+            "panic",
+            JobState::Failed,
+            JobResult::Failed,
+            Some("panicked: index out of bounds"),
+        ),
+        (
+            "slow",
+            JobState::Failed,
+            JobResult::Failed,
+            Some("timed out after 1s"),
+        ),
+    ];
+    for (job_type, state, result, content) in expect {
+        let job_id = started(&m.trigger(job_type).await.unwrap()).expect("started");
+        let s = final_status(&m, job_type, job_id).await;
+        assert_eq!((s.state, s.result()), (state, result), "{job_type}");
+        if let Some(text) = content {
+            assert!(
+                s.content.as_ref().unwrap().to_string().contains(text),
+                "{job_type}: {:?}",
+                s.content
+            );
+        }
+        let history = m
+            .statuses()
+            .run_history(&JobType::new(job_type).unwrap(), job_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            history.last().and_then(|e| e.status()).map(|s| s.state),
+            Some(JobState::Running),
+            "{job_type} began RUNNING"
+        );
+    }
+    let job_id = started(&m.trigger("progress").await.unwrap()).expect("started");
+    eventually(Duration::from_secs(10), "progress readable", || async {
+        let s = status_of(&m, "progress", job_id).await;
+        s.state == JobState::Running && s.content == Some(json!({"step": 1}))
+    })
+    .await;
+    go_tx.send(true).unwrap();
+    assert_eq!(
+        final_status(&m, "progress", job_id).await.state,
+        JobState::Finished
+    );
+    ks.drop().await;
+}
+
+#[tokio::test]
+async fn shutdown_with_a_job_running_records_canceled_and_frees_the_lease() {
+    let ks = TestKeyspace::new("shutdown").await;
+    let m = replica(&ks, "a")
+        .await
+        .job(JobSpec::new("long", "long").unwrap(), until_cancelled)
+        .build()
+        .await
+        .unwrap();
+    let other = replica(&ks, "b")
+        .await
+        .job(JobSpec::new("long", "long").unwrap(), until_cancelled)
+        .build()
+        .await
+        .unwrap();
+    let job_id = started(&m.trigger("long").await.unwrap()).unwrap();
+    m.shutdown(Duration::from_secs(10)).await;
+    // Done when shutdown returns: no waiting.
+    let s = status_of(&other, "long", job_id).await;
+    assert_eq!(s.state, JobState::Canceled);
+    assert_eq!(s.content, Some(json!({"reason": "replica shutting down"})));
+    assert!(
+        other
+            .leases()
+            .read(&LockType::new("long").unwrap(), true)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let history = other
+        .statuses()
+        .history(&JobType::new("long").unwrap(), 10)
+        .await
+        .unwrap();
+    assert!(
+        history
+            .iter()
+            .all(|e| e.status().unwrap().result() != JobResult::Pending)
+    );
+    assert!(
+        matches!(m.trigger("long").await.unwrap(), StartOutcome::Error { .. }),
+        "no start after shutdown"
+    );
+    ks.drop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_errors_that_name_it() {
+    let err = JobSpec::new("report", "r")
+        .unwrap()
+        .cron("*/5 * * *", "UTC")
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("report") && text.contains("*/5 * * *"),
+        "{text}"
+    );
+    assert!(matches!(err, ManagerError::InvalidCron { .. }));
+    let err = JobSpec::new("", "r").unwrap_err();
+    assert!(err.to_string().contains("job type is empty"), "{err}");
+
+    let ks = TestKeyspace::new("bad_input").await;
+    let m = replica(&ks, "a")
+        .await
+        .job(
+            JobSpec::new("known", "k").unwrap(),
+            |_c: JobContext| async { Ok(Done::finished()) },
+        )
+        .build()
+        .await
+        .unwrap();
+    let err = m.trigger("unknown").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown job type `unknown` (registered: known)"
+    );
+    let dup = replica(&ks, "b")
+        .await
+        .job(JobSpec::new("x", "k").unwrap(), |_c: JobContext| async {
+            Ok(Done::finished())
+        })
+        .job(JobSpec::new("x", "k").unwrap(), |_c: JobContext| async {
+            Ok(Done::finished())
+        })
+        .build()
+        .await
+        .unwrap_err();
+    assert!(dup.to_string().contains("`x` is registered twice"), "{dup}");
+
+    // Corrupt rows come back named, beside the good ones.
+    let good = started(&m.trigger("known").await.unwrap()).unwrap();
+    final_status(&m, "known", good).await;
+    let bad_state = JobId::new();
+    let bad_json = JobId::new();
+    ks.session
+        .query_unpaged(
+            format!("INSERT INTO {}.job_status_meta (job_type, job_id, trigger_id, job_status_ts, job_state, job_result) VALUES ('known', {}, now(), toTimestamp(now()), 'EXPLODED', 'FAILED')", ks.name, bad_state),
+            (),
+        )
+        .await
+        .unwrap();
+    ks.session
+        .query_unpaged(
+            format!("INSERT INTO {}.job_status_data (job_type, job_id, job_status_ts, trigger_id, job_state, job_result, content) VALUES ('known', {}, toTimestamp(now()), now(), 'RUNNING', 'PENDING', '{{not json')", ks.name, bad_json),
+            (),
+        )
+        .await
+        .unwrap();
+    let history = m
+        .statuses()
+        .history(&JobType::new("known").unwrap(), 10)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert!(
+        history
+            .iter()
+            .any(|e| e.status().map(|s| s.job_id) == Some(good))
+    );
+    let corrupt = history.iter().find_map(|e| match e {
+        StatusEntry::Corrupt { row, problem } => Some((row, problem)),
+        _ => None,
+    });
+    let (row, problem) = corrupt.expect("the corrupt row is returned");
+    assert!(
+        row.contains(&bad_state.to_string()) && problem.contains("EXPLODED"),
+        "{row}: {problem}"
+    );
+    match m
+        .statuses()
+        .get(&JobType::new("known").unwrap(), bad_json)
+        .await
+        .unwrap()
+    {
+        Some(StatusEntry::Corrupt { row, problem }) => {
+            assert!(
+                row.contains(&bad_json.to_string()) && problem.contains("not valid JSON"),
+                "{row}: {problem}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    ks.drop().await;
+}
