@@ -51,6 +51,21 @@ pub(crate) async fn run(
         r = &mut fut => Some(Ending::Returned(r)),
     };
     let ending = match ending {
+        Some(Ending::Returned(r)) => {
+            // A job that gave up because its lease was no longer valid (see
+            // `JobContext::lease_valid`) was cancelled, whatever it returned.
+            let past_deadline = {
+                let s = lease_state.borrow();
+                s.phase == LeasePhase::Held && std::time::Instant::now() >= s.deadline
+            };
+            if past_deadline {
+                cancellation.cancel(CancelReason::LeaseExpiredUnconfirmed);
+            }
+            match cancellation.reason() {
+                Some(reason) if !matches!(r, Ok(Ok(_))) => Ending::Cancelled(reason, Some(r)),
+                _ => Ending::Returned(r),
+            }
+        }
         Some(e) => e,
         None => {
             let reason = cancellation.reason().unwrap_or(CancelReason::Requested);

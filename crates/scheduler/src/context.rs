@@ -1,7 +1,9 @@
 //! [`JobContext`]: what a running job knows and can do.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
+
+use hajobs_lock_keeper::LeaseState;
 
 use hajobs_core::{
     Cancellation, FencingToken, JobId, JobState, JobStatus, JobType, NodeId, StatusStore,
@@ -26,6 +28,8 @@ pub struct JobContext {
     pub cancellation: Cancellation,
     /// Where progress goes.
     pub(crate) statuses: Arc<StatusStore>,
+    /// The lease as its keeper sees it.
+    pub(crate) lease: tokio::sync::watch::Receiver<LeaseState>,
 }
 
 impl JobContext {
@@ -37,6 +41,20 @@ impl JobContext {
     /// Completes when the job must stop.
     pub async fn cancelled(&self) {
         self.cancellation.cancelled().await;
+    }
+
+    /// Whether the lease is certainly still held right now: not cancelled,
+    /// and before the keeper's deadline (monotonic clock). Check it right
+    /// before each externally visible step; unlike the cancellation, it
+    /// needs no task to have run, so it is exact even just after the
+    /// process was paused.
+    pub fn lease_valid(&self) -> bool {
+        !self.cancellation.is_cancelled() && Instant::now() < self.lease.borrow().deadline
+    }
+
+    /// A snapshot of the lease: last confirmed renewal, deadline, renewals.
+    pub fn lease_state(&self) -> LeaseState {
+        self.lease.borrow().clone()
     }
 
     /// Publishes progress: a RUNNING status with `content`, readable from

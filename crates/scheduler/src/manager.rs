@@ -474,6 +474,7 @@ impl JobManager {
             node: self.inner.node.clone(),
             cancellation: cancellation.clone(),
             statuses: self.inner.statuses.clone(),
+            lease: kept.subscribe(),
         };
         if let Err(e) = self
             .inner

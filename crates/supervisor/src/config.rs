@@ -1,0 +1,62 @@
+//! [`SupervisorConfig`]: how often the supervisor looks, and how much it does.
+
+use std::time::Duration;
+
+use hajobs_core::{InvalidInput, LeaseTtl, LockType};
+
+/// The lock type of the supervisor's own lease.
+pub const DEFAULT_LOCK_TYPE: &str = "hajobs-supervisor";
+
+/// Settings of the supervisor, with documented defaults.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// Time between passes on each replica (default 2 s). Failover takes
+    /// about lock TTL + this interval.
+    pub interval: Duration,
+    /// The lock that makes passes a singleton (default `hajobs-supervisor`).
+    pub lock_type: LockType,
+    /// TTL of the supervisor's lease; a pass must end well within it
+    /// (default 30 s).
+    pub lease_ttl: LeaseTtl,
+    /// How many recent attempts per job type a pass reads (default 20).
+    pub history_depth: u32,
+    /// At most this many retriggers per pass (default 10).
+    pub max_retriggers_per_pass: usize,
+    /// Wait at least this long after a failed attempt before re-running its
+    /// trigger (default 0).
+    pub retrigger_backoff: Duration,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(2),
+            lock_type: LockType::new(DEFAULT_LOCK_TYPE).expect("valid lock type"),
+            lease_ttl: LeaseTtl::from_secs(30).expect("valid TTL"),
+            history_depth: 20,
+            max_retriggers_per_pass: 10,
+            retrigger_backoff: Duration::ZERO,
+        }
+    }
+}
+
+impl SupervisorConfig {
+    /// Sets the interval between passes (100 ms to one hour).
+    pub fn with_interval(mut self, interval: Duration) -> Result<Self, InvalidInput> {
+        if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
+            return Err(InvalidInput::Duration {
+                what: "supervisor interval",
+                value: interval,
+                rule: "it must be from 100 ms to one hour",
+            });
+        }
+        self.interval = interval;
+        Ok(self)
+    }
+
+    /// Sets the retrigger backoff.
+    pub fn with_retrigger_backoff(mut self, backoff: Duration) -> Self {
+        self.retrigger_backoff = backoff;
+        self
+    }
+}

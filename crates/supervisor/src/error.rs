@@ -1,0 +1,19 @@
+//! [`SupervisorError`].
+
+use hajobs_core::StoreError;
+use hajobs_scheduler::ManagerError;
+
+/// What can stop a supervisor pass (the next pass tries again).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SupervisorError {
+    /// Cassandra failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The job manager refused.
+    #[error(transparent)]
+    Manager(#[from] ManagerError),
+    /// The pass ran out of its lease's time.
+    #[error("supervisor pass took longer than its lease allows ({0:?})")]
+    Overran(std::time::Duration),
+}

@@ -1,0 +1,167 @@
+//! One supervisor pass: find dead attempts, record them DEAD, retrigger.
+
+use std::time::SystemTime;
+
+use hajobs_core::{JobId, JobResult, JobState, JobStatus, JobType, StatusEntry, TriggerId};
+use hajobs_scheduler::{JobManager, JobSpec, StartOutcome};
+use serde_json::json;
+
+use crate::config::SupervisorConfig;
+use crate::error::SupervisorError;
+
+/// What one pass decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Attempts recorded DEAD.
+    pub dead: Vec<(JobType, JobId)>,
+    /// Triggers re-run: job type, trigger, the new attempt.
+    pub retriggered: Vec<(JobType, TriggerId, JobId)>,
+    /// Triggers whose retries are used up.
+    pub exhausted: Vec<(JobType, TriggerId)>,
+    /// Corrupt status rows seen (named, skipped).
+    pub corrupt: usize,
+}
+
+/// Runs one pass over every registered job type of `manager`.
+pub(crate) async fn run(
+    manager: &JobManager,
+    config: &SupervisorConfig,
+) -> Result<PassReport, SupervisorError> {
+    let mut report = PassReport::default();
+    for spec in manager.specs() {
+        if report.retriggered.len() >= config.max_retriggers_per_pass {
+            tracing::info!(
+                "retrigger budget of this pass used up; the rest waits for the next pass"
+            );
+            break;
+        }
+        supervise(manager, config, spec, &mut report).await?;
+    }
+    Ok(report)
+}
+
+async fn supervise(
+    manager: &JobManager,
+    config: &SupervisorConfig,
+    spec: &JobSpec,
+    report: &mut PassReport,
+) -> Result<(), SupervisorError> {
+    let job_type = &spec.job_type;
+    // 1. Statuses first, at quorum …
+    let entries = manager
+        .statuses()
+        .history(job_type, config.history_depth)
+        .await?;
+    let mut attempts: Vec<JobStatus> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match entry {
+            StatusEntry::Status(s) => attempts.push(s),
+            StatusEntry::Corrupt { row, problem } => {
+                report.corrupt += 1;
+                tracing::warn!(%job_type, row, problem, "corrupt status row skipped by the supervisor");
+            }
+        }
+    }
+    // 2. … then the lock, at SERIAL. An attempt records RUNNING only after
+    // acquiring its lease and releases it only after recording its end, so
+    // an attempt that was PENDING before this read and whose lease is gone
+    // now has either ended (its final status is visible by now) or died.
+    let pending: Vec<usize> = (0..attempts.len())
+        .filter(|&i| attempts[i].result() == JobResult::Pending)
+        .collect();
+    if !pending.is_empty() {
+        let holder = manager.leases().read(&spec.lock_type, true).await?;
+        for i in pending {
+            let attempt = &attempts[i];
+            if holder.as_ref().is_some_and(|h| h.job_id == attempt.job_id) {
+                continue; // alive: it holds its lease
+            }
+            // 3. Re-read the attempt: it may have ended in between.
+            let now = manager.statuses().get(job_type, attempt.job_id).await?;
+            let still_pending =
+                matches!(&now, Some(StatusEntry::Status(s)) if s.result() == JobResult::Pending);
+            if !still_pending {
+                if let Some(StatusEntry::Status(s)) = now {
+                    attempts[i] = s;
+                }
+                continue;
+            }
+            let dead = JobStatus {
+                timestamp: SystemTime::now(),
+                state: JobState::Dead,
+                content: Some(json!({
+                    "reason": "lease gone while the attempt was still RUNNING: its replica died or stalled",
+                    "detected_by": manager.node().as_str(),
+                })),
+                ..attempt.clone()
+            };
+            manager.statuses().write(&dead).await?;
+            tracing::warn!(%job_type, job_id = %attempt.job_id, trigger_id = %attempt.trigger_id,
+                owner = ?attempt.owner, holder = ?holder.as_ref().map(|h| h.job_id), "attempt recorded DEAD: its lease is gone");
+            report.dead.push((job_type.clone(), attempt.job_id));
+            attempts[i] = dead;
+        }
+    }
+    retrigger(manager, config, spec, &attempts, report).await
+}
+
+/// ha-jobs' rule, on the latest trigger: re-run it when none of its
+/// attempts is PENDING or SUCCESS, it was not cancelled, and it has had at
+/// most `retrigger_count` attempts.
+async fn retrigger(
+    manager: &JobManager,
+    config: &SupervisorConfig,
+    spec: &JobSpec,
+    attempts: &[JobStatus],
+    report: &mut PassReport,
+) -> Result<(), SupervisorError> {
+    let job_type = &spec.job_type;
+    // Attempts are newest first (time-based job ids, clustering order DESC).
+    let Some(latest) = attempts.first() else {
+        return Ok(());
+    };
+    let trigger_id = latest.trigger_id;
+    let of_trigger: Vec<&JobStatus> = attempts
+        .iter()
+        .filter(|a| a.trigger_id == trigger_id)
+        .collect();
+    let any = |r: JobResult| of_trigger.iter().any(|a| a.result() == r);
+    if any(JobResult::Pending) || any(JobResult::Success) {
+        return Ok(());
+    }
+    if latest.state == JobState::Canceled {
+        return Ok(()); // an operator or a shutdown stopped it: do not undo that
+    }
+    if of_trigger.len() > spec.retrigger_count as usize {
+        if !report
+            .exhausted
+            .iter()
+            .any(|(t, id)| t == job_type && *id == trigger_id)
+        {
+            tracing::info!(%job_type, %trigger_id, attempts = of_trigger.len(), "retriggers used up; trigger stays failed");
+            report.exhausted.push((job_type.clone(), trigger_id));
+        }
+        return Ok(());
+    }
+    if let Ok(since) = SystemTime::now().duration_since(latest.timestamp) {
+        if since < config.retrigger_backoff {
+            return Ok(()); // backoff: a later pass retries
+        }
+    }
+    match manager.retrigger(job_type.as_str(), trigger_id).await? {
+        StartOutcome::Started { job_id, .. } => {
+            tracing::warn!(%job_type, %trigger_id, %job_id, attempt = of_trigger.len() + 1,
+                failed = %latest.job_id, state = %latest.state, "trigger re-run on this replica");
+            report
+                .retriggered
+                .push((job_type.clone(), trigger_id, job_id));
+        }
+        StartOutcome::Locked { holder, .. } => {
+            tracing::info!(%job_type, %trigger_id, holder = %holder.job_id, "retrigger waits: lock held");
+        }
+        StartOutcome::Error { details, .. } => {
+            tracing::error!(%job_type, %trigger_id, details, "retrigger failed to start");
+        }
+    }
+    Ok(())
+}
