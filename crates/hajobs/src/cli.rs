@@ -1,7 +1,19 @@
 //! The command line: raw flags ([`Cli`]) and what each command does.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
 use clap::{Args, Parser, Subcommand};
-use hajobs_core::{CassandraConfig, schema};
+use hajobs_core::schema::{self, MIGRATIONS};
+use hajobs_core::{
+    CassandraConfig, JobId, JobType, LeaseStore, LockType, StatusEntry, StatusStore,
+};
+use hajobs_scheduler::{CancelOutcome, JobContext, JobManager, StartOutcome};
+use hajobs_supervisor::Supervisor;
+use scylla::client::session::Session;
+
+use crate::config::{self, DaemonConfig, Overrides};
 
 /// An error of the CLI with its exit code.
 #[derive(Debug)]
@@ -19,6 +31,14 @@ impl CliError {
     pub(crate) fn input(error: impl Into<anyhow::Error>) -> Self {
         Self {
             code: 2,
+            error: error.into(),
+        }
+    }
+
+    /// A lock held by another attempt: exit code 3.
+    fn locked(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: 3,
             error: error.into(),
         }
     }
@@ -45,44 +65,82 @@ impl<E: Into<anyhow::Error>> From<E> for CliError {
 
 /// hajobs: jobs that run on exactly one replica at a time, with their state
 /// in Cassandra or ScyllaDB.
+///
+/// Exit codes: 0 success; 1 a runtime failure (Cassandra unreachable, a
+/// request failed, a triggered job failed); 2 bad input (flags,
+/// configuration); 3 the lock is held by another attempt.
 #[derive(Debug, Parser)]
 #[command(name = "hajobs", version, about)]
 pub(crate) struct Cli {
     #[command(flatten)]
-    cluster: ClusterArgs,
+    global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Args)]
-struct ClusterArgs {
-    /// Contact points, comma-separated host:port.
-    #[arg(long, global = true, env = "HAJOBS_CQL_NODES", default_value = hajobs_core::config::DEFAULT_CONTACT_POINT)]
-    nodes: String,
-    /// The keyspace holding hajobs' tables.
-    #[arg(long, global = true, env = "HAJOBS_KEYSPACE", default_value = hajobs_core::config::DEFAULT_KEYSPACE)]
-    keyspace: String,
+struct GlobalArgs {
+    /// The daemon's TOML configuration (jobs, cluster, supervisor).
+    #[arg(long, short, global = true, env = "HAJOBS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Contact points, comma-separated host:port (overrides the file; default 127.0.0.1:9042).
+    #[arg(long, global = true, env = "HAJOBS_CQL_NODES")]
+    nodes: Option<String>,
+    /// The keyspace holding hajobs' tables (overrides the file; default `hajobs`).
+    #[arg(long, global = true, env = "HAJOBS_KEYSPACE")]
+    keyspace: Option<String>,
     /// The local data centre (preferred coordinators, LOCAL_QUORUM scope).
     #[arg(long, global = true, env = "HAJOBS_DATACENTER")]
     datacenter: Option<String>,
-}
-
-impl ClusterArgs {
-    fn config(&self) -> CassandraConfig {
-        let mut config =
-            CassandraConfig::from_contact_list(&self.nodes).with_keyspace(self.keyspace.clone());
-        if let Some(dc) = &self.datacenter {
-            config = config.with_local_datacenter(dc.clone());
-        }
-        config
-    }
+    /// This replica's node id (overrides the file; default the host name).
+    #[arg(long, global = true, env = "HAJOBS_NODE_ID")]
+    node_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon: schedule and run the configured jobs until SIGTERM / Ctrl-C.
+    Serve,
     /// Create or print the CQL schema.
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// List the configured jobs and their next firing.
+    Jobs,
+    /// Run a configured job now, here, under its lease, and wait for its end.
+    Trigger {
+        /// The job type.
+        job: String,
+    },
+    /// Cancel the running attempt of a job, on whichever replica runs it.
+    Cancel {
+        /// The job type.
+        job: String,
+    },
+    /// The latest attempt of every job type, or the last attempts of one.
+    Status {
+        /// A job type; all job types when absent.
+        job: Option<String>,
+        /// How many attempts to show for one job type.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every status one attempt went through, with its content.
+    History {
+        /// The job type.
+        job: String,
+        /// The attempt's job id.
+        job_id: String,
+    },
+    /// The locks held now.
+    Locks,
+    /// Release a lock by force; its holder's keeper cancels the job.
+    Unlock {
+        /// The lock type.
+        lock_type: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,38 +155,340 @@ enum SchemaCommand {
 struct ReplicationArg {
     /// Keyspace replication: `simple:RF` (SimpleStrategy) or `DC:RF[,DC:RF…]`
     /// (NetworkTopologyStrategy). Used only when the keyspace is created.
-    #[arg(long, default_value = "simple:1")]
-    replication: String,
+    /// Default: the file's `cassandra.replication`, else `simple:1`.
+    #[arg(long)]
+    replication: Option<String>,
 }
 
-impl ReplicationArg {
-    fn parse(&self) -> Result<schema::Replication, CliError> {
-        schema::Replication::parse(&self.replication)
-            .map_err(|e| CliError::input(anyhow::anyhow!("--replication: {e}")))
+/// What the commands need to know: the file (if any) with overrides applied.
+struct Settings {
+    daemon: Option<DaemonConfig>,
+    cassandra: CassandraConfig,
+    replication: schema::Replication,
+}
+
+impl GlobalArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            nodes: self.nodes.clone(),
+            keyspace: self.keyspace.clone(),
+            datacenter: self.datacenter.clone(),
+            node_id: self.node_id.clone(),
+        }
+    }
+
+    fn settings(&self) -> Result<Settings, CliError> {
+        let overrides = self.overrides();
+        let daemon = match &self.config {
+            Some(path) => Some(config::load(path, &overrides).map_err(CliError::input)?),
+            None => None,
+        };
+        let (cassandra, replication) = match &daemon {
+            Some(d) => (d.cassandra.clone(), d.replication.clone()),
+            None => {
+                // No file: flags, environment and defaults only.
+                let parsed = config::parse(std::path::Path::new("(flags)"), "", &overrides)
+                    .map_err(CliError::input)?;
+                (parsed.cassandra, parsed.replication)
+            }
+        };
+        Ok(Settings {
+            daemon,
+            cassandra,
+            replication,
+        })
+    }
+}
+
+impl Settings {
+    fn daemon(&self, command: &str) -> Result<&DaemonConfig, CliError> {
+        self.daemon.as_ref().ok_or_else(|| {
+            CliError::input(anyhow::anyhow!("`hajobs {command}` needs the jobs' configuration: pass --config FILE or set HAJOBS_CONFIG"))
+        })
+    }
+
+    async fn session(&self) -> Result<Arc<Session>, CliError> {
+        let session = self.cassandra.connect().await?;
+        let ks = &self.cassandra.keyspace;
+        let applied = schema::applied_versions(&session, ks).await.map_err(|e| {
+            anyhow::anyhow!("keyspace `{ks}` has no hajobs schema ({e}): run `hajobs schema apply`")
+        })?;
+        let missing: Vec<i32> = MIGRATIONS
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect();
+        if !missing.is_empty() {
+            return Err(anyhow::anyhow!(
+                "keyspace `{ks}` lacks schema versions {missing:?}: run `hajobs schema apply`"
+            )
+            .into());
+        }
+        Ok(session)
+    }
+
+    async fn manager(&self, command: &str) -> Result<JobManager, CliError> {
+        let daemon = self.daemon(command)?;
+        let mut builder = JobManager::builder(self.cassandra.clone(), daemon.node.clone())
+            .session(self.session().await?);
+        for job in &daemon.jobs {
+            let job_config = job.clone();
+            builder = builder.job(job.spec.clone(), move |ctx: JobContext| {
+                crate::command_job::run(job_config.clone(), ctx)
+            });
+        }
+        Ok(builder.build().await?)
+    }
+}
+
+fn replication(arg: &ReplicationArg, settings: &Settings) -> Result<schema::Replication, CliError> {
+    match &arg.replication {
+        Some(r) => schema::Replication::parse(r)
+            .map_err(|e| CliError::input(anyhow::anyhow!("--replication: {e}"))),
+        None => Ok(settings.replication.clone()),
     }
 }
 
 impl Cli {
     pub(crate) async fn run(self) -> Result<(), CliError> {
+        let settings = self.global.settings()?;
         match self.command {
             Command::Schema(SchemaCommand::Print(r)) => {
-                let cql =
-                    schema::print(&self.cluster.keyspace, &r.parse()?).map_err(CliError::input)?;
+                let cql = schema::print(&settings.cassandra.keyspace, &replication(&r, &settings)?)
+                    .map_err(CliError::input)?;
                 print!("{cql}");
-                Ok(())
             }
             Command::Schema(SchemaCommand::Apply(r)) => {
-                let replication = r.parse()?;
-                schema::validate_keyspace(&self.cluster.keyspace).map_err(CliError::input)?;
-                let config = self.cluster.config();
-                let session = config.connect().await?;
-                let report = schema::apply(&session, &config.keyspace, &replication).await?;
+                let replication = replication(&r, &settings)?;
+                let ks = &settings.cassandra.keyspace;
+                let session = settings.cassandra.connect().await?;
+                let report = schema::apply(&session, ks, &replication).await?;
                 println!(
-                    "keyspace {}: applied migrations {:?}, already applied {:?}",
-                    config.keyspace, report.applied, report.already_applied
+                    "keyspace {ks}: applied migrations {:?}, already applied {:?}",
+                    report.applied, report.already_applied
                 );
-                Ok(())
+            }
+            Command::Serve => serve(&settings).await?,
+            Command::Jobs => {
+                let daemon = settings.daemon("jobs")?;
+                let now = chrono::Utc::now();
+                println!(
+                    "{:<24} {:<24} {:<28} NEXT FIRING (UTC)",
+                    "JOB TYPE", "LOCK TYPE", "CRON"
+                );
+                for job in &daemon.jobs {
+                    let (cron, next) = match &job.spec.schedule {
+                        Some(s) => (
+                            format!("{} {}", s.expression(), s.time_zone()),
+                            s.next_after(now)
+                                .map(|t| t.to_rfc3339())
+                                .unwrap_or_default(),
+                        ),
+                        None => ("(manual)".into(), String::new()),
+                    };
+                    println!(
+                        "{:<24} {:<24} {:<28} {next}",
+                        job.spec.job_type, job.spec.lock_type, cron
+                    );
+                }
+            }
+            Command::Trigger { job } => trigger(&settings, &job).await?,
+            Command::Cancel { job } => {
+                let manager = settings.manager("cancel").await?;
+                match manager.cancel(&job).await.map_err(input_if_unknown)? {
+                    CancelOutcome::CancelledLocally(id)
+                    | CancelOutcome::CancelledRemotely(hajobs_core::Holder {
+                        job_id: id, ..
+                    }) => {
+                        println!(
+                            "cancelled {job} attempt {id}: its replica stops it within one renewal interval"
+                        )
+                    }
+                    CancelOutcome::NotRunning => println!("{job} is not running"),
+                }
+            }
+            Command::Status { job, limit, json } => {
+                let session = settings.session().await?;
+                let store = StatusStore::new(
+                    session,
+                    &settings.cassandra,
+                    hajobs_core::status_store::DEFAULT_RETENTION,
+                )
+                .await?;
+                let entries = match job {
+                    Some(j) => {
+                        store
+                            .history(&JobType::new(j).map_err(CliError::input)?, limit)
+                            .await?
+                    }
+                    None => store.latest_of_all().await?,
+                };
+                print_entries(&entries, json)?;
+            }
+            Command::History { job, job_id } => {
+                let job_id: JobId = job_id
+                    .parse()
+                    .map_err(|e| CliError::input(anyhow::anyhow!("job id `{job_id}`: {e}")))?;
+                let session = settings.session().await?;
+                let store = StatusStore::new(
+                    session,
+                    &settings.cassandra,
+                    hajobs_core::status_store::DEFAULT_RETENTION,
+                )
+                .await?;
+                let entries = store
+                    .run_history(&JobType::new(job).map_err(CliError::input)?, job_id)
+                    .await?;
+                if entries.is_empty() {
+                    return Err(anyhow::anyhow!("no attempt {job_id} recorded").into());
+                }
+                print_entries(&entries, true)?;
+            }
+            Command::Locks => {
+                let store = LeaseStore::new(settings.session().await?, &settings.cassandra).await?;
+                println!(
+                    "{:<28} {:<38} {:<20} {:>8}  SINCE",
+                    "LOCK TYPE", "JOB ID", "OWNER", "TOKEN"
+                );
+                for h in store.list().await? {
+                    println!(
+                        "{:<28} {:<38} {:<20} {:>8}  {}",
+                        h.lock_type.as_str(),
+                        h.job_id,
+                        h.owner.as_deref().unwrap_or("-"),
+                        h.fencing_token.map(|t| t.to_string()).unwrap_or_default(),
+                        h.since.map(rfc3339).unwrap_or_default()
+                    );
+                }
+            }
+            Command::Unlock { lock_type } => {
+                let lock = LockType::new(lock_type).map_err(CliError::input)?;
+                let store = LeaseStore::new(settings.session().await?, &settings.cassandra).await?;
+                match store.force_release(&lock).await? {
+                    Some(h) => println!(
+                        "released {lock} held by job {} on {}",
+                        h.job_id,
+                        h.owner.as_deref().unwrap_or("?")
+                    ),
+                    None => println!("{lock} was not held"),
+                }
             }
         }
+        Ok(())
     }
+}
+
+fn input_if_unknown(e: hajobs_scheduler::ManagerError) -> CliError {
+    match e {
+        hajobs_scheduler::ManagerError::UnknownJobType { .. } => CliError::input(e),
+        other => other.into(),
+    }
+}
+
+async fn trigger(settings: &Settings, job: &str) -> Result<(), CliError> {
+    let manager = settings.manager("trigger").await?;
+    match manager.trigger(job).await.map_err(input_if_unknown)? {
+        StartOutcome::Started { job_id, trigger_id } => {
+            eprintln!("started {job} attempt {job_id} (trigger {trigger_id}) here");
+            while manager.running_here(job) == Some(job_id) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let job_type = JobType::new(job).map_err(CliError::input)?;
+            match manager.statuses().get(&job_type, job_id).await? {
+                Some(StatusEntry::Status(s)) => {
+                    println!("{}", serde_json::to_string(&s)?);
+                    if s.result() != hajobs_core::JobResult::Success {
+                        return Err(
+                            anyhow::anyhow!("{job} attempt {job_id} ended {}", s.state).into()
+                        );
+                    }
+                }
+                other => {
+                    return Err(anyhow::anyhow!(
+                        "{job} attempt {job_id}: final status unreadable: {other:?}"
+                    )
+                    .into());
+                }
+            }
+            Ok(())
+        }
+        StartOutcome::Locked { holder, .. } => Err(CliError::locked(anyhow::anyhow!(
+            "{job} not started: lock `{}` is held by job {} on {}",
+            holder.lock_type,
+            holder.job_id,
+            holder.owner.as_deref().unwrap_or("?")
+        ))),
+        StartOutcome::Error { details, .. } => {
+            Err(anyhow::anyhow!("{job} not started: {details}").into())
+        }
+    }
+}
+
+async fn serve(settings: &Settings) -> Result<(), CliError> {
+    let daemon = settings.daemon("serve")?;
+    let manager = settings.manager("serve").await?;
+    manager.start().await?;
+    let supervisor = daemon
+        .supervisor
+        .clone()
+        .map(|s| Supervisor::new(manager.clone(), s).spawn());
+    tracing::info!(node = %daemon.node, jobs = daemon.jobs.len(), keyspace = %settings.cassandra.keyspace, "hajobs serving");
+    shutdown_signal().await;
+    tracing::info!(grace = ?daemon.shutdown_grace, "shutting down");
+    if let Some(s) = supervisor {
+        s.stop().await;
+    }
+    manager.shutdown(daemon.shutdown_grace).await;
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C, whichever comes first.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn print_entries(entries: &[StatusEntry], json: bool) -> Result<(), CliError> {
+    if json {
+        for e in entries {
+            println!("{}", serde_json::to_string(e)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<38} {:<17} {:<8} {:<20} TIME",
+        "JOB TYPE", "JOB ID", "STATE", "RESULT", "OWNER"
+    );
+    for e in entries {
+        match e {
+            StatusEntry::Status(s) => println!(
+                "{:<24} {:<38} {:<17} {:<8} {:<20} {}",
+                s.job_type.as_str(),
+                s.job_id,
+                s.state.as_str(),
+                s.result().as_str(),
+                s.owner.as_ref().map(|o| o.as_str()).unwrap_or("-"),
+                rfc3339(s.timestamp)
+            ),
+            StatusEntry::Corrupt { row, problem } => println!("CORRUPT ROW {row}: {problem}"),
+        }
+    }
+    Ok(())
 }

@@ -1,13 +1,16 @@
 //! `hajobs`: the daemon and admin CLI of hajobs.
 //!
 //! Exit codes: 0 success, 1 a runtime failure (Cassandra unreachable, a
-//! request failed), 2 bad input (flags, configuration).
+//! request failed, a triggered job failed), 2 bad input (flags,
+//! configuration), 3 the lock is held by another attempt.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 mod cli;
+mod command_job;
+mod config;
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {

@@ -1,0 +1,536 @@
+//! The daemon's TOML configuration: raw file types ([`RawConfig`]) and the
+//! validated [`DaemonConfig`]. Every error names the file, the line, the
+//! field and the job.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hajobs_core::schema::Replication;
+use hajobs_core::{CassandraConfig, NodeId};
+use hajobs_scheduler::{JobSpec, MissedRuns};
+use hajobs_supervisor::SupervisorConfig;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The default time to wait for running jobs at shutdown.
+pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node_id: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
+    #[serde(default)]
+    cassandra: RawCassandra,
+    #[serde(default)]
+    supervisor: RawSupervisor,
+    #[serde(default, rename = "job")]
+    jobs: Vec<RawJob>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCassandra {
+    nodes: Option<Vec<String>>,
+    keyspace: Option<String>,
+    datacenter: Option<String>,
+    /// `local` (LOCAL_QUORUM / LOCAL_SERIAL) or `global` (QUORUM / SERIAL).
+    consistency: Option<Spanned<String>>,
+    user: Option<String>,
+    password: Option<String>,
+    replication: Option<Spanned<String>>,
+    request_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSupervisor {
+    enabled: Option<bool>,
+    interval: Option<Spanned<String>>,
+    retrigger_backoff: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    name: Spanned<String>,
+    lock_type: Option<Spanned<String>>,
+    command: Spanned<Vec<String>>,
+    cron: Option<Spanned<String>>,
+    time_zone: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    retrigger_count: Option<u32>,
+    lease_ttl: Option<Spanned<String>>,
+    missed_runs: Option<Spanned<String>>,
+    missed_runs_threshold: Option<Spanned<String>>,
+    working_dir: Option<PathBuf>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+/// A job of the daemon: a command run under its lease.
+#[derive(Debug, Clone)]
+pub(crate) struct CommandJobConfig {
+    pub(crate) spec: JobSpec,
+    pub(crate) command: Vec<String>,
+    pub(crate) working_dir: Option<PathBuf>,
+    pub(crate) env: BTreeMap<String, String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct DaemonConfig {
+    pub(crate) node: NodeId,
+    pub(crate) cassandra: CassandraConfig,
+    pub(crate) replication: Replication,
+    pub(crate) supervisor: Option<SupervisorConfig>,
+    pub(crate) jobs: Vec<CommandJobConfig>,
+    pub(crate) shutdown_grace: Duration,
+}
+
+/// Overrides from flags and environment, applied over the file.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Overrides {
+    pub(crate) nodes: Option<String>,
+    pub(crate) keyspace: Option<String>,
+    pub(crate) datacenter: Option<String>,
+    pub(crate) node_id: Option<String>,
+}
+
+/// A configuration error, placed in the file.
+#[derive(Debug)]
+pub(crate) struct ConfigError(pub(crate) String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line(&self, span: std::ops::Range<usize>) -> usize {
+        self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    /// `FILE:LINE: [job `NAME`: ]field `FIELD`: PROBLEM`.
+    fn error<T>(
+        &self,
+        at: &Spanned<T>,
+        job: Option<&str>,
+        field: &str,
+        problem: impl std::fmt::Display,
+    ) -> ConfigError {
+        let job = job.map(|j| format!("job `{j}`: ")).unwrap_or_default();
+        ConfigError(format!(
+            "{}:{}: {job}field `{field}`: {problem}",
+            self.path.display(),
+            self.line(at.span())
+        ))
+    }
+
+    fn duration(
+        &self,
+        value: &Spanned<String>,
+        job: Option<&str>,
+        field: &str,
+    ) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(value.get_ref().trim()).map_err(|e| {
+            self.error(
+                value,
+                job,
+                field,
+                format!(
+                    "`{}` is not a duration like `30s` or `5m` ({e})",
+                    value.get_ref()
+                ),
+            )
+        })
+    }
+}
+
+/// Reads and validates `path`, then applies `overrides`.
+pub(crate) fn load(path: &Path, overrides: &Overrides) -> Result<DaemonConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "{}: cannot read the configuration: {e}",
+            path.display()
+        ))
+    })?;
+    parse(path, &text, overrides)
+}
+
+/// Validates the text of a configuration file.
+pub(crate) fn parse(
+    path: &Path,
+    text: &str,
+    overrides: &Overrides,
+) -> Result<DaemonConfig, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let at = line.map(|l| format!(":{l}")).unwrap_or_default();
+        ConfigError(format!("{}{at}: {}", path.display(), e.message()))
+    })?;
+    let src = Source { path, text };
+
+    let node_name = match (&overrides.node_id, &raw.node_id) {
+        (Some(n), _) => n.clone(),
+        (None, Some(n)) => n.get_ref().clone(),
+        (None, None) => default_node_id(),
+    };
+    let node = NodeId::new(node_name.clone()).map_err(|e| match &raw.node_id {
+        Some(at) if overrides.node_id.is_none() => src.error(at, None, "node_id", e),
+        _ => ConfigError(format!("node id `{node_name}`: {e}")),
+    })?;
+
+    let c = &raw.cassandra;
+    let mut cassandra = match (&overrides.nodes, &c.nodes) {
+        (Some(list), _) => CassandraConfig::from_contact_list(list),
+        (None, Some(nodes)) => CassandraConfig::new(nodes.clone()),
+        (None, None) => CassandraConfig::default(),
+    };
+    if let Some(ks) = overrides.keyspace.clone().or_else(|| c.keyspace.clone()) {
+        hajobs_core::schema::validate_keyspace(&ks)
+            .map_err(|e| ConfigError(format!("{}: cassandra.keyspace: {e}", path.display())))?;
+        cassandra = cassandra.with_keyspace(ks);
+    }
+    if let Some(dc) = overrides
+        .datacenter
+        .clone()
+        .or_else(|| c.datacenter.clone())
+    {
+        cassandra = cassandra.with_local_datacenter(dc);
+    }
+    if let Some(consistency) = &c.consistency {
+        match consistency.get_ref().as_str() {
+            "local" => {}
+            "global" => cassandra = cassandra.with_global_consistency(),
+            other => {
+                return Err(src.error(
+                    consistency,
+                    None,
+                    "cassandra.consistency",
+                    format!("`{other}`: expected `local` or `global`"),
+                ));
+            }
+        }
+    }
+    match (&c.user, &c.password) {
+        (Some(u), Some(p)) => cassandra = cassandra.with_credentials(u.clone(), p.clone()),
+        (None, None) => {}
+        _ => {
+            return Err(ConfigError(format!(
+                "{}: cassandra: give both `user` and `password`, or neither",
+                path.display()
+            )));
+        }
+    }
+    if let Some(t) = &c.request_timeout {
+        cassandra =
+            cassandra.with_request_timeout(src.duration(t, None, "cassandra.request_timeout")?);
+    }
+    let replication = match &c.replication {
+        Some(r) => Replication::parse(r.get_ref())
+            .map_err(|e| src.error(r, None, "cassandra.replication", e))?,
+        None => Replication::default(),
+    };
+
+    let supervisor = if raw.supervisor.enabled.unwrap_or(true) {
+        let mut s = SupervisorConfig::default();
+        if let Some(i) = &raw.supervisor.interval {
+            s = s
+                .with_interval(src.duration(i, None, "supervisor.interval")?)
+                .map_err(|e| src.error(i, None, "supervisor.interval", e))?;
+        }
+        if let Some(b) = &raw.supervisor.retrigger_backoff {
+            s = s.with_retrigger_backoff(src.duration(b, None, "supervisor.retrigger_backoff")?);
+        }
+        Some(s)
+    } else {
+        None
+    };
+
+    let mut jobs = Vec::new();
+    let mut seen = BTreeMap::new();
+    for job in &raw.jobs {
+        let name = job.name.get_ref();
+        if let Some(first) = seen.insert(name.clone(), src.line(job.name.span())) {
+            return Err(src.error(
+                &job.name,
+                Some(name),
+                "name",
+                format!("job `{name}` is defined twice (first on line {first})"),
+            ));
+        }
+        jobs.push(job_config(&src, job)?);
+    }
+    let shutdown_grace = match &raw.shutdown_grace {
+        Some(g) => src.duration(g, None, "shutdown_grace")?,
+        None => DEFAULT_SHUTDOWN_GRACE,
+    };
+    Ok(DaemonConfig {
+        node,
+        cassandra,
+        replication,
+        supervisor,
+        jobs,
+        shutdown_grace,
+    })
+}
+
+fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, ConfigError> {
+    let name = job.name.get_ref().as_str();
+    let field_err = |at_span: &dyn Fn() -> usize, field: &str, e: &dyn std::fmt::Display| {
+        ConfigError(format!(
+            "{}:{}: job `{name}`: field `{field}`: {e}",
+            src.path.display(),
+            at_span()
+        ))
+    };
+    let lock_type = job
+        .lock_type
+        .as_ref()
+        .map(|l| l.get_ref().as_str())
+        .unwrap_or(name);
+    let mut spec = JobSpec::new(name, lock_type).map_err(|e| {
+        let e: Box<dyn std::fmt::Display> = match e {
+            hajobs_scheduler::ManagerError::InvalidSpec { source, .. } => Box::new(source),
+            other => Box::new(other),
+        };
+        let at = job
+            .lock_type
+            .as_ref()
+            .map(|l| src.line(l.span()))
+            .unwrap_or_else(|| src.line(job.name.span()));
+        field_err(
+            &|| at,
+            if job.lock_type.is_some() {
+                "lock_type"
+            } else {
+                "name"
+            },
+            &e,
+        )
+    })?;
+    if job.command.get_ref().is_empty() || job.command.get_ref()[0].trim().is_empty() {
+        return Err(src.error(
+            &job.command,
+            Some(name),
+            "command",
+            "is empty: give the program and its arguments, e.g. [\"sh\", \"-c\", \"…\"]",
+        ));
+    }
+    if let Some(cron) = &job.cron {
+        let tz = job
+            .time_zone
+            .as_ref()
+            .map(|t| t.get_ref().as_str())
+            .unwrap_or("UTC");
+        spec = spec.cron(cron.get_ref(), tz).map_err(|e| match &e {
+            hajobs_scheduler::ManagerError::InvalidCron { problem, .. }
+                if problem.starts_with("unknown time zone") =>
+            {
+                let at = job
+                    .time_zone
+                    .as_ref()
+                    .map(|t| src.line(t.span()))
+                    .unwrap_or_else(|| src.line(cron.span()));
+                field_err(&|| at, "time_zone", problem)
+            }
+            hajobs_scheduler::ManagerError::InvalidCron { problem, .. } => {
+                src.error(cron, Some(name), "cron", problem)
+            }
+            other => src.error(cron, Some(name), "cron", other),
+        })?;
+    } else if let Some(tz) = &job.time_zone {
+        return Err(src.error(tz, Some(name), "time_zone", "given without `cron`"));
+    }
+    if let Some(t) = &job.timeout {
+        spec = spec
+            .timeout(src.duration(t, Some(name), "timeout")?)
+            .map_err(|e| src.error(t, Some(name), "timeout", e))?;
+    }
+    if let Some(n) = job.retrigger_count {
+        spec = spec.retrigger_count(n);
+    }
+    if let Some(t) = &job.lease_ttl {
+        spec = spec
+            .lease_ttl(src.duration(t, Some(name), "lease_ttl")?)
+            .map_err(|e| match e {
+                hajobs_scheduler::ManagerError::InvalidSpec { source, .. } => {
+                    src.error(t, Some(name), "lease_ttl", source)
+                }
+                other => src.error(t, Some(name), "lease_ttl", other),
+            })?;
+    }
+    let threshold = match &job.missed_runs_threshold {
+        Some(t) => Some(src.duration(t, Some(name), "missed_runs_threshold")?),
+        None => None,
+    };
+    if let Some(m) = &job.missed_runs {
+        spec = spec.missed_runs(match m.get_ref().as_str() {
+            "skip" => MissedRuns::Skip,
+            "run_once" => MissedRuns::RunOnce {
+                threshold: threshold.unwrap_or(Duration::from_secs(1800)),
+            },
+            other => {
+                return Err(src.error(
+                    m,
+                    Some(name),
+                    "missed_runs",
+                    format!("`{other}`: expected `skip` or `run_once`"),
+                ));
+            }
+        });
+    } else if let Some(threshold) = threshold {
+        spec = spec.missed_runs(MissedRuns::RunOnce { threshold });
+    }
+    Ok(CommandJobConfig {
+        spec,
+        command: job.command.get_ref().clone(),
+        working_dir: job.working_dir.clone(),
+        env: job.env.clone(),
+    })
+}
+
+/// The host name, or `hajobs-PID` when there is none.
+fn default_node_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("hajobs-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<DaemonConfig, String> {
+        parse(Path::new("jobs.toml"), text, &Overrides::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_full_file_is_read() {
+        let c = check(
+            r#"
+node_id = "host-1"
+shutdown_grace = "10s"
+[cassandra]
+nodes = ["10.0.0.1:9042", "10.0.0.2:9042"]
+keyspace = "jobs"
+consistency = "global"
+[supervisor]
+interval = "1s"
+[[job]]
+name = "import"
+command = ["sh", "-c", "echo hi"]
+cron = "0 */5 * * * *"
+time_zone = "Europe/Berlin"
+timeout = "10m"
+lease_ttl = "20s"
+retrigger_count = 3
+missed_runs = "skip"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.node.as_str(), "host-1");
+        assert_eq!(c.cassandra.keyspace, "jobs");
+        assert_eq!(c.cassandra.contact_points.len(), 2);
+        assert_eq!(c.jobs[0].spec.lock_type.as_str(), "import");
+        assert_eq!(c.jobs[0].spec.retrigger_count, 3);
+        assert_eq!(c.jobs[0].spec.timeout, Some(Duration::from_secs(600)));
+        assert_eq!(c.jobs[0].spec.missed_runs, MissedRuns::Skip);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn errors_name_file_line_field_and_job() {
+        let cases = [
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\ncron = \"* * *\"\n",
+                "jobs.toml:4: job `a`: field `cron`: invalid cron `* * *`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\ncron = \"0 0 * * * *\"\ntime_zone = \"Moon/Base\"\n",
+                "jobs.toml:5: job `a`: field `time_zone`: unknown time zone `Moon/Base`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = []\n",
+                "jobs.toml:3: job `a`: field `command`: is empty",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\ntimeout = \"soon\"\n",
+                "jobs.toml:4: job `a`: field `timeout`: `soon` is not a duration",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nlease_ttl = \"1s\"\n",
+                "jobs.toml:4: job `a`: field `lease_ttl`: lease TTL 1s is invalid",
+            ),
+            (
+                "[[job]]\nname = \"\"\ncommand = [\"x\"]\n",
+                "jobs.toml:2: job ``: field `name`: job type is empty",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\n[[job]]\nname = \"a\"\ncommand = [\"y\"]\n",
+                "jobs.toml:5: job `a`: field `name`: job `a` is defined twice (first on line 2)",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncomand = [\"x\"]\n",
+                "jobs.toml:3: unknown field `comand`",
+            ),
+            (
+                "[cassandra]\nconsistency = \"strong\"\n",
+                "jobs.toml:2: field `cassandra.consistency`: `strong`: expected `local` or `global`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nmissed_runs = \"always\"\n",
+                "jobs.toml:4: job `a`: field `missed_runs`: `always`",
+            ),
+            ("[[job]\n", "jobs.toml:1:"),
+        ];
+        for (text, expected) in cases {
+            let err = check(text).unwrap_err();
+            assert!(
+                err.starts_with(expected),
+                "for {text:?}\n got: {err}\nwant: {expected}…"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_and_environment_override_the_file() {
+        let o = Overrides {
+            nodes: Some("127.0.0.9:9042".into()),
+            keyspace: Some("other".into()),
+            datacenter: None,
+            node_id: Some("n2".into()),
+        };
+        let c = parse(
+            Path::new("f"),
+            "node_id = \"n1\"\n[cassandra]\nkeyspace = \"jobs\"\n",
+            &o,
+        )
+        .unwrap();
+        assert_eq!(c.node.as_str(), "n2");
+        assert_eq!(c.cassandra.keyspace, "other");
+        assert_eq!(
+            c.cassandra.contact_points,
+            vec!["127.0.0.9:9042".to_owned()]
+        );
+    }
+}

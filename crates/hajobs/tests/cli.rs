@@ -1,0 +1,312 @@
+//! The `hajobs` binary end to end on a real Cassandra: the admin commands,
+//! their exit codes and errors, and the daemon serving cron jobs.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hajobs_core::testing::{connect, contact_list, unique_keyspace};
+use hajobs_core::{
+    Acquired, CassandraConfig, JobId, JobResult, JobState, JobType, LeaseStore, LeaseTtl, LockType,
+    NodeId, StatusStore,
+};
+
+struct Env {
+    keyspace: String,
+    config: PathBuf,
+}
+
+impl Env {
+    fn new(prefix: &str, jobs_toml: &str) -> Self {
+        let keyspace = unique_keyspace(prefix);
+        let config = std::env::temp_dir().join(format!("{keyspace}.toml"));
+        std::fs::write(&config, jobs_toml).unwrap();
+        Self { keyspace, config }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hajobs"));
+        c.args([
+            "--keyspace",
+            &self.keyspace,
+            "--config",
+            self.config.to_str().unwrap(),
+        ])
+        .args(args)
+        .env("HAJOBS_CQL_NODES", contact_list())
+        .env("HAJOBS_LOG", "warn");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn cassandra(&self) -> CassandraConfig {
+        CassandraConfig::from_contact_list(&contact_list()).with_keyspace(self.keyspace.clone())
+    }
+
+    async fn statuses(&self) -> StatusStore {
+        StatusStore::new(
+            connect().await,
+            &self.cassandra(),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn drop(self) {
+        let _ = std::fs::remove_file(&self.config);
+        connect()
+            .await
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", self.keyspace), ())
+            .await
+            .unwrap();
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[track_caller]
+fn expect(out: &Output, code: i32, stream_has: &str) {
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stdout.contains(stream_has) || stderr.contains(stream_has),
+        "`{stream_has}` not in\nstdout: {stdout}\nstderr: {stderr}"
+    );
+}
+
+const JOBS: &str = r#"
+node_id = "cli-test"
+[[job]]
+name = "echo"
+command = ["sh", "-c", "echo hi token=$HAJOBS_FENCING_TOKEN"]
+[[job]]
+name = "fails"
+command = ["sh", "-c", "echo broken >&2; exit 3"]
+"#;
+
+#[tokio::test]
+async fn admin_commands_do_what_they_say_and_exit_with_their_codes() {
+    let env = Env::new("cli", JOBS);
+    expect(
+        &env.run(&["schema", "apply"]),
+        0,
+        "applied migrations [1, 2]",
+    );
+    expect(&env.run(&["schema", "apply"]), 0, "already applied [1, 2]");
+
+    let out = env.run(&["trigger", "echo"]);
+    expect(&out, 0, "\"state\":\"FINISHED\"");
+    assert!(
+        text(&out.stdout).contains("hi token=1"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = env.run(&["trigger", "fails"]);
+    expect(&out, 1, "ended FAILED");
+    assert!(
+        text(&out.stdout).contains("broken"),
+        "the output tail is in the status"
+    );
+    expect(
+        &env.run(&["trigger", "nope"]),
+        2,
+        "unknown job type `nope` (registered: echo, fails)",
+    );
+
+    let out = env.run(&["status"]);
+    expect(&out, 0, "FINISHED");
+    assert!(text(&out.stdout).contains("echo") && text(&out.stdout).contains("fails"));
+    expect(
+        &env.run(&["status", "fails", "--json"]),
+        0,
+        "\"state\":\"FAILED\"",
+    );
+    expect(&env.run(&["jobs"]), 0, "(manual)");
+
+    // A lock held elsewhere: listed, refused to a trigger, released by force.
+    let store = LeaseStore::new(connect().await, &env.cassandra())
+        .await
+        .unwrap();
+    let holder = JobId::new();
+    let ttl = LeaseTtl::from_secs(60).unwrap();
+    let lock = LockType::new("echo").unwrap();
+    assert!(matches!(
+        store
+            .acquire(&lock, holder, &NodeId::new("elsewhere").unwrap(), ttl)
+            .await
+            .unwrap(),
+        Acquired::Acquired(_)
+    ));
+    let out = env.run(&["locks"]);
+    expect(&out, 0, &holder.to_string());
+    assert!(text(&out.stdout).contains("elsewhere"));
+    expect(
+        &env.run(&["trigger", "echo"]),
+        3,
+        &format!("held by job {holder} on elsewhere"),
+    );
+    expect(
+        &env.run(&["unlock", "echo"]),
+        0,
+        &format!("released echo held by job {holder}"),
+    );
+    expect(&env.run(&["unlock", "echo"]), 0, "echo was not held");
+    assert!(!text(&env.run(&["locks"]).stdout).contains(&holder.to_string()));
+
+    expect(
+        &env.run(&["history", "echo", "not-a-uuid"]),
+        2,
+        "job id `not-a-uuid`",
+    );
+    env.drop().await;
+}
+
+#[tokio::test]
+async fn bad_input_and_no_cassandra_get_clear_errors_and_exit_codes() {
+    let env = Env::new(
+        "cli_bad",
+        "[[job]]\nname = \"x\"\ncommand = [\"true\"]\ncron = \"every minute\"\n",
+    );
+    let path = env.config.display().to_string();
+    expect(
+        &env.run(&["jobs"]),
+        2,
+        &format!("{path}:4: job `x`: field `cron`: invalid cron `every minute`"),
+    );
+    std::fs::write(&env.config, JOBS).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hajobs"))
+        .args(["--nodes", "127.0.0.1:1", "--config", &path, "status"])
+        .output()
+        .unwrap();
+    expect(&out, 1, "cannot reach Cassandra at \"127.0.0.1:1\"");
+    expect(&env.run(&["status"]), 1, "has no hajobs schema");
+    let out = Command::new(env!("CARGO_BIN_EXE_hajobs"))
+        .args(["serve"])
+        .env_remove("HAJOBS_CONFIG")
+        .output()
+        .unwrap();
+    expect(&out, 2, "needs the jobs' configuration");
+    expect(&env.run(&["frobnicate"]), 2, "unrecognized subcommand");
+    env.drop().await;
+}
+
+#[tokio::test]
+async fn the_daemon_runs_cron_jobs_cancels_on_request_and_stops_gracefully() {
+    let env = Env::new(
+        "daemon",
+        r#"
+node_id = "daemon-1"
+shutdown_grace = "10s"
+[supervisor]
+interval = "1s"
+[[job]]
+name = "tick"
+command = ["sh", "-c", "echo tick"]
+cron = "* * * * * *"
+[[job]]
+name = "long"
+command = ["sleep", "600"]
+cron = "*/2 * * * * *"
+lease_ttl = "3s"
+"#,
+    );
+    expect(&env.run(&["schema", "apply"]), 0, "applied");
+    let mut daemon = env
+        .command(&["serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let statuses = env.statuses().await;
+    let (tick, long) = (JobType::new("tick").unwrap(), JobType::new("long").unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let running_long = loop {
+        assert!(Instant::now() < deadline, "the daemon ran nothing in 30 s");
+        let ticks = statuses.history(&tick, 5).await.unwrap();
+        let longs = statuses.history(&long, 5).await.unwrap();
+        let ticked = ticks
+            .iter()
+            .any(|e| e.status().is_some_and(|s| s.state == JobState::Finished));
+        if let Some(s) = longs
+            .iter()
+            .filter_map(|e| e.status())
+            .find(|s| s.state == JobState::Running)
+        {
+            if ticked {
+                break s.job_id;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Cancel from another process: the daemon's attempt stops.
+    expect(
+        &env.run(&["cancel", "long"]),
+        0,
+        &format!("cancelled long attempt {running_long}"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = statuses
+            .get(&long, running_long)
+            .await
+            .unwrap()
+            .and_then(|e| e.status().cloned())
+            .unwrap();
+        if s.state == JobState::Canceled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "long still {} 10 s after cancel",
+            s.state
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // SIGTERM: graceful stop, exit 0, nothing left RUNNING, no lock held.
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &daemon.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "the daemon did not stop within 20 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "daemon exit: {status}");
+    for job_type in [&tick, &long] {
+        for e in statuses.history(job_type, 50).await.unwrap() {
+            let s = e.status().unwrap();
+            assert_ne!(
+                s.result(),
+                JobResult::Pending,
+                "{job_type} {} left {}",
+                s.job_id,
+                s.state
+            );
+        }
+    }
+    let leases = LeaseStore::new(connect().await, &env.cassandra())
+        .await
+        .unwrap();
+    assert!(leases.list().await.unwrap().is_empty(), "locks left held");
+    env.drop().await;
+}
