@@ -33,6 +33,14 @@ impl Replica {
             .env("HAJOBS_WORK_SECS", work_secs.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            // Each replica logs to TRACE_DIR/NODE.log (kept when a test fails).
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(trace_dir.join(format!("{node}.log")))
+                    .unwrap(),
+            ))
             .kill_on_drop(true)
             .spawn()
             .expect("starting a replica");

@@ -31,8 +31,11 @@ pub async fn connect() -> Arc<Session> {
     match CassandraConfig::from_contact_list(&nodes).connect().await {
         Ok(s) => s,
         Err(e) => panic!(
-            "this test needs a real Cassandra at HAJOBS_CQL_NODES={nodes} and cannot reach it: {e:#?}\n\
-             start one with `deploy/local/cassandra start`"
+            "this test needs a real Cassandra at HAJOBS_CQL_NODES={nodes} and cannot reach it: {e} ({})\n\
+             start one with `deploy/local/cassandra start`",
+            std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_default()
         ),
     }
 }

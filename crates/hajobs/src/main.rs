@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HAJOBS_LOG")
-                .unwrap_or_else(|_| "info,scylla=warn".into()),
+                .unwrap_or_else(|_| "info,scylla=warn,tokio_cron_scheduler=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -605,3 +605,134 @@ async fn bad_input_gets_errors_that_name_it() {
     }
     ks.drop().await;
 }
+
+#[tokio::test]
+async fn a_failing_precondition_stops_start() {
+    let ks = TestKeyspace::new("precondition").await;
+    let m = replica(&ks, "a")
+        .await
+        .precondition(|| async { Err("the warehouse is in maintenance".to_owned()) })
+        .job(
+            JobSpec::new("j", "j")
+                .unwrap()
+                .cron("* * * * * *", "UTC")
+                .unwrap(),
+            until_cancelled,
+        )
+        .build()
+        .await
+        .unwrap();
+    let err = m.start().await.unwrap_err();
+    assert!(matches!(err, ManagerError::Precondition(_)));
+    assert_eq!(
+        err.to_string(),
+        "precondition failed, scheduling not started: the warehouse is in maintenance"
+    );
+    ks.drop().await;
+}
+
+#[tokio::test]
+async fn a_firing_missed_during_downtime_runs_once_at_start_unless_skipped() {
+    use chrono::{DateTime, Utc};
+    use hajobs_core::{FiringStore, TriggerId};
+    use hajobs_scheduler::MissedRuns;
+    let ks = TestKeyspace::new("missed").await;
+    // Yearly at New Year: the latest instant is this year's, the next is months away.
+    let yearly = "0 0 0 1 1 *";
+    let schedule = hajobs_scheduler::CronSchedule::parse(yearly, "UTC").unwrap();
+    let missed: DateTime<Utc> = schedule.latest_at(Utc::now()).unwrap();
+    let year_before = schedule
+        .latest_at(missed - chrono::TimeDelta::days(1))
+        .unwrap();
+    let firings = FiringStore::new(ks.session.clone(), &ks.config(), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let node = NodeId::new("before-the-downtime").unwrap();
+    for job in ["catch-up", "skipper"] {
+        let job_type = JobType::new(job).unwrap();
+        let at = std::time::SystemTime::from(year_before);
+        assert!(
+            firings
+                .claim(&job_type, at, TriggerId::for_firing(job, at), &node)
+                .await
+                .unwrap()
+        );
+    }
+    let quick = |_c: JobContext| async { Ok(Done::finished()) };
+    let m = replica(&ks, "a")
+        .await
+        .job(
+            JobSpec::new("catch-up", "c")
+                .unwrap()
+                .cron(yearly, "UTC")
+                .unwrap(),
+            quick,
+        )
+        .job(
+            JobSpec::new("skipper", "s")
+                .unwrap()
+                .cron(yearly, "UTC")
+                .unwrap()
+                .missed_runs(MissedRuns::Skip),
+            quick,
+        )
+        .build()
+        .await
+        .unwrap();
+    m.start().await.unwrap();
+    let expected = TriggerId::for_firing("catch-up", std::time::SystemTime::from(missed));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ran = loop {
+        let h = m
+            .statuses()
+            .history(&JobType::new("catch-up").unwrap(), 10)
+            .await
+            .unwrap();
+        if let Some(s) = h
+            .first()
+            .and_then(|e| e.status().cloned())
+            .filter(|s| s.state == JobState::Finished)
+        {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the missed firing did not run in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ran.trigger_id, expected, "the missed instant's trigger id");
+    m.shutdown(Duration::from_secs(5)).await;
+    // A second start finds it claimed: nothing more runs.
+    let again = replica(&ks, "b")
+        .await
+        .job(
+            JobSpec::new("catch-up", "c")
+                .unwrap()
+                .cron(yearly, "UTC")
+                .unwrap(),
+            quick,
+        )
+        .build()
+        .await
+        .unwrap();
+    again.start().await.unwrap();
+    again.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        m.statuses()
+            .history(&JobType::new("catch-up").unwrap(), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        m.statuses()
+            .history(&JobType::new("skipper").unwrap(), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "Skip ran the missed firing"
+    );
+    ks.drop().await;
+}
