@@ -6,14 +6,15 @@
 //! however short the job was.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use scylla::client::session::Session;
+use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::{Consistency, SerialConsistency};
-use scylla::value::{CqlTimestamp, CqlTimeuuid, CqlValue};
+use scylla::value::{CqlTimeuuid, CqlValue};
 
 use crate::config::CassandraConfig;
+use crate::cql;
 use crate::error::StoreError;
 use crate::ids::{NodeId, TriggerId};
 use crate::lwt::LwtOutcome;
@@ -44,22 +45,11 @@ impl FiringStore {
     ) -> Result<Self, StoreError> {
         let ks = &config.keyspace;
         crate::schema::validate_keyspace(ks)?;
-        let prepare = |cql: String, consistency: Consistency| {
+        let prepare = |text: String, consistency: Consistency| {
             let session = session.clone();
-            async move {
-                let mut s = session
-                    .prepare(cql.clone())
-                    .await
-                    .map_err(|e| StoreError::request(format!("preparing `{cql}`"), e))?;
-                s.set_consistency(consistency);
-                s.set_serial_consistency(Some(config.serial_consistency));
-                Ok::<_, StoreError>(s)
-            }
+            async move { cql::prepare(&session, text, consistency, config).await }
         };
-        let serial = match config.serial_consistency {
-            SerialConsistency::Serial => Consistency::Serial,
-            SerialConsistency::LocalSerial => Consistency::LocalSerial,
-        };
+        let serial = cql::serial_read(config);
         Ok(Self {
             claim: prepare(
                 format!(
@@ -94,7 +84,7 @@ impl FiringStore {
         trigger_id: TriggerId,
         owner: &NodeId,
     ) -> Result<bool, StoreError> {
-        let ts = timestamp(instant);
+        let ts = cql::to_timestamp(instant);
         let values = (
             job_type.as_str(),
             ts,
@@ -135,18 +125,8 @@ impl FiringStore {
             .maybe_first_row::<(Option<CqlValue>,)>()
             .map_err(|e| StoreError::request(what(), e))?;
         Ok(match row {
-            Some((Some(CqlValue::Timestamp(t)),)) => {
-                Some(UNIX_EPOCH + Duration::from_millis(t.0.max(0) as u64))
-            }
+            Some((Some(CqlValue::Timestamp(t)),)) => Some(cql::from_timestamp(t)),
             _ => None,
         })
     }
-}
-
-fn timestamp(t: SystemTime) -> CqlTimestamp {
-    CqlTimestamp(
-        t.duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-    )
 }

@@ -103,6 +103,59 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Defines a validated name type: 1 to `MAX_LEN` bytes of UTF-8 without
+/// control characters, bound as a CQL value (never spliced into CQL).
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The longest name accepted, in bytes.
+            pub const MAX_LEN: usize = 256;
+
+            #[doc = concat!("A ", $what, ": 1 to 256 bytes of UTF-8 without control characters. Any other character (spaces, quotes, non-ASCII) is fine.")]
+            pub fn new(name: impl Into<String>) -> Result<Self, $crate::error::InvalidInput> {
+                let name = name.into();
+                $crate::ids::validate_name($what, &name, Self::MAX_LEN)?;
+                Ok(Self(name))
+            }
+
+            #[doc = concat!("A ", $what, " from raw bytes (a file, a request body), rejecting invalid UTF-8 by name.")]
+            pub fn from_bytes(bytes: &[u8]) -> Result<Self, $crate::error::InvalidInput> {
+                Self::new($crate::ids::name_from_bytes($what, bytes)?)
+            }
+
+            /// The name.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = $crate::error::InvalidInput;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                Self::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(n: $name) -> Self {
+                n.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+pub(crate) use name_type;
+
 /// Checks a name used as a Cassandra key: non-empty, at most `max` bytes, no
 /// control characters.
 pub(crate) fn validate_name(

@@ -6,15 +6,15 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use scylla::client::session::Session;
 use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::{Consistency, SerialConsistency};
-use scylla::value::{CqlTimestamp, CqlTimeuuid, CqlValue, Row};
+use scylla::value::{CqlTimeuuid, CqlValue, Row};
 
 use crate::config::CassandraConfig;
+use crate::cql;
 use crate::error::StoreError;
 use crate::ids::{JobId, NodeId};
 use crate::lease::{Acquired, FencingToken, Holder, Lease, LeaseTtl, Released, Renewed};
@@ -47,17 +47,9 @@ impl LeaseStore {
     pub async fn new(session: Arc<Session>, config: &CassandraConfig) -> Result<Self, StoreError> {
         let ks = &config.keyspace;
         crate::schema::validate_keyspace(ks)?;
-        let prepare = |cql: String| {
+        let prepare = |text: String| {
             let session = session.clone();
-            async move {
-                let mut s = session
-                    .prepare(cql.clone())
-                    .await
-                    .map_err(|e| StoreError::request(format!("preparing `{cql}`"), e))?;
-                s.set_consistency(config.consistency);
-                s.set_serial_consistency(Some(config.serial_consistency));
-                Ok::<_, StoreError>(s)
-            }
+            async move { cql::prepare(&session, text, config.consistency, config).await }
         };
         // Acquire: one conditional batch on the lock's partition. The lease
         // cells carry the TTL; the token cell has none and so never expires.
@@ -92,10 +84,7 @@ impl LeaseStore {
         let select =
             format!("SELECT lock_type, job_lock, owner, acquired_at, fencing_token FROM {ks}.lock");
         let mut read_serial = prepare(format!("{select} WHERE lock_type = ?")).await?;
-        read_serial.set_consistency(match config.serial_consistency {
-            SerialConsistency::Serial => Consistency::Serial,
-            SerialConsistency::LocalSerial => Consistency::LocalSerial,
-        });
+        read_serial.set_consistency(cql::serial_read(config));
         let read_quorum = prepare(format!("{select} WHERE lock_type = ?")).await?;
         let list = prepare(select).await?;
         Ok(Self {
@@ -148,7 +137,7 @@ impl LeaseStore {
                     ttl.cql_secs(),
                     CqlTimeuuid::from(job_id.uuid()),
                     owner.as_str(),
-                    now_timestamp(),
+                    cql::to_timestamp(SystemTime::now()),
                     lock_type.as_str(),
                     expected,
                 ),
@@ -258,7 +247,7 @@ impl LeaseStore {
                 _ => None,
             };
             holder.since = match outcome.get("acquired_at") {
-                Some(CqlValue::Timestamp(t)) => Some(system_time(*t)),
+                Some(CqlValue::Timestamp(t)) => Some(cql::from_timestamp(*t)),
                 _ => None,
             };
             return holder;
@@ -283,7 +272,7 @@ impl LeaseStore {
             lease.ttl.cql_secs(),
             CqlTimeuuid::from(lease.job_id.uuid()),
             lease.owner.as_str(),
-            now_timestamp(),
+            cql::to_timestamp(SystemTime::now()),
             lease.lock_type.as_str(),
             CqlTimeuuid::from(lease.job_id.uuid()),
         );
@@ -466,7 +455,7 @@ fn holder_from_row(row: Row) -> Result<Option<Holder>, StoreError> {
     };
     let since = match next() {
         None => None,
-        Some(CqlValue::Timestamp(t)) => Some(system_time(t)),
+        Some(CqlValue::Timestamp(t)) => Some(cql::from_timestamp(t)),
         Some(other) => return Err(bad(format!("acquired_at is {other:?}"))),
     };
     let fencing_token = match next() {
@@ -488,21 +477,5 @@ fn corrupt(lock_type: &LockType, problem: &str) -> StoreError {
         table: "lock",
         key: format!("lock_type={:?}", lock_type.as_str()),
         problem: problem.to_owned(),
-    }
-}
-
-fn now_timestamp() -> CqlTimestamp {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    CqlTimestamp(millis)
-}
-
-fn system_time(t: CqlTimestamp) -> SystemTime {
-    if t.0 >= 0 {
-        UNIX_EPOCH + std::time::Duration::from_millis(t.0 as u64)
-    } else {
-        UNIX_EPOCH
     }
 }

@@ -34,6 +34,7 @@
 
 pub mod cancel;
 pub mod config;
+mod cql;
 pub mod error;
 pub mod firing_store;
 pub mod ids;

@@ -5,58 +5,15 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use crate::error::InvalidInput;
-use crate::ids::{JobId, NodeId, TriggerId, name_from_bytes, validate_name};
+use crate::ids::{JobId, NodeId, TriggerId, name_type};
 use crate::lease::FencingToken;
 
-/// The name of a kind of job (ha-jobs' `JobType`): `nightly-import`,
-/// `send-reports`. Each names the [`LockType`](crate::LockType) it runs under.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(try_from = "String", into = "String")]
-pub struct JobType(String);
-
-impl JobType {
-    /// The longest name accepted, in bytes.
-    pub const MAX_LEN: usize = 256;
-
-    /// A job type: 1 to 256 bytes of UTF-8 without control characters.
-    pub fn new(name: impl Into<String>) -> Result<Self, InvalidInput> {
-        let name = name.into();
-        validate_name("job type", &name, Self::MAX_LEN)?;
-        Ok(Self(name))
-    }
-
-    /// A job type from raw bytes, rejecting invalid UTF-8 by name.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, InvalidInput> {
-        Self::new(name_from_bytes("job type", bytes)?)
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for JobType {
-    type Error = InvalidInput;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::new(s)
-    }
-}
-
-impl From<JobType> for String {
-    fn from(t: JobType) -> Self {
-        t.0
-    }
-}
-
-impl fmt::Display for JobType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+name_type!(
+    /// The name of a kind of job (ha-jobs' `JobType`): `nightly-import`,
+    /// `send-reports`. Each names the [`LockType`](crate::LockType) it runs under.
+    JobType,
+    "job type"
+);
 
 /// The state of a job attempt, as ha-jobs names it (stored as its name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -6,14 +6,15 @@
 //! so a write that returned OK is seen by every replica's reads.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use scylla::client::session::Session;
 use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlTimestamp, CqlTimeuuid, CqlValue, Row};
+use scylla::value::{CqlTimeuuid, CqlValue, Row};
 
 use crate::config::CassandraConfig;
+use crate::cql;
 use crate::error::StoreError;
 use crate::ids::{JobId, NodeId, TriggerId};
 use crate::lease::FencingToken;
@@ -67,14 +68,10 @@ impl StatusStore {
                     "status retention {retention:?} is out of range (1 s to 20 years)"
                 ))
             })?;
-        let prepare = |cql: String| {
+        let prepare = |text: String| {
             let session = session.clone();
             async move {
-                let mut s = session
-                    .prepare(cql.clone())
-                    .await
-                    .map_err(|e| StoreError::request(format!("preparing `{cql}`"), e))?;
-                s.set_consistency(config.consistency);
+                let mut s = cql::prepare(&session, text, config.consistency, config).await?;
                 s.set_is_idempotent(true);
                 Ok::<_, StoreError>(s)
             }
@@ -129,7 +126,7 @@ impl StatusStore {
                 })?),
                 None => None,
             };
-        let ts = timestamp(status.timestamp);
+        let ts = cql::to_timestamp(status.timestamp);
         let job_id = CqlTimeuuid::from(status.job_id.uuid());
         let trigger_id = CqlTimeuuid::from(status.trigger_id.uuid());
         let owner = status.owner.as_ref().map(NodeId::as_str);
@@ -318,7 +315,7 @@ fn decode(row: Row, table: &str, with_content: bool) -> StatusEntry {
         return corrupt("trigger_id is null".into());
     };
     let timestamp = match cols.get(3) {
-        Some(Some(CqlValue::Timestamp(t))) => system_time(*t),
+        Some(Some(CqlValue::Timestamp(t))) => cql::from_timestamp(*t),
         _ => return corrupt("job_status_ts is null".into()),
     };
     let state = match text(4).map(|s| s.parse::<JobState>()) {
@@ -361,16 +358,4 @@ fn decode(row: Row, table: &str, with_content: bool) -> StatusEntry {
         fencing_token,
         content,
     })
-}
-
-fn timestamp(t: SystemTime) -> CqlTimestamp {
-    CqlTimestamp(
-        t.duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-    )
-}
-
-fn system_time(t: CqlTimestamp) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(t.0.max(0) as u64)
 }
