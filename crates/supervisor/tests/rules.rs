@@ -1,0 +1,151 @@
+//! The supervisor's rules on a real Cassandra, one pass at a time.
+
+use std::time::{Duration, SystemTime};
+
+use hajobs_core::testing::{TestKeyspace, connect};
+use hajobs_core::{FencingToken, JobId, JobState, JobStatus, JobType, NodeId, TriggerId};
+use hajobs_scheduler::{Done, JobContext, JobError, JobManager, JobSpec, StartOutcome};
+use hajobs_supervisor::{PassReport, Supervisor, SupervisorConfig};
+
+async fn manager(ks: &TestKeyspace) -> JobManager {
+    JobManager::builder(ks.config(), NodeId::new("survivor").unwrap())
+        .session(connect().await)
+        .job(
+            JobSpec::new("flaky", "flaky").unwrap().retrigger_count(2),
+            |_c: JobContext| async { Err::<Done, _>(JobError::new("always fails")) },
+        )
+        .job(
+            JobSpec::new("steady", "steady").unwrap(),
+            |_c: JobContext| async { Ok(Done::finished()) },
+        )
+        .job(
+            JobSpec::new("stoppable", "stoppable").unwrap(),
+            |c: JobContext| async move {
+                c.cancelled().await;
+                Ok(Done::finished())
+            },
+        )
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn attempts(m: &JobManager, job: &str) -> Vec<JobStatus> {
+    let mut list: Vec<JobStatus> = m
+        .statuses()
+        .history(&JobType::new(job).unwrap(), 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.status().cloned())
+        .collect();
+    list.reverse();
+    list
+}
+
+/// Runs passes until `done` holds for the job's attempts (at most 40 passes).
+async fn passes_until(
+    s: &Supervisor,
+    m: &JobManager,
+    job: &str,
+    done: impl Fn(&[JobStatus]) -> bool,
+) -> Vec<JobStatus> {
+    for _ in 0..40 {
+        let list = attempts(m, job).await;
+        if done(&list) {
+            return list;
+        }
+        s.pass().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{job}: {:?}", attempts(m, job).await);
+}
+
+#[tokio::test]
+async fn a_running_attempt_without_a_lease_is_dead_and_its_trigger_reruns_here() {
+    let ks = TestKeyspace::new("sup_dead").await;
+    let m = manager(&ks).await;
+    let s = Supervisor::new(m.clone(), SupervisorConfig::default());
+    // What a replica killed mid-run leaves: RUNNING, and no lease.
+    let (dead, trigger) = (JobId::new(), TriggerId::new());
+    m.statuses()
+        .write(&JobStatus {
+            job_type: JobType::new("steady").unwrap(),
+            job_id: dead,
+            trigger_id: trigger,
+            timestamp: SystemTime::now(),
+            state: JobState::Running,
+            owner: Some(NodeId::new("gone").unwrap()),
+            fencing_token: Some(FencingToken(7)),
+            content: None,
+        })
+        .await
+        .unwrap();
+    let report = s
+        .pass()
+        .await
+        .unwrap()
+        .expect("the supervisor lease was free");
+    assert_eq!(report.dead, vec![(JobType::new("steady").unwrap(), dead)]);
+    assert_eq!(report.retriggered.len(), 1);
+    assert_eq!(report.retriggered[0].1, trigger, "same trigger id");
+    let list = passes_until(&s, &m, "steady", |l| {
+        l.len() == 2 && l[1].state == JobState::Finished
+    })
+    .await;
+    assert_eq!(list[0].state, JobState::Dead);
+    assert_eq!(list[0].owner.as_ref().unwrap().as_str(), "gone");
+    assert_eq!(list[1].owner.as_ref().unwrap().as_str(), "survivor");
+    // Finished: nothing more to do.
+    let idle = s.pass().await.unwrap().unwrap();
+    assert_eq!(idle, PassReport::default());
+    ks.drop().await;
+}
+
+#[tokio::test]
+async fn a_failing_trigger_runs_one_plus_retrigger_count_times() {
+    let ks = TestKeyspace::new("sup_flaky").await;
+    let m = manager(&ks).await;
+    let s = Supervisor::new(m.clone(), SupervisorConfig::default());
+    assert!(matches!(
+        m.trigger("flaky").await.unwrap(),
+        StartOutcome::Started { .. }
+    ));
+    let list = passes_until(&s, &m, "flaky", |l| {
+        l.len() == 3 && l.iter().all(|a| a.state == JobState::Failed)
+    })
+    .await;
+    assert!(list.iter().all(|a| a.trigger_id == list[0].trigger_id));
+    for _ in 0..3 {
+        let report = s.pass().await.unwrap().unwrap();
+        assert!(report.retriggered.is_empty());
+        assert_eq!(report.exhausted.len(), 1);
+    }
+    assert_eq!(attempts(&m, "flaky").await.len(), 3);
+    ks.drop().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_attempt_is_not_rerun_and_a_live_one_not_marked_dead() {
+    let ks = TestKeyspace::new("sup_cancel").await;
+    let m = manager(&ks).await;
+    let s = Supervisor::new(m.clone(), SupervisorConfig::default());
+    let StartOutcome::Started { job_id, .. } = m.trigger("stoppable").await.unwrap() else {
+        panic!()
+    };
+    // Running and holding its lease: left alone, pass after pass.
+    for _ in 0..5 {
+        assert_eq!(s.pass().await.unwrap().unwrap(), PassReport::default());
+    }
+    m.cancel("stoppable").await.unwrap();
+    passes_until(&s, &m, "stoppable", |l| {
+        l.len() == 1 && l[0].state == JobState::Canceled
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(s.pass().await.unwrap().unwrap(), PassReport::default());
+    }
+    assert_eq!(attempts(&m, "stoppable").await.len(), 1);
+    assert_eq!(attempts(&m, "stoppable").await[0].job_id, job_id);
+    ks.drop().await;
+}
