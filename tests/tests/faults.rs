@@ -12,6 +12,7 @@ use hajobs_core::{
     NodeId, schema,
 };
 use hajobs_lock_keeper::{KeeperConfig, keep};
+use hajobs_scheduler::{Done, JobContext, JobManager, JobSpec, StartOutcome};
 use hajobs_tests::{contact_list, local_cassandra};
 
 fn three_nodes() -> String {
@@ -36,7 +37,7 @@ impl Drop for Revive {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn fault_rf3_takes_quorum_writes_and_serial_lwts_with_one_node_down() {
     let nodes = three_nodes();
     let config =
@@ -99,7 +100,7 @@ async fn fault_rf3_takes_quorum_writes_and_serial_lwts_with_one_node_down() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn fault_keeper_cancels_before_the_lease_can_expire_when_cassandra_is_lost() {
     let nodes = three_nodes();
     let config = CassandraConfig::from_contact_list(&nodes)
@@ -182,4 +183,128 @@ async fn fault_keeper_cancels_before_the_lease_can_expire_when_cassandra_is_lost
         kept.cancellation().reason()
     );
     drop(kept);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_a_job_runs_on_through_one_node_down_and_writes_need_a_quorum() {
+    let nodes = three_nodes();
+    let config = CassandraConfig::from_contact_list(&nodes)
+        .with_keyspace(format!("t_nodeloss_{}", std::process::id()))
+        .with_request_timeout(Duration::from_secs(2));
+    let session = config
+        .connect()
+        .await
+        .expect("connecting to the three-node cluster");
+    schema::apply(
+        &session,
+        &config.keyspace,
+        &schema::Replication::Simple {
+            replication_factor: 3,
+        },
+    )
+    .await
+    .unwrap();
+    let manager = JobManager::builder(config.clone(), NodeId::new("replica-a").unwrap())
+        .session(session.clone())
+        .job(
+            JobSpec::new("steady", "steady")
+                .unwrap()
+                .lease_ttl(Duration::from_secs(10))
+                .unwrap(),
+            |ctx: JobContext| async move {
+                let mut step = 0;
+                while ctx.lease_valid() {
+                    step += 1;
+                    if let Err(e) = ctx.progress(serde_json::json!({ "step": step })).await {
+                        println!(
+                            "node loss: progress {step} not written: {e} ({:?})",
+                            std::error::Error::source(&e).map(ToString::to_string)
+                        );
+                    }
+                    tokio::select! {
+                        () = ctx.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(300)) => {}
+                    }
+                }
+                Ok(Done::finished())
+            },
+        )
+        .build()
+        .await
+        .unwrap();
+    let StartOutcome::Started { job_id, .. } = manager.trigger("steady").await.unwrap() else {
+        panic!("not started");
+    };
+
+    // One replica of three down: leases renew, statuses are written, the job runs on.
+    local_cassandra(&["kill", "3"]).unwrap();
+    let revive = Revive("3");
+    let through = Instant::now();
+    let statuses = manager.statuses().clone();
+    let job_type = hajobs_core::JobType::new("steady").unwrap();
+    while through.elapsed() < Duration::from_secs(12) {
+        if manager.running_here("steady") != Some(job_id) {
+            let end = statuses
+                .get(&hajobs_core::JobType::new("steady").unwrap(), job_id)
+                .await;
+            panic!(
+                "the job stopped with one node down after {:?}: {end:?}",
+                through.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Until the cluster notices the dead node, a read may pick it and time out: retry.
+    let mut latest = None;
+    for _ in 0..10 {
+        match statuses.get(&job_type, job_id).await {
+            Ok(found) => {
+                latest = found.and_then(|e| e.status().cloned());
+                break;
+            }
+            Err(e) => println!("node loss: a status read failed, retrying: {e}"),
+        }
+    }
+    let latest = latest.expect("no status read succeeded with one node down");
+    assert_eq!(latest.state, hajobs_core::JobState::Running);
+    let step = latest
+        .content
+        .as_ref()
+        .and_then(|c| c["step"].as_i64())
+        .unwrap_or(0);
+    assert!(
+        step >= 20,
+        "progress stalled at step {step} with one node down"
+    );
+    println!("node loss: 12 s with node 3 down, job still running at step {step}");
+    manager.cancel("steady").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while manager.running_here("steady").is_some() {
+        assert!(Instant::now() < deadline, "cancel did not stop the job");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(revive); // node 3 back
+
+    // Two of three down: no quorum. A status write fails after its retries, and says so.
+    local_cassandra(&["kill", "2"]).unwrap();
+    let _revive2 = Revive("2");
+    local_cassandra(&["kill", "3"]).unwrap();
+    let _revive3 = Revive("3");
+    let status = hajobs_core::JobStatus {
+        job_type: job_type.clone(),
+        job_id: JobId::new(),
+        trigger_id: hajobs_core::TriggerId::new(),
+        timestamp: std::time::SystemTime::now(),
+        state: hajobs_core::JobState::Running,
+        owner: None,
+        fencing_token: None,
+        content: None,
+    };
+    let err = statuses
+        .write(&status)
+        .await
+        .expect_err("a write without quorum returned OK");
+    println!("no quorum: {err}");
+    assert!(err.to_string().contains("after 4 attempts"), "{err}");
+    manager.shutdown(Duration::from_secs(5)).await;
 }

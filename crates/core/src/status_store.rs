@@ -1,6 +1,6 @@
 //! [`StatusStore`]: job status in `job_status_data` and `job_status_meta`.
 //!
-//! Every status is written to both tables in one logged batch at the
+//! Every status is written to both tables (data first, then meta) at the
 //! configured consistency (LOCAL_QUORUM by default) with a retention TTL
 //! (14 days by default), retried on failure. Reads use the same consistency,
 //! so a write that returned OK is seen by every replica's reads.
@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scylla::client::session::Session;
-use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlTimeuuid, CqlValue, Row};
 
@@ -33,7 +32,8 @@ const META_COLUMNS: &str =
 /// Job statuses on Cassandra or ScyllaDB.
 pub struct StatusStore {
     session: Arc<Session>,
-    write: Batch,
+    write_data: PreparedStatement,
+    write_meta: PreparedStatement,
     history: PreparedStatement,
     latest_all: PreparedStatement,
     run: PreparedStatement,
@@ -76,25 +76,20 @@ impl StatusStore {
                 Ok::<_, StoreError>(s)
             }
         };
-        let mut write = Batch::new(BatchType::Logged);
-        write.append_statement(BatchStatement::Query(
-            scylla::statement::unprepared::Statement::new(format!(
-                "INSERT INTO {ks}.job_status_data (job_type, job_id, job_status_ts, trigger_id, job_state, job_result, content, owner, fencing_token) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
-            )),
-        ));
-        write.append_statement(BatchStatement::Query(
-            scylla::statement::unprepared::Statement::new(format!(
-                "INSERT INTO {ks}.job_status_meta (job_type, job_id, trigger_id, job_status_ts, job_state, job_result, owner, fencing_token) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
-            )),
-        ));
-        let mut write = session
-            .prepare_batch(&write)
-            .await
-            .map_err(|e| StoreError::request("preparing the status write", e))?;
-        write.set_consistency(config.consistency);
-        write.set_is_idempotent(true);
+        // Two idempotent inserts, data first: a reader that finds a newer
+        // state in `job_status_meta` finds it in `job_status_data` too. (A
+        // logged batch would make them atomic, but its batchlog write times
+        // out for as long as the cluster has not yet noticed a dead node.)
+        let write_data = prepare(format!(
+            "INSERT INTO {ks}.job_status_data (job_type, job_id, job_status_ts, trigger_id, job_state, job_result, content, owner, fencing_token) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+        ))
+        .await?;
+        let write_meta = prepare(format!(
+            "INSERT INTO {ks}.job_status_meta (job_type, job_id, trigger_id, job_status_ts, job_state, job_result, owner, fencing_token) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+        ))
+        .await?;
         let data = format!("{META_COLUMNS}, content FROM {ks}.job_status_data");
         Ok(Self {
             history: prepare(format!(
@@ -111,7 +106,8 @@ impl StatusStore {
             ))
             .await?,
             session,
-            write,
+            write_data,
+            write_meta,
             retention_secs,
         })
     }
@@ -132,35 +128,37 @@ impl StatusStore {
         let owner = status.owner.as_ref().map(NodeId::as_str);
         let token = status.fencing_token.map(|t| t.0);
         let (state, result) = (status.state.as_str(), status.result().as_str());
-        let values = (
-            (
-                status.job_type.as_str(),
-                job_id,
-                ts,
-                trigger_id,
-                state,
-                result,
-                content.as_deref(),
-                owner,
-                token,
-                self.retention_secs,
-            ),
-            (
-                status.job_type.as_str(),
-                job_id,
-                trigger_id,
-                ts,
-                state,
-                result,
-                owner,
-                token,
-                self.retention_secs,
-            ),
+        let data = (
+            status.job_type.as_str(),
+            job_id,
+            ts,
+            trigger_id,
+            state,
+            result,
+            content.as_deref(),
+            owner,
+            token,
+            self.retention_secs,
+        );
+        let meta = (
+            status.job_type.as_str(),
+            job_id,
+            trigger_id,
+            ts,
+            state,
+            result,
+            owner,
+            token,
+            self.retention_secs,
         );
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            match self.session.batch(&self.write, &values).await {
+            let outcome = match self.session.execute_unpaged(&self.write_data, &data).await {
+                Ok(_) => self.session.execute_unpaged(&self.write_meta, &meta).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt < WRITE_ATTEMPTS => {
                     tracing::warn!(job_type = %status.job_type, job_id = %status.job_id, %state, attempt, error = %e,
