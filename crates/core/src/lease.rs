@@ -121,6 +121,8 @@ pub enum Renewed {
     },
     /// The lease is gone (expired, released by force, taken by another job).
     Lost,
+    /// Still held, but a cancel was requested (`hajobs cancel`): not renewed.
+    CancelRequested,
 }
 
 /// The outcome of a release.

@@ -29,7 +29,11 @@ const STALE_TOKEN_RETRIES: usize = 5;
 pub struct LeaseStore {
     session: Arc<Session>,
     acquire: Batch,
+    /// Renews unless a cancel was requested.
     renew: PreparedStatement,
+    /// Renews whatever was requested: while a cancelled job winds down.
+    renew_stopping: PreparedStatement,
+    request_cancel: PreparedStatement,
     release: PreparedStatement,
     /// The SERIAL read that settles an LWT whose outcome is unknown.
     read_serial: PreparedStatement,
@@ -56,7 +60,7 @@ impl LeaseStore {
         let mut acquire = Batch::new(BatchType::Logged);
         acquire.append_statement(BatchStatement::Query(
             scylla::statement::unprepared::Statement::new(format!(
-                "UPDATE {ks}.lock USING TTL ? SET job_lock = ?, owner = ?, acquired_at = ? \
+                "UPDATE {ks}.lock USING TTL ? SET job_lock = ?, owner = ?, acquired_at = ?, cancel_requested = null \
              WHERE lock_type = ? IF job_lock = null AND fencing_token = ?"
             )),
         ));
@@ -72,13 +76,18 @@ impl LeaseStore {
         acquire.set_consistency(config.consistency);
         acquire.set_serial_consistency(Some(config.serial_consistency));
 
-        let renew = prepare(format!(
+        let renew_cql = format!(
             "UPDATE {ks}.lock USING TTL ? SET job_lock = ?, owner = ?, acquired_at = ? \
              WHERE lock_type = ? IF job_lock = ?"
+        );
+        let renew = prepare(format!("{renew_cql} AND cancel_requested = null")).await?;
+        let renew_stopping = prepare(renew_cql).await?;
+        let release = prepare(format!(
+            "DELETE job_lock, owner, acquired_at, cancel_requested FROM {ks}.lock WHERE lock_type = ? IF job_lock = ?"
         ))
         .await?;
-        let release = prepare(format!(
-            "DELETE job_lock, owner, acquired_at FROM {ks}.lock WHERE lock_type = ? IF job_lock = ?"
+        let request_cancel = prepare(format!(
+            "UPDATE {ks}.lock SET cancel_requested = true WHERE lock_type = ? IF job_lock = ?"
         ))
         .await?;
         let select =
@@ -91,7 +100,9 @@ impl LeaseStore {
             session,
             acquire,
             renew,
+            renew_stopping,
             release,
+            request_cancel,
             read_serial,
             read_quorum,
             list,
@@ -148,10 +159,10 @@ impl LeaseStore {
                 Err(error) => {
                     // Unknown outcome: settle it with a SERIAL read.
                     tracing::warn!(%lock_type, %job_id, %error, "acquire outcome unknown; reading at SERIAL");
-                    let holder = self
-                        .read(lock_type, true)
-                        .await
-                        .map_err(|_| StoreError::request(what(), error))?;
+                    let holder = match self.read(lock_type, true).await {
+                        Ok(holder) => holder,
+                        Err(_) => return Err(StoreError::request(what(), error)),
+                    };
                     return Ok(match holder {
                         Some(h) if h.job_id == job_id => {
                             let token = h.fencing_token.ok_or_else(|| {
@@ -170,11 +181,8 @@ impl LeaseStore {
                         Some(h) => Acquired::Held(h),
                         None => {
                             return Err(StoreError::request(
-                                format!(
-                                    "{} (the lock is free, the acquisition did not apply)",
-                                    what()
-                                ),
-                                "request failed",
+                                format!("{} (it did not apply: the lock is free)", what()),
+                                error,
                             ));
                         }
                     });
@@ -261,12 +269,29 @@ impl LeaseStore {
         holder
     }
 
-    /// Extends `lease` by its TTL, if it is still held by its job.
+    /// Extends `lease` by its TTL, if it is still held by its job and no
+    /// cancel was requested ([`Renewed::CancelRequested`] then; the holder
+    /// stops its job and keeps the lease with
+    /// [`LeaseStore::renew_while_stopping`] until it has released it).
     ///
     /// An error means the outcome is unknown *and* could not be settled; the
     /// caller must treat the lease as at risk (the lock keeper counts its
     /// deadline from the last confirmed renewal).
     pub async fn renew(&self, lease: &Lease) -> Result<Renewed, StoreError> {
+        self.renew_with(&self.renew, lease).await
+    }
+
+    /// Extends `lease` by its TTL if it is still held by its job, whether or
+    /// not a cancel was requested.
+    pub async fn renew_while_stopping(&self, lease: &Lease) -> Result<Renewed, StoreError> {
+        self.renew_with(&self.renew_stopping, lease).await
+    }
+
+    async fn renew_with(
+        &self,
+        statement: &PreparedStatement,
+        lease: &Lease,
+    ) -> Result<Renewed, StoreError> {
         let sent_at = Instant::now();
         let values = (
             lease.ttl.cql_secs(),
@@ -276,11 +301,15 @@ impl LeaseStore {
             lease.lock_type.as_str(),
             CqlTimeuuid::from(lease.job_id.uuid()),
         );
-        match self.session.execute_unpaged(&self.renew, values).await {
+        match self.session.execute_unpaged(statement, values).await {
             Ok(result) => {
                 let outcome = LwtOutcome::from_result(result, "renewing a lease")?;
+                let ours = matches!(outcome.get("job_lock"), Some(CqlValue::Timeuuid(u)) if uuid::Uuid::from(*u) == lease.job_id.uuid());
                 Ok(if outcome.applied {
                     Renewed::Renewed { sent_at }
+                } else if ours && outcome.get("cancel_requested") == Some(&CqlValue::Boolean(true))
+                {
+                    Renewed::CancelRequested
                 } else {
                     Renewed::Lost
                 })
@@ -304,6 +333,26 @@ impl LeaseStore {
                 }
             }
         }
+    }
+
+    /// Asks the holder `job_id` of `lock_type` to stop: its next renewal is
+    /// refused with [`Renewed::CancelRequested`]. `false` when `job_id` does
+    /// not hold the lock (any more).
+    pub async fn request_cancel(
+        &self,
+        lock_type: &LockType,
+        job_id: JobId,
+    ) -> Result<bool, StoreError> {
+        let what = || format!("requesting the cancel of job {job_id} holding `{lock_type}`");
+        let result = self
+            .session
+            .execute_unpaged(
+                &self.request_cancel,
+                (lock_type.as_str(), CqlTimeuuid::from(job_id.uuid())),
+            )
+            .await
+            .map_err(|e| StoreError::request(what(), e))?;
+        Ok(LwtOutcome::from_result(result, &what())?.applied)
     }
 
     /// Gives the lease up. A lease already gone is [`Released::NotHolder`].

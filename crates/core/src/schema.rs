@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "cron_firing",
         cql: include_str!("../../../schema/0002_cron_firing.cql"),
     },
+    Migration {
+        version: 3,
+        name: "cancel_request",
+        cql: include_str!("../../../schema/0003_cancel_request.cql"),
+    },
 ];
 
 /// The keyspace's replication.
@@ -243,6 +248,10 @@ pub async fn applied_versions(session: &Session, keyspace: &str) -> Result<Vec<i
     Ok(versions)
 }
 
+fn is_add_column(statement: &str) -> bool {
+    statement.starts_with("ALTER TABLE ") && statement.contains(" ADD ")
+}
+
 /// Prefixes the table of a `CREATE TABLE IF NOT EXISTS t` / `ALTER TABLE t`
 /// statement with the keyspace.
 fn qualify(statement: &str, keyspace: &str) -> String {
@@ -256,10 +265,15 @@ fn qualify(statement: &str, keyspace: &str) -> String {
 
 async fn ddl(session: &Session, statement: &str) -> Result<(), StoreError> {
     let head: String = statement.chars().take(60).collect();
-    session
-        .query_unpaged(statement, ())
-        .await
-        .map_err(|e| StoreError::request(format!("running `{head}…`"), e))?;
+    if let Err(e) = session.query_unpaged(statement, ()).await {
+        // `ALTER TABLE … ADD` has no IF NOT EXISTS: a column already there
+        // (a migration interrupted after it ran) is what we wanted.
+        let exists = e.to_string().to_lowercase().contains("already exist")
+            || e.to_string().contains("conflicts with an existing column");
+        if !(is_add_column(statement) && exists) {
+            return Err(StoreError::request(format!("running `{head}…`"), e));
+        }
+    }
     session
         .await_schema_agreement()
         .await
@@ -304,7 +318,7 @@ mod tests {
         for m in MIGRATIONS {
             for s in statements(m.cql) {
                 assert!(
-                    s.starts_with("CREATE TABLE IF NOT EXISTS "),
+                    s.starts_with("CREATE TABLE IF NOT EXISTS ") || is_add_column(&s),
                     "migration {} has a statement that is not idempotent: {s}",
                     m.version
                 );

@@ -82,12 +82,12 @@ impl StatusStore {
         // out for as long as the cluster has not yet noticed a dead node.)
         let write_data = prepare(format!(
             "INSERT INTO {ks}.job_status_data (job_type, job_id, job_status_ts, trigger_id, job_state, job_result, content, owner, fencing_token) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?"
         ))
         .await?;
         let write_meta = prepare(format!(
             "INSERT INTO {ks}.job_status_meta (job_type, job_id, trigger_id, job_status_ts, job_state, job_result, owner, fencing_token) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?"
         ))
         .await?;
         let data = format!("{META_COLUMNS}, content FROM {ks}.job_status_data");
@@ -123,6 +123,14 @@ impl StatusStore {
                 None => None,
             };
         let ts = cql::to_timestamp(status.timestamp);
+        // The cells' write time is the status's own time: in
+        // `job_status_meta` the newest status wins, whatever order the
+        // writes (say, a supervisor's DEAD and the attempt's own end) land in.
+        let write_time = status
+            .timestamp
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
         let job_id = CqlTimeuuid::from(status.job_id.uuid());
         let trigger_id = CqlTimeuuid::from(status.trigger_id.uuid());
         let owner = status.owner.as_ref().map(NodeId::as_str);
@@ -139,6 +147,7 @@ impl StatusStore {
             owner,
             token,
             self.retention_secs,
+            write_time,
         );
         let meta = (
             status.job_type.as_str(),
@@ -150,6 +159,7 @@ impl StatusStore {
             owner,
             token,
             self.retention_secs,
+            write_time,
         );
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;

@@ -513,6 +513,22 @@ missed_runs = "skip"
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../../deploy/examples/hajobs.toml");
+        let c = parse(
+            Path::new("deploy/examples/hajobs.toml"),
+            text,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.jobs.len(), 4);
+        assert_eq!(
+            c.jobs[1].spec.lock_type, c.jobs[2].spec.lock_type,
+            "report and cleanup share a lock"
+        );
+    }
+
+    #[test]
     fn flags_and_environment_override_the_file() {
         let o = Overrides {
             nodes: Some("127.0.0.9:9042".into()),

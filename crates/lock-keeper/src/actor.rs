@@ -116,7 +116,15 @@ async fn renew(myself: &ActorRef<KeeperMsg>, state: &mut KeeperState) {
         state: tx,
     } = &state.args;
     // One attempt may not hold up the next: bound it by the renewal interval.
-    let attempt = tokio::time::timeout(config.renew_interval(), store.renew(lease)).await;
+    let stopping = tx.borrow().cancel_requested;
+    let renewal = async {
+        if stopping {
+            store.renew_while_stopping(lease).await
+        } else {
+            store.renew(lease).await
+        }
+    };
+    let attempt = tokio::time::timeout(config.renew_interval(), renewal).await;
     match attempt {
         Ok(Ok(Renewed::Renewed { sent_at })) => {
             let deadline = sent_at + config.usable();
@@ -129,6 +137,13 @@ async fn renew(myself: &ActorRef<KeeperMsg>, state: &mut KeeperState) {
             let next =
                 (sent_at + config.renew_interval()).saturating_duration_since(Instant::now());
             state.arm(myself, next);
+        }
+        Ok(Ok(Renewed::CancelRequested)) => {
+            tracing::info!(lock_type = %lease.lock_type, job_id = %lease.job_id, "cancel requested through the lock; cancelling the job");
+            cancellation.cancel(CancelReason::Requested);
+            tx.send_modify(|s| s.cancel_requested = true);
+            // Not a renewal: renew again at once, now while stopping.
+            state.arm(myself, Duration::ZERO);
         }
         Ok(Ok(Renewed::Lost)) => {
             tracing::warn!(lock_type = %lease.lock_type, job_id = %lease.job_id, "lock lost: renewal rejected; cancelling the job");

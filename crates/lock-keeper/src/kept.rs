@@ -65,6 +65,7 @@ pub async fn keep(
         renewals: 0,
         failures: 0,
         consecutive_failures: 0,
+        cancel_requested: false,
         phase: LeasePhase::Held,
     };
     let (tx, rx) = watch::channel(initial);

@@ -23,6 +23,9 @@ pub struct LeaseState {
     pub failures: u64,
     /// Failed attempts since the last confirmed renewal.
     pub consecutive_failures: u32,
+    /// A cancel was requested through the lock (`hajobs cancel`): the job
+    /// was cancelled, and the lease is kept until the job has stopped.
+    pub cancel_requested: bool,
     /// What became of the lease.
     pub phase: LeasePhase,
 }

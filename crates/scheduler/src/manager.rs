@@ -14,7 +14,6 @@ use hajobs_core::{
     JobType, LeaseStore, NodeId, StatusEntry, StatusStore, TriggerId,
 };
 use scylla::client::session::Session;
-use tokio::task::JoinHandle;
 
 use crate::attempt;
 use crate::clock::{Clock, SystemClock};
@@ -62,8 +61,8 @@ pub enum StartOutcome {
 pub enum CancelOutcome {
     /// The attempt ran here and its cancellation fired.
     CancelledLocally(JobId),
-    /// The attempt runs on another replica: its lease was released, so its
-    /// lock keeper cancels it within one renewal interval.
+    /// The attempt runs on another replica: a cancel request was set on its
+    /// lock, which its lock keeper sees within one renewal interval.
     CancelledRemotely(Holder),
     /// No attempt of this job type is running.
     NotRunning,
@@ -77,11 +76,11 @@ struct Registered {
     job: Arc<dyn Job>,
 }
 
-/// An attempt running on this replica.
+/// An attempt running on this replica (from before its RUNNING status until
+/// it has recorded its end and released its lease).
 struct Running {
     job_id: JobId,
     cancellation: Cancellation,
-    task: JoinHandle<hajobs_core::JobState>,
 }
 
 struct Inner {
@@ -476,6 +475,25 @@ impl JobManager {
             statuses: self.inner.statuses.clone(),
             lease: kept.subscribe(),
         };
+        // Registered before anything runs, under the same lock as the
+        // shutdown flag: an attempt either starts before a shutdown (which
+        // then cancels and awaits it) or not at all. A job ending at once
+        // still finds its entry to remove.
+        {
+            let mut running = self.inner.running.lock().expect("running map poisoned");
+            if self.inner.shutting_down.load(Ordering::SeqCst) {
+                drop(running);
+                let _ = kept.release().await;
+                return error("the replica is shutting down".into());
+            }
+            running.insert(
+                job_type.clone(),
+                Running {
+                    job_id,
+                    cancellation,
+                },
+            );
+        }
         if let Err(e) = self
             .inner
             .statuses
@@ -483,12 +501,13 @@ impl JobManager {
             .await
         {
             // Not recorded, so not run: a job nobody can see must not run.
+            self.finished(job_type, job_id);
             let _ = kept.release().await;
             return error(format!(
                 "RUNNING status not recorded, attempt not started: {e:#}"
             ));
         }
-        let task = tokio::spawn({
+        tokio::spawn({
             let manager = self.clone();
             let job = registered.job.clone();
             let (timeout, grace, statuses) = (
@@ -503,18 +522,6 @@ impl JobManager {
                 state
             }
         });
-        self.inner
-            .running
-            .lock()
-            .expect("running map poisoned")
-            .insert(
-                job_type.clone(),
-                Running {
-                    job_id,
-                    cancellation,
-                    task,
-                },
-            );
         Ok(StartOutcome::Started { trigger_id, job_id })
     }
 
@@ -562,17 +569,19 @@ impl JobManager {
         if !ours {
             return Ok(CancelOutcome::NotRunning);
         }
-        match self
+        // The holder sees the request at its next renewal, stops the job,
+        // records CANCELED and releases the lease itself: the lock is never
+        // free while the attempt still runs.
+        if self
             .inner
             .leases
-            .release_holder(&spec.lock_type, holder.job_id)
+            .request_cancel(&spec.lock_type, holder.job_id)
             .await?
         {
-            hajobs_core::Released::Released => {
-                tracing::info!(job_type, job_id = %holder.job_id, owner = ?holder.owner, "cancel requested; lease released so the holder's keeper cancels it");
-                Ok(CancelOutcome::CancelledRemotely(holder))
-            }
-            hajobs_core::Released::NotHolder => Ok(CancelOutcome::NotRunning),
+            tracing::info!(job_type, job_id = %holder.job_id, owner = ?holder.owner, "cancel requested through the lock");
+            Ok(CancelOutcome::CancelledRemotely(holder))
+        } else {
+            Ok(CancelOutcome::NotRunning)
         }
     }
 
@@ -580,35 +589,37 @@ impl JobManager {
     /// attempt, waits up to `grace` for them to record CANCELED and release
     /// their leases.
     pub async fn shutdown(&self, grace: Duration) {
-        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        {
+            // Under the running map's lock: no attempt starts after this.
+            let running = self.inner.running.lock().expect("running map poisoned");
+            self.inner.shutting_down.store(true, Ordering::SeqCst);
+            for r in running.values() {
+                r.cancellation.cancel(CancelReason::Shutdown);
+            }
+        }
         if let Some(mut scheduler) = self.inner.cron.lock().await.take() {
             if let Err(e) = scheduler.shutdown().await {
                 tracing::warn!(error = %e, "cron scheduler did not shut down cleanly");
             }
         }
-        let tasks: Vec<(JobType, Running)> = self
-            .inner
-            .running
-            .lock()
-            .expect("running map poisoned")
-            .drain()
-            .collect();
-        for (_, r) in &tasks {
-            r.cancellation.cancel(CancelReason::Shutdown);
-        }
+        // Each attempt leaves the map once it has recorded its end and
+        // released its lease.
         let deadline = tokio::time::Instant::now() + grace;
-        for (job_type, r) in tasks {
-            match tokio::time::timeout_at(deadline, r.task).await {
-                Ok(Ok(state)) => {
-                    tracing::info!(%job_type, job_id = %r.job_id, %state, "attempt ended at shutdown")
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(%job_type, job_id = %r.job_id, error = %e, "attempt task failed at shutdown")
-                }
-                Err(_) => {
-                    tracing::error!(%job_type, job_id = %r.job_id, "attempt did not end within the shutdown grace; its lease expires by TTL")
-                }
+        loop {
+            let left: Vec<(JobType, JobId)> = {
+                let running = self.inner.running.lock().expect("running map poisoned");
+                running.iter().map(|(t, r)| (t.clone(), r.job_id)).collect()
+            };
+            if left.is_empty() {
+                break;
             }
+            if tokio::time::Instant::now() >= deadline {
+                for (job_type, job_id) in left {
+                    tracing::error!(%job_type, %job_id, "attempt did not end within the shutdown grace; its lease expires by TTL");
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::info!(node = %self.inner.node, "job manager stopped");
     }

@@ -1,6 +1,6 @@
 //! One supervisor pass: find dead attempts, record them DEAD, retrigger.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use hajobs_core::{JobId, JobResult, JobState, JobStatus, JobType, StatusEntry, TriggerId};
 use hajobs_scheduler::{JobManager, JobSpec, StartOutcome};
@@ -86,12 +86,23 @@ async fn supervise(
                 }
                 continue;
             }
+            let last_sign_of_life = match &now {
+                Some(StatusEntry::Status(s)) => s.timestamp,
+                _ => attempt.timestamp,
+            };
+            let detected_at = SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
             let dead = JobStatus {
-                timestamp: SystemTime::now(),
+                // Just after its last status: should the attempt still record
+                // its own end, that end is newer and stands.
+                timestamp: last_sign_of_life + Duration::from_millis(1),
                 state: JobState::Dead,
                 content: Some(json!({
                     "reason": "lease gone while the attempt was still RUNNING: its replica died or stalled",
                     "detected_by": manager.node().as_str(),
+                    "detected_at_ms": detected_at,
                 })),
                 ..attempt.clone()
             };
@@ -130,7 +141,11 @@ async fn retrigger(
         return Ok(());
     }
     if latest.state == JobState::Canceled {
-        return Ok(()); // an operator or a shutdown stopped it: do not undo that
+        // The reason is in the content, which only `job_status_data` keeps.
+        let full = manager.statuses().get(job_type, latest.job_id).await?;
+        if matches!(&full, Some(StatusEntry::Status(s)) if cancelled_on_request(s)) {
+            return Ok(()); // an operator cancelled it: do not undo that
+        }
     }
     if of_trigger.len() > spec.retrigger_count as usize {
         if !report
@@ -144,6 +159,8 @@ async fn retrigger(
         return Ok(());
     }
     if let Ok(since) = SystemTime::now().duration_since(latest.timestamp) {
+        // (A DEAD status carries its attempt's last time, so the backoff
+        // counts from the attempt's last sign of life.)
         if since < config.retrigger_backoff {
             return Ok(()); // backoff: a later pass retries
         }
@@ -164,4 +181,16 @@ async fn retrigger(
         }
     }
     Ok(())
+}
+
+/// Whether `attempt` was cancelled by request (`cancel`), as opposed to
+/// losing its lease or its replica shutting down, which a re-run repairs.
+fn cancelled_on_request(attempt: &JobStatus) -> bool {
+    attempt.state == JobState::Canceled
+        && attempt
+            .content
+            .as_ref()
+            .and_then(|c| c.get("reason"))
+            .and_then(|r| r.as_str())
+            == Some(&hajobs_core::CancelReason::Requested.to_string())
 }
