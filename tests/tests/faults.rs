@@ -26,6 +26,25 @@ fn three_nodes() -> String {
     nodes
 }
 
+/// A keyspace with replication factor 3 on the three-node cluster, its
+/// schema applied, and a session with a 2 s request timeout.
+async fn rf3_keyspace(prefix: &str) -> (CassandraConfig, Arc<scylla::client::session::Session>) {
+    let config = CassandraConfig::from_contact_list(&three_nodes())
+        .with_keyspace(format!("t_{prefix}_{}", std::process::id()))
+        .with_request_timeout(Duration::from_secs(2));
+    let session = config
+        .connect()
+        .await
+        .expect("connecting to the three-node cluster");
+    let rf3 = schema::Replication::Simple {
+        replication_factor: 3,
+    };
+    schema::apply(&session, &config.keyspace, &rf3)
+        .await
+        .unwrap();
+    (config, session)
+}
+
 /// Restarts a killed node even when the test fails half-way.
 struct Revive(&'static str);
 
@@ -102,23 +121,7 @@ async fn fault_rf3_takes_quorum_writes_and_serial_lwts_with_one_node_down() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fault_keeper_cancels_before_the_lease_can_expire_when_cassandra_is_lost() {
-    let nodes = three_nodes();
-    let config = CassandraConfig::from_contact_list(&nodes)
-        .with_keyspace(format!("t_keeper_{}", std::process::id()))
-        .with_request_timeout(Duration::from_secs(2));
-    let session = config
-        .connect()
-        .await
-        .expect("connecting to the three-node cluster");
-    schema::apply(
-        &session,
-        &config.keyspace,
-        &schema::Replication::Simple {
-            replication_factor: 3,
-        },
-    )
-    .await
-    .unwrap();
+    let (config, session) = rf3_keyspace("keeper").await;
     let store = Arc::new(LeaseStore::new(session, &config).await.unwrap());
     let ttl = LeaseTtl::from_secs(6).unwrap();
     let lock = LockType::new("unreachable").unwrap();
@@ -187,23 +190,7 @@ async fn fault_keeper_cancels_before_the_lease_can_expire_when_cassandra_is_lost
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fault_a_job_runs_on_through_one_node_down_and_writes_need_a_quorum() {
-    let nodes = three_nodes();
-    let config = CassandraConfig::from_contact_list(&nodes)
-        .with_keyspace(format!("t_nodeloss_{}", std::process::id()))
-        .with_request_timeout(Duration::from_secs(2));
-    let session = config
-        .connect()
-        .await
-        .expect("connecting to the three-node cluster");
-    schema::apply(
-        &session,
-        &config.keyspace,
-        &schema::Replication::Simple {
-            replication_factor: 3,
-        },
-    )
-    .await
-    .unwrap();
+    let (config, session) = rf3_keyspace("nodeloss").await;
     let manager = JobManager::builder(config.clone(), NodeId::new("replica-a").unwrap())
         .session(session.clone())
         .job(

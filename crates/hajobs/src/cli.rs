@@ -227,6 +227,11 @@ impl Settings {
         Ok(session)
     }
 
+    async fn status_store(&self) -> Result<StatusStore, CliError> {
+        let retention = hajobs_core::status_store::DEFAULT_RETENTION;
+        Ok(StatusStore::new(self.session().await?, &self.cassandra, retention).await?)
+    }
+
     async fn manager(&self, command: &str) -> Result<JobManager, CliError> {
         let daemon = self.daemon(command)?;
         let mut builder = JobManager::builder(self.cassandra.clone(), daemon.node.clone())
@@ -308,13 +313,7 @@ impl Cli {
                 }
             }
             Command::Status { job, limit, json } => {
-                let session = settings.session().await?;
-                let store = StatusStore::new(
-                    session,
-                    &settings.cassandra,
-                    hajobs_core::status_store::DEFAULT_RETENTION,
-                )
-                .await?;
+                let store = settings.status_store().await?;
                 let entries = match job {
                     Some(j) => {
                         store
@@ -329,13 +328,7 @@ impl Cli {
                 let job_id: JobId = job_id
                     .parse()
                     .map_err(|e| CliError::input(anyhow::anyhow!("job id `{job_id}`: {e}")))?;
-                let session = settings.session().await?;
-                let store = StatusStore::new(
-                    session,
-                    &settings.cassandra,
-                    hajobs_core::status_store::DEFAULT_RETENTION,
-                )
-                .await?;
+                let store = settings.status_store().await?;
                 let entries = store
                     .run_history(&JobType::new(job).map_err(CliError::input)?, job_id)
                     .await?;
