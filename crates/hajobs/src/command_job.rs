@@ -16,8 +16,12 @@ const OUTPUT_TAIL: usize = 4096;
 /// The command sees `HAJOBS_JOB_TYPE`, `HAJOBS_JOB_ID`, `HAJOBS_TRIGGER_ID`,
 /// `HAJOBS_FENCING_TOKEN` and `HAJOBS_NODE_ID` in its environment. Exit 0 is
 /// FINISHED, anything else FAILED with the exit status and the tail of its
-/// output. When the attempt is cancelled the command is killed (SIGKILL):
-/// the manager drops this future, and the child goes with it.
+/// output.
+///
+/// Cancelled by request, timeout or shutdown, the command gets SIGTERM and
+/// the manager's cancel grace (default 5 s) to exit; then, or at once when
+/// the lease is lost or about to expire, the manager drops this future and
+/// the child is killed with SIGKILL.
 pub(crate) async fn run(job: CommandJobConfig, ctx: JobContext) -> Result<Done, JobError> {
     let (program, args) = job
         .command
@@ -47,8 +51,26 @@ pub(crate) async fn run(job: CommandJobConfig, ctx: JobContext) -> Result<Done, 
         child.stderr.take().expect("piped"),
     );
     let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(nix::unistd::Pid::from_raw);
+    let wait = async {
+        let exit = child.wait();
+        tokio::pin!(exit);
+        tokio::select! {
+            status = &mut exit => status,
+            () = ctx.cancelled() => {
+                // Ask first; the manager's grace, then SIGKILL, follow.
+                if let Some(pid) = pid {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                }
+                exit.await
+            }
+        }
+    };
     let (status, _, _) = tokio::join!(
-        child.wait(),
+        wait,
         out.read_to_end(&mut out_buf),
         err.read_to_end(&mut err_buf)
     );

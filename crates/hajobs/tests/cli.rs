@@ -314,3 +314,50 @@ lease_ttl = "3s"
     assert!(leases.list().await.unwrap().is_empty(), "locks left held");
     env.drop().await;
 }
+
+#[tokio::test]
+async fn a_cancelled_command_gets_sigterm_first() {
+    let marker = std::env::temp_dir().join(format!("hajobs-term-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let env = Env::new(
+        "sigterm",
+        &format!(
+            r#"
+[[job]]
+name = "graceful"
+command = ["sh", "-c", "trap 'echo got-term > {}; exit 0' TERM; sleep 600 & wait"]
+lease_ttl = "3s"
+"#,
+            marker.display()
+        ),
+    );
+    expect(&env.run(&["schema", "apply"]), 0, "applied");
+    // `trigger` runs the job in its own process; cancel it from another.
+    let runner = env
+        .command(&["trigger", "graceful"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let statuses = env.statuses().await;
+    let job_type = JobType::new("graceful").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while statuses.latest(&job_type).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    expect(
+        &env.run(&["cancel", "graceful"]),
+        0,
+        "cancelled graceful attempt",
+    );
+    let out = runner.wait_with_output().unwrap();
+    expect(&out, 1, "ended CANCELED");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap_or_default().trim(),
+        "got-term",
+        "no SIGTERM reached the command"
+    );
+    let _ = std::fs::remove_file(&marker);
+    env.drop().await;
+}
