@@ -1,8 +1,8 @@
 //! The CQL schema: versioned migrations from the top-level `schema/` folder,
 //! applied idempotently and recorded in the keyspace.
 //!
-//! [`apply`] creates the keyspace (with the chosen [`Replication`]) and runs
-//! every migration not yet recorded in `schema_migrations`; [`print`] renders
+//! [`apply()`] creates the keyspace (with the chosen [`Replication`]) and runs
+//! every migration not yet recorded in `schema_migrations`; [`print()`] renders
 //! the same CQL for DBAs who apply it by hand.
 
 use std::fmt;

@@ -11,7 +11,12 @@
 //!   renewal (or the acquisition) was **sent**. The lease cannot have expired
 //!   before then, so the job stops before anyone else can take over
 //!   (self-fencing). A watchdog task, independent of the actor's mailbox,
-//!   enforces it even when a renewal hangs.
+//!   enforces it even when a renewal hangs;
+//! - with [`CancelReason::Requested`](hajobs_core::CancelReason) when a
+//!   renewal finds a cancel request on the lock (`hajobs cancel` from any
+//!   replica); it then keeps renewing, ignoring the request, until the job
+//!   has stopped and released the lease, so the lock is never free while the
+//!   cancelled job still runs.
 //!
 //! Correctness never rests on the actor stopping cleanly: if the replica
 //! dies, Cassandra's TTL frees the lock.
