@@ -9,7 +9,7 @@ use hajobs_core::schema::{self, MIGRATIONS};
 use hajobs_core::{
     CassandraConfig, JobId, JobType, LeaseStore, LockType, StatusEntry, StatusStore,
 };
-use hajobs_scheduler::{CancelOutcome, JobContext, JobManager, StartOutcome};
+use hajobs_scheduler::{CancelOutcome, JobManager, StartOutcome};
 use hajobs_supervisor::Supervisor;
 use scylla::client::session::Session;
 
@@ -237,10 +237,10 @@ impl Settings {
         let mut builder = JobManager::builder(self.cassandra.clone(), daemon.node.clone())
             .session(self.session().await?);
         for job in &daemon.jobs {
-            let job_config = job.clone();
-            builder = builder.job(job.spec.clone(), move |ctx: JobContext| {
-                crate::command_job::run(job_config.clone(), ctx)
-            });
+            builder = builder.job(
+                job.spec.clone(),
+                crate::command_job::CommandJob::new(job.clone()),
+            );
         }
         Ok(builder.build().await?)
     }

@@ -1,93 +1,246 @@
-//! A job of the daemon: one command run per attempt, under the lease.
+//! A job of the daemon: one command run per attempt, under the lease, its
+//! whole process tree governed by a [guard](crate::guard) process.
 
+use std::os::fd::OwnedFd;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use hajobs_scheduler::{Done, JobContext, JobError};
+use futures::future::BoxFuture;
+use hajobs_core::CancelReason;
+use hajobs_scheduler::{DEFAULT_CANCEL_GRACE, Done, Job, JobContext, JobError, JobOutcome};
 use serde_json::json;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::config::CommandJobConfig;
+use crate::guard::{GUARD_ARG, monotonic_nanos};
 
 /// The last bytes of a command's output kept in its final status.
 const OUTPUT_TAIL: usize = 4096;
 
-/// Runs `job.command` for one attempt.
+/// How long the manager waits, after "stop now", for the guard to have
+/// killed and reaped the whole tree. `SIGKILL` takes effect at once; only a
+/// process stuck in the kernel (uninterruptible I/O) takes longer.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// How long the output is read after the guard exited. Every process that
+/// held the pipes is gone by then, so this only bounds the unexpected.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
+
+/// The daemon's jobs: `config.command`, one process tree per attempt.
 ///
 /// The command sees `HAJOBS_JOB_TYPE`, `HAJOBS_JOB_ID`, `HAJOBS_TRIGGER_ID`,
 /// `HAJOBS_FENCING_TOKEN` and `HAJOBS_NODE_ID` in its environment. Exit 0 is
 /// FINISHED, anything else FAILED with the exit status and the tail of its
 /// output.
 ///
-/// Cancelled by request, timeout or shutdown, the command gets SIGTERM and
-/// the manager's cancel grace (default 5 s) to exit; then, or at once when
-/// the lease is lost or about to expire, the manager drops this future and
-/// the child is killed with SIGKILL.
-pub(crate) async fn run(job: CommandJobConfig, ctx: JobContext) -> Result<Done, JobError> {
-    let (program, args) = job
-        .command
-        .split_first()
-        .expect("validated: command is not empty");
-    let mut command = tokio::process::Command::new(program);
+/// The command runs under a guard process (see [`crate::guard`]): cancelled
+/// by request, timeout or shutdown, its whole process group gets `SIGTERM`
+/// and the cancel grace, then `SIGKILL`; on a lost or expiring lease
+/// `SIGKILL` at once; whatever it leaves running when it exits is ended;
+/// and if this daemon dies or is paused past the lease's deadline, the
+/// guard ends the tree by itself. The attempt ends, and the lease is
+/// released, only once the whole tree is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct CommandJob {
+    config: CommandJobConfig,
+    /// Between `SIGTERM` and `SIGKILL` when cancelled gracefully.
+    grace: Duration,
+}
+
+impl CommandJob {
+    pub(crate) fn new(config: CommandJobConfig) -> Self {
+        Self {
+            config,
+            grace: DEFAULT_CANCEL_GRACE,
+        }
+    }
+}
+
+impl Job for CommandJob {
+    fn run(&self, ctx: JobContext) -> BoxFuture<'static, JobOutcome> {
+        Box::pin(run(self.config.clone(), self.grace, ctx))
+    }
+
+    fn stop_wait(&self) -> Duration {
+        STOP_WAIT
+    }
+}
+
+/// What the guard reported about the command.
+#[derive(Debug, Default)]
+struct Report {
+    pid: Option<i32>,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    deadline_passed: bool,
+    error: Option<String>,
+}
+
+impl Report {
+    fn take(&mut self, line: &str) {
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match word {
+            "started" => self.pid = rest.parse().ok(),
+            "exited" => self.exit_code = rest.parse().ok(),
+            "signalled" => self.signal = rest.parse().ok(),
+            "deadline-passed" => self.deadline_passed = true,
+            "error" => self.error = Some(rest.to_owned()),
+            _ => tracing::warn!(line, "unknown line from the command guard"),
+        }
+    }
+}
+
+async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutcome {
+    let program = job.command.first().cloned().unwrap_or_default();
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| JobError::new(format!("cannot make the guard's socket: {e}")))?;
+    ours.set_nonblocking(true)
+        .map_err(|e| JobError::new(format!("cannot make the guard's socket: {e}")))?;
+    let socket = tokio::net::UnixStream::from_std(ours)
+        .map_err(|e| JobError::new(format!("cannot make the guard's socket: {e}")))?;
+    // Our own executable, even if the file was replaced by an upgrade.
+    let mut command = tokio::process::Command::new("/proc/self/exe");
     command
-        .args(args)
+        .arg(GUARD_ARG)
+        .arg(grace.as_millis().to_string())
+        .arg("--")
+        .args(&job.command)
         .envs(&job.env)
         .env("HAJOBS_JOB_TYPE", ctx.job_type.as_str())
         .env("HAJOBS_JOB_ID", ctx.job_id.to_string())
         .env("HAJOBS_TRIGGER_ID", ctx.trigger_id.to_string())
         .env("HAJOBS_FENCING_TOKEN", ctx.fencing_token.to_string())
         .env("HAJOBS_NODE_ID", ctx.node.as_str())
-        .stdin(Stdio::null())
+        // Out of the daemon's group: a terminal's Ctrl-C is the daemon's to handle.
+        .process_group(0)
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
+    // Not `kill_on_drop`: killing the guard would orphan the tree. Dropping
+    // this future closes our socket end, and the guard kills the tree.
     if let Some(dir) = &job.working_dir {
         command.current_dir(dir);
     }
-    let mut child = command
+    let mut guard = command
         .spawn()
-        .map_err(|e| JobError::new(format!("cannot start `{program}`: {e}")))?;
+        .map_err(|e| JobError::new(format!("cannot start the guard for `{program}`: {e}")))?;
+    drop(command); // closes our copy of the guard's end of the socket
     let (mut out, mut err) = (
-        child.stdout.take().expect("piped"),
-        child.stderr.take().expect("piped"),
+        guard.stdout.take().expect("piped"),
+        guard.stderr.take().expect("piped"),
     );
-    let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
-    let pid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(nix::unistd::Pid::from_raw);
-    let wait = async {
-        let exit = child.wait();
-        tokio::pin!(exit);
+    let (reader, mut writer) = socket.into_split();
+    let mut lines = BufReader::new(reader).lines();
+    let mut report = Report::default();
+    let mut lease = ctx.lease_updates();
+    let first = lease.borrow_and_update().deadline;
+    send_deadline(&mut writer, first).await;
+
+    // Read apart from the loop below, so that a full pipe never blocks the
+    // command; it ends when the last process holding the pipes is gone.
+    let mut output = tokio::spawn(async move {
+        let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
+        let _ = tokio::join!(out.read_to_end(&mut out_buf), err.read_to_end(&mut err_buf));
+        (out_buf, err_buf)
+    });
+    let mut told = None::<&str>;
+    let guard_exit = loop {
         tokio::select! {
-            status = &mut exit => status,
-            () = ctx.cancelled() => {
-                // Ask first; the manager's grace, then SIGKILL, follow.
-                if let Some(pid) = pid {
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            status = guard.wait() => break status,
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => report.take(&line),
+                // The guard closed its end: it is about to exit.
+                Ok(None) | Err(_) => {
+                    break guard.wait().await;
                 }
-                exit.await
+            },
+            changed = lease.changed() => {
+                if changed.is_ok() {
+                    let deadline = lease.borrow_and_update().deadline;
+                    send_deadline(&mut writer, deadline).await;
+                }
+            }
+            () = ctx.cancelled(), if told.is_none() => {
+                let word = match ctx.cancellation.reason() {
+                    Some(CancelReason::LeaseLost | CancelReason::LeaseExpiredUnconfirmed | CancelReason::KeeperStopped) => "kill",
+                    _ => "term",
+                };
+                told = Some(word);
+                let _ = writer.write_all(format!("{word}\n").as_bytes()).await;
+            }
+            () = ctx.stop_now(), if told != Some("kill") => {
+                told = Some("kill");
+                let _ = writer.write_all(b"kill\n").await;
             }
         }
     };
-    let (status, _, _) = tokio::join!(
-        wait,
-        out.read_to_end(&mut out_buf),
-        err.read_to_end(&mut err_buf)
-    );
-    let status = status.map_err(|e| JobError::new(format!("waiting for `{program}`: {e}")))?;
+    // Whatever the guard wrote last.
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_millis(100), lines.next_line()).await
+    {
+        report.take(&line);
+    }
+    let (out_buf, err_buf) = match tokio::time::timeout(OUTPUT_DRAIN, &mut output).await {
+        Ok(Ok(bufs)) => bufs,
+        _ => {
+            output.abort();
+            (Vec::new(), b"(output not collected)".to_vec())
+        }
+    };
+    let guard_exit = guard_exit
+        .map_err(|e| JobError::new(format!("waiting for the guard of `{program}`: {e}")))?;
     let content = json!({
-        "exit_code": status.code(),
+        "exit_code": report.exit_code,
+        "signal": report.signal,
         "stdout": tail(&out_buf),
         "stderr": tail(&err_buf),
     });
-    if status.success() {
-        Ok(Done::finished().with_content(content))
-    } else {
-        Err(JobError {
-            message: format!("`{program}` exited with {status}"),
+    if let Some(error) = report.error {
+        return Err(JobError {
+            message: error,
             content: Some(content),
-        })
+        });
     }
+    if report.exit_code.is_none() && report.signal.is_none() {
+        // The guard itself died (killed by hand, OOM): end the group it
+        // governed ourselves, and fail the attempt.
+        if let Some(pid) = report.pid {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        return Err(JobError {
+            message: format!("the guard of `{program}` ended ({guard_exit}) before the command"),
+            content: Some(content),
+        });
+    }
+    if report.deadline_passed {
+        return Err(JobError {
+            message: format!("`{program}` killed by its guard: the lease's deadline passed"),
+            content: Some(content),
+        });
+    }
+    match (report.exit_code, report.signal) {
+        (Some(0), _) => Ok(Done::finished().with_content(content)),
+        (Some(code), _) => Err(JobError {
+            message: format!("`{program}` exited with exit status: {code}"),
+            content: Some(content),
+        }),
+        (None, signal) => Err(JobError {
+            message: format!("`{program}` was killed by signal {}", signal.unwrap_or(0)),
+            content: Some(content),
+        }),
+    }
+}
+
+/// Tells the guard the lease's deadline on the machine's monotonic clock.
+async fn send_deadline(writer: &mut tokio::net::unix::OwnedWriteHalf, deadline: Instant) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let at = monotonic_nanos() + left.as_nanos();
+    let _ = writer
+        .write_all(format!("deadline {at}\n").as_bytes())
+        .await;
 }
 
 fn tail(bytes: &[u8]) -> String {

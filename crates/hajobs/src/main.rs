@@ -11,8 +11,14 @@ use clap::Parser;
 mod cli;
 mod command_job;
 mod config;
+mod guard;
 
 fn main() -> ExitCode {
+    // A command's guard (see `guard`): no runtime, no logging, no flags of ours.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == guard::GUARD_ARG) {
+        return guard::main(args.collect());
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

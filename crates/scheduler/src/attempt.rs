@@ -71,7 +71,7 @@ pub(crate) async fn run(
             let reason = cancellation.reason().unwrap_or(CancelReason::Requested);
             // A job cancelled for its lease stops now; others get a grace
             // period to wind down, while the lease still holds.
-            let late = match reason {
+            let mut late = match reason {
                 CancelReason::LeaseLost
                 | CancelReason::LeaseExpiredUnconfirmed
                 | CancelReason::KeeperStopped => None,
@@ -81,6 +81,22 @@ pub(crate) async fn run(
                     _ = lease_state.wait_for(|s| s.phase != LeasePhase::Held) => None,
                 },
             };
+            if late.is_none() {
+                // Out of time: the job must stop now. A job that governs
+                // something outside this process (a command's process tree)
+                // gets `stop_wait` to end it, so that the lease is released
+                // only after it is gone; plain async code is dropped at once.
+                ctx.stop_now.cancel(reason.clone());
+                let wait = job.stop_wait();
+                if !wait.is_zero() {
+                    match tokio::time::timeout(wait, &mut fut).await {
+                        Ok(r) => late = Some(r),
+                        Err(_) => {
+                            tracing::error!(job_type = %ctx.job_type, job_id = %ctx.job_id, ?wait, "the job did not stop within its stop wait; dropped")
+                        }
+                    }
+                }
+            }
             Ending::Cancelled(reason, late)
         }
     };

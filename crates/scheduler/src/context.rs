@@ -26,6 +26,9 @@ pub struct JobContext {
     pub node: NodeId,
     /// Fired when the job must stop.
     pub cancellation: Cancellation,
+    /// Fired when the job must stop *now*: the lease is lost or about to
+    /// expire, or the cancel grace is over (see [`crate::Job::stop_wait`]).
+    pub(crate) stop_now: Cancellation,
     /// Where progress goes.
     pub(crate) statuses: Arc<StatusStore>,
     /// The lease as its keeper sees it.
@@ -50,6 +53,22 @@ impl JobContext {
     /// process was paused.
     pub fn lease_valid(&self) -> bool {
         !self.cancellation.is_cancelled() && Instant::now() < self.lease.borrow().deadline
+    }
+
+    /// Completes when the job must stop at once, with no further grace:
+    /// the lease is lost or about to expire, or the cancel grace is over.
+    /// A job that started work outside the process (a child process) ends it
+    /// here; the manager waits [`crate::Job::stop_wait`] for that.
+    pub async fn stop_now(&self) {
+        self.stop_now.cancelled().await;
+    }
+
+    /// Every change of the lease as its keeper sees it: each confirmed
+    /// renewal moves [`LeaseState::deadline`]. A job that hands the deadline
+    /// to something outside the process (the daemon's command guard) follows
+    /// it here.
+    pub fn lease_updates(&self) -> tokio::sync::watch::Receiver<LeaseState> {
+        self.lease.clone()
     }
 
     /// A snapshot of the lease: last confirmed renewal, deadline, renewals.

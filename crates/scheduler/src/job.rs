@@ -1,6 +1,7 @@
 //! [`Job`]: the code a job runs, and what it returns.
 
 use std::future::Future;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use hajobs_core::JobState;
@@ -19,6 +20,20 @@ use crate::context::JobContext;
 pub trait Job: Send + Sync + 'static {
     /// Runs one attempt.
     fn run(&self, ctx: JobContext) -> BoxFuture<'static, JobOutcome>;
+
+    /// How long the manager keeps polling the attempt after telling it to
+    /// stop now ([`JobContext::stop_now`]: the lease is lost or about to
+    /// expire, or the cancel grace is over) before dropping it, and only then
+    /// records its end and releases the lease.
+    ///
+    /// Zero, the default, drops the future at once: right for async Rust
+    /// code, which then stops at its next `.await`. A job that governs
+    /// something outside the process, such as a command's process tree,
+    /// returns the time it needs to end that, so that the lease is never
+    /// released while it still runs.
+    fn stop_wait(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 impl<F, Fut> Job for F

@@ -77,5 +77,7 @@ pub use context::JobContext;
 pub use cron::{CronSchedule, MissedRuns};
 pub use error::ManagerError;
 pub use job::{Done, FinalState, Job, JobError, JobOutcome};
-pub use manager::{CancelOutcome, JobManager, JobManagerBuilder, StartOutcome};
+pub use manager::{
+    CancelOutcome, DEFAULT_CANCEL_GRACE, JobManager, JobManagerBuilder, StartOutcome,
+};
 pub use spec::JobSpec;

@@ -472,6 +472,7 @@ impl JobManager {
             fencing_token,
             node: self.inner.node.clone(),
             cancellation: cancellation.clone(),
+            stop_now: Cancellation::new(),
             statuses: self.inner.statuses.clone(),
             lease: kept.subscribe(),
         };
