@@ -8,6 +8,8 @@
 //! This library holds what those tests share: how to reach the test
 //! cluster and how to drive the local Cassandra script.
 
+pub mod chaos;
+
 use std::path::PathBuf;
 use std::process::Command;
 

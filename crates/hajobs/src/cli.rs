@@ -136,10 +136,21 @@ enum Command {
     },
     /// The locks held now.
     Locks,
-    /// Release a lock by force; its holder's keeper cancels the job.
+    /// Free a lock safely: ask its holder to stop (SIGTERM, then SIGKILL
+    /// after the grace, for a command) and wait until the lock is free —
+    /// released by the holder once its job is gone, or expired by its TTL if
+    /// the holder is dead. The lock is never free while the old job runs.
     Unlock {
         /// The lock type.
         lock_type: String,
+        /// How long to wait for the holder to stop or its lease to expire.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+        /// Delete the lock at once, without waiting. UNSAFE while the holder
+        /// still runs: another replica may start the job next to it. For a
+        /// holder you know is gone, or one that ignores cancel requests.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -354,16 +365,24 @@ impl Cli {
                     );
                 }
             }
-            Command::Unlock { lock_type } => {
+            Command::Unlock {
+                lock_type,
+                wait,
+                force,
+            } => {
                 let lock = LockType::new(lock_type).map_err(CliError::input)?;
                 let store = LeaseStore::new(settings.session().await?, &settings.cassandra).await?;
-                match store.force_release(&lock).await? {
-                    Some(h) => println!(
-                        "released {lock} held by job {} on {}",
-                        h.job_id,
-                        h.owner.as_deref().unwrap_or("?")
-                    ),
-                    None => println!("{lock} was not held"),
+                if force {
+                    match store.force_release(&lock).await? {
+                        Some(h) => println!(
+                            "released {lock} by force, held by job {} on {} (if it still runs, it runs unfenced until its next renewal)",
+                            h.job_id,
+                            h.owner.as_deref().unwrap_or("?")
+                        ),
+                        None => println!("{lock} was not held"),
+                    }
+                } else {
+                    unlock_safely(&store, &lock, wait).await?;
                 }
             }
         }
@@ -484,4 +503,52 @@ fn print_entries(entries: &[StatusEntry], json: bool) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// `hajobs unlock` without `--force`: a cancel request through the lock,
+/// then a wait until the holder is gone from it.
+async fn unlock_safely(
+    store: &LeaseStore,
+    lock: &LockType,
+    wait: Duration,
+) -> Result<(), CliError> {
+    let Some(holder) = store.read(lock, true).await? else {
+        println!("{lock} was not held");
+        return Ok(());
+    };
+    let owner = holder.owner.clone().unwrap_or_else(|| "?".into());
+    let started = std::time::Instant::now();
+    if store.request_cancel(lock, holder.job_id).await? {
+        eprintln!(
+            "asked job {} on {owner} to stop; waiting for it to release {lock} (at most {})",
+            holder.job_id,
+            humantime::format_duration(wait)
+        );
+    }
+    loop {
+        match store.read(lock, true).await? {
+            Some(h) if h.job_id == holder.job_id => {}
+            now => {
+                let then = match now {
+                    Some(h) => format!("; now held by job {}", h.job_id),
+                    None => String::new(),
+                };
+                println!(
+                    "unlocked {lock}: job {} on {owner} stopped and let it go after {:.1} s{then}",
+                    holder.job_id,
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+        }
+        if started.elapsed() >= wait {
+            return Err(anyhow::anyhow!(
+                "{lock} is still held by job {} on {owner} after {}: its holder neither stops nor lets its lease expire (a holder that cannot be cancelled through the lock, or a stuck keeper); `hajobs unlock --force {lock}` deletes the lock anyway, which is unsafe while that job still runs",
+                holder.job_id,
+                humantime::format_duration(wait)
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -159,10 +159,17 @@ async fn admin_commands_do_what_they_say_and_exit_with_their_codes() {
         3,
         &format!("held by job {holder} on elsewhere"),
     );
+    // A holder that neither stops nor lets go: the safe unlock waits, then
+    // says so; `--force` deletes the lock.
     expect(
-        &env.run(&["unlock", "echo"]),
+        &env.run(&["unlock", "echo", "--wait", "1s"]),
+        1,
+        &format!("echo is still held by job {holder} on elsewhere after 1s"),
+    );
+    expect(
+        &env.run(&["unlock", "echo", "--force"]),
         0,
-        &format!("released echo held by job {holder}"),
+        &format!("released echo by force, held by job {holder}"),
     );
     expect(&env.run(&["unlock", "echo"]), 0, "echo was not held");
     assert!(!text(&env.run(&["locks"]).stdout).contains(&holder.to_string()));

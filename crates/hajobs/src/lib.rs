@@ -1,0 +1,66 @@
+//! # hajobs
+//!
+//! The daemon (a highly available cron on Cassandra/ScyllaDB) and the admin
+//! CLI, as a library so that the binary and the end-to-end tests run one and
+//! the same code. Its one entry point is [`main`]; everything else is
+//! private to the binary.
+//!
+//! ## Layout
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `cli` | the command line: raw flags, and what each command does |
+//! | `config` | the TOML configuration, validated, with placed errors |
+//! | `command_job` | a configured command as a job, under its guard |
+//! | `guard` | the per-attempt guard process: the command's tree lives and dies with the lease |
+//!
+//! Exit codes: 0 success, 1 a runtime failure (Cassandra unreachable, a
+//! request failed, a triggered job failed), 2 bad input (flags,
+//! configuration), 3 the lock is held by another attempt.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod command_job;
+mod config;
+mod guard;
+
+/// Runs `hajobs` with the process's arguments; returns its exit code.
+pub fn main() -> ExitCode {
+    // A command's guard (see `guard`): no runtime, no logging, no flags of ours.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == guard::GUARD_ARG) {
+        return guard::main(args.collect());
+    }
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout with exit 0, errors to stderr with 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HAJOBS_LOG")
+                .unwrap_or_else(|_| "info,scylla=warn,tokio_cron_scheduler=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hajobs: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(cli.run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hajobs: {e:#}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The chaos suite: real `hajobs serve` daemons on the test cluster, a
+//! command job that writes its own records (token, node, attempt, wall-clock
+//! time, from the script *and* a subprocess it starts), faults injected from
+//! outside, and a verdict taken only from those records.
+//!
+//! `cargo test -p hajobs-tests --release chaos -- --nocapture` runs every
+//! scenario at CI counts; `HAJOBS_CHAOS_FULL=1` runs the full counts (20
+//! trials each, a 10-minute mixed run). Each scenario prints one
+//! `chaos scenario=… trials=… overlaps=… p50_ms=… max_ms=…` line.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hajobs_core::testing::unique_keyspace;
+use hajobs_tests::chaos::{Daemons, Run, check, eventually, now_nanos, percentile, runs, trials};
+
+const TTL: Duration = Duration::from_secs(4);
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_hajobs-under-test"))
+}
+
+/// One long singleton job (60 s of ticks) fired every second on 3 daemons:
+/// whichever daemon holds the lock runs it, the others' firings find it
+/// held.
+const SINGLETON: &str = r#"
+shutdown_grace = "15s"
+[supervisor]
+interval = "1s"
+[[job]]
+name = "singleton"
+lock_type = "chaos"
+command = ["sh", "{script}", "{records}", "600"]
+cron = "* * * * * *"
+lease_ttl = "4s"
+retrigger_count = 100
+"#;
+
+fn drop_keyspace(keyspace: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let _ = hajobs_core::testing::connect()
+            .await
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+            .await;
+    });
+}
+
+/// The first run that started after `t` and is not `old`.
+fn successor(d: &Daemons, t: u128, old: &Run) -> Option<Run> {
+    runs(&d.records())
+        .into_iter()
+        .find(|r| r.first > t && r.job_id != old.job_id)
+}
+
+fn run_of(d: &Daemons, job_id: &str) -> Run {
+    runs(&d.records())
+        .into_iter()
+        .find(|r| r.job_id == job_id)
+        .expect("the run's records")
+}
+
+fn ms(nanos: u128) -> u128 {
+    nanos / 1_000_000
+}
+
+/// Waits until the wall clock has passed `t` (ns since the epoch).
+fn wait_past(t: u128) {
+    eventually(Duration::from_secs(60), "the clock to pass", || {
+        (now_nanos() > t).then_some(())
+    });
+}
+
+fn summary(scenario: &str, trials: usize, d: &Daemons, mut times: Vec<u128>, extra: &str) {
+    times.sort_unstable();
+    let v = check(&runs(&d.records()));
+    println!(
+        "chaos scenario={scenario} trials={trials} overlaps={} p50_ms={} max_ms={} runs={}{extra}",
+        v.overlaps,
+        percentile(&times, 0.5),
+        times.last().copied().unwrap_or(0),
+        runs(&d.records()).len()
+    );
+    assert_eq!(v.overlaps, 0, "overlapping runs:\n{}", v.details.join("\n"));
+    assert_eq!(v.token_regressions, 0, "tokens:\n{}", v.details.join("\n"));
+}
+
+#[test]
+fn chaos_kill_9_of_the_holders_daemon_ends_its_command_tree_within_1s() {
+    let n = trials(3, 20);
+    let keyspace = unique_keyspace("chaos_kill");
+    let mut d = Daemons::start(bin(), keyspace.clone(), 3, SINGLETON);
+    let (mut failover, mut gone) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let old = eventually(Duration::from_secs(60), "a running job", || d.active_run());
+        let i = Daemons::index_of(&old.node);
+        let t = now_nanos();
+        d.kill9(i);
+        let next = eventually(Duration::from_secs(30), "a successor", || {
+            successor(&d, t, &old)
+        });
+        wait_past(t + 1_500_000_000);
+        let old = run_of(&d, &old.job_id);
+        assert!(
+            old.last <= t + 1_000_000_000,
+            "the killed daemon's command tree wrote {} ms after kill -9",
+            ms(old.last - t)
+        );
+        gone.push(ms(old.last.saturating_sub(t)));
+        failover.push(ms(next.first - t));
+        d.spawn(i);
+    }
+    gone.sort_unstable();
+    let extra = format!(" tree_gone_max_ms={}", gone.last().unwrap_or(&0));
+    summary("kill9", n, &d, failover, &extra);
+    d.stop();
+    drop_keyspace(&keyspace);
+}
+
+#[test]
+fn chaos_sigstop_of_the_holders_daemon_kills_its_command_at_the_deadline() {
+    let n = trials(3, 20);
+    let keyspace = unique_keyspace("chaos_stop");
+    let mut d = Daemons::start(bin(), keyspace.clone(), 3, SINGLETON);
+    let (mut handover, mut killed_after) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let old = eventually(Duration::from_secs(60), "a running job", || d.active_run());
+        let i = Daemons::index_of(&old.node);
+        let t = now_nanos();
+        d.signal(i, "STOP");
+        let next = eventually(Duration::from_secs(30), "a successor", || {
+            successor(&d, t, &old)
+        });
+        let old = run_of(&d, &old.job_id);
+        // The guard killed the tree at the lease's deadline, which lies
+        // before the lease's expiry (t + TTL at the latest).
+        assert!(
+            old.last < t + TTL.as_nanos(),
+            "the paused daemon's command wrote {} ms after SIGSTOP (TTL {TTL:?})",
+            ms(old.last - t)
+        );
+        killed_after.push(ms(old.last.saturating_sub(t)));
+        handover.push(ms(next.first - t));
+        d.signal(i, "CONT");
+    }
+    killed_after.sort_unstable();
+    let extra = format!(
+        " killed_after_p50_ms={} killed_after_max_ms={}",
+        percentile(&killed_after, 0.5),
+        killed_after.last().unwrap_or(&0)
+    );
+    summary("sigstop", n, &d, handover, &extra);
+    d.stop();
+    drop_keyspace(&keyspace);
+}
+
+#[test]
+fn chaos_unlock_under_a_running_command_frees_the_lock_only_after_it_is_gone() {
+    let n = trials(2, 20);
+    let keyspace = unique_keyspace("chaos_unlock");
+    let mut d = Daemons::start(bin(), keyspace.clone(), 3, SINGLETON);
+    let mut unlocked = Vec::new();
+    for _ in 0..n {
+        let old = eventually(Duration::from_secs(60), "a running job", || d.active_run());
+        let t = now_nanos();
+        let out = d
+            .cli(&["unlock", "chaos", "--wait", "30s"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("unlocked chaos"),
+            "unlock: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        unlocked.push(ms(now_nanos() - t));
+        let next = eventually(Duration::from_secs(30), "a successor", || {
+            successor(&d, t, &old)
+        });
+        let old = run_of(&d, &old.job_id);
+        assert!(
+            old.last < next.first,
+            "the unlocked command wrote after its successor started"
+        );
+    }
+    summary("unlock", n, &d, unlocked, "");
+    d.stop();
+    drop_keyspace(&keyspace);
+}
+
+/// A per-second cron and a manual job on one lock type, 3 daemons, and a
+/// loop of manual triggers from the CLI.
+const MIXED: &str = r#"
+shutdown_grace = "15s"
+[supervisor]
+interval = "1s"
+[[job]]
+name = "every-second"
+lock_type = "mix"
+command = ["sh", "{script}", "{records}", "2"]
+cron = "* * * * * *"
+lease_ttl = "4s"
+[[job]]
+name = "manual"
+lock_type = "mix"
+command = ["sh", "{script}", "{records}", "2"]
+lease_ttl = "4s"
+"#;
+
+#[test]
+fn chaos_mixed_cron_and_manual_triggers_on_one_lock_type() {
+    let secs = if trials(0, 1) == 1 { 600 } else { 30 };
+    let keyspace = unique_keyspace("chaos_mixed");
+    let mut d = Daemons::start(bin(), keyspace.clone(), 3, MIXED);
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    let (mut started, mut locked) = (0, 0);
+    while std::time::Instant::now() < end {
+        let out = d.cli(&["trigger", "manual"]).output().unwrap();
+        match out.status.code() {
+            Some(0) => started += 1,
+            Some(3) => locked += 1,
+            other => panic!(
+                "trigger manual exited {other:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let stopping = now_nanos();
+    d.stop();
+    let all = runs(&d.records());
+    let cron: Vec<&Run> = all
+        .iter()
+        .filter(|r| r.job_type == "every-second")
+        .collect();
+    let mut triggers: Vec<&str> = cron.iter().map(|r| r.trigger_id.as_str()).collect();
+    triggers.sort_unstable();
+    let distinct = {
+        let mut t = triggers.clone();
+        t.dedup();
+        t.len()
+    };
+    let doubled = triggers.len() - distinct;
+    // Firings between the first and the last cron run, one per second.
+    let span = cron.last().map_or(0, |l| l.first) - cron.first().map_or(0, |f| f.first);
+    let expected = usize::try_from((span + 500_000_000) / 1_000_000_000).unwrap_or(0) + 1;
+    let missed = expected.saturating_sub(distinct);
+    // Every run ended by itself, but those the final shutdown cancelled.
+    let all_ended = all
+        .iter()
+        .all(|r| r.ended || r.first + 2_000_000_000 > stopping);
+    summary(
+        "mixed",
+        1,
+        &d,
+        Vec::new(),
+        &format!(
+            " secs={secs} cron_runs={distinct} cron_expected={expected} cron_missed={missed} cron_doubled={doubled} manual_started={started} manual_locked={locked}"
+        ),
+    );
+    assert_eq!(doubled, 0, "a cron firing ran twice");
+    assert_eq!(missed, 0, "cron firings missed");
+    assert!(all_ended, "a run did not reach its end line");
+    assert!(started > 0, "no manual trigger ever started");
+    drop_keyspace(&keyspace);
+}
