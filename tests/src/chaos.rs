@@ -194,6 +194,51 @@ pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// The descendants of `pid` (children first, then theirs), from `/proc`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.filter_map(Result::ok) {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            let Some(close) = stat.rfind(')') else {
+                continue;
+            };
+            if let Some(ppid) = stat[close + 1..]
+                .split_whitespace()
+                .nth(1)
+                .and_then(|f| f.parse().ok())
+            {
+                parents.push((p, ppid));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(child, _) in parents.iter().filter(|(_, pp)| *pp == parent) {
+            out.push(child);
+            frontier.push(child);
+        }
+    }
+    out
+}
+
+/// Sends `signal` to each of `pids`.
+pub fn signal_pids(pids: &[u32], signal: &str) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .args(pids.iter().map(ToString::to_string))
+        .status();
+}
+
 /// Real daemons sharing one keyspace, one configuration and one records file.
 pub struct Daemons {
     /// The test's keyspace.
