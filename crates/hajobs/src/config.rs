@@ -132,7 +132,9 @@ impl Source<'_> {
         field: &str,
         problem: impl std::fmt::Display,
     ) -> ConfigError {
-        let job = job.map(|j| format!("job `{j}`: ")).unwrap_or_default();
+        let job = job
+            .map(|j| format!("job `{}`: ", shown(j)))
+            .unwrap_or_default();
         ConfigError(format!(
             "{}:{}: {job}field `{field}`: {problem}",
             self.path.display(),
@@ -272,7 +274,7 @@ pub(crate) fn parse(
                 &job.name,
                 Some(name),
                 "name",
-                format!("job `{name}` is defined twice (first on line {first})"),
+                format!("job `{}` is defined twice (first on line {first})", shown(name)),
             ));
         }
         jobs.push(job_config(&src, job)?);
@@ -291,11 +293,29 @@ pub(crate) fn parse(
     })
 }
 
+/// A name as errors show it: at most [`SHOWN_NAME`] characters, control
+/// characters escaped, so that a 10 KB or binary name cannot flood a log.
+fn shown(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .take(SHOWN_NAME)
+        .flat_map(char::escape_default)
+        .collect();
+    if name.chars().count() > SHOWN_NAME {
+        out.push('…');
+    }
+    out
+}
+
+/// How many characters of a name an error shows.
+const SHOWN_NAME: usize = 64;
+
 fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, ConfigError> {
     let name = job.name.get_ref().as_str();
+    let name_shown = shown(name);
     let field_err = |at_span: &dyn Fn() -> usize, field: &str, e: &dyn std::fmt::Display| {
         ConfigError(format!(
-            "{}:{}: job `{name}`: field `{field}`: {e}",
+            "{}:{}: job `{name_shown}`: field `{field}`: {e}",
             src.path.display(),
             at_span()
         ))
@@ -502,6 +522,10 @@ missed_runs = "skip"
                 "jobs.toml:4: job `a`: field `missed_runs`: `always`",
             ),
             ("[[job]\n", "jobs.toml:1:"),
+            (
+                "[[job]]\nname = \"a\\u0007b\"\ncommand = [\"x\"]\n",
+                "jobs.toml:2: job `a\\u{7}b`: field `name`: job type \"a\\u{7}b\" contains a control character",
+            ),
         ];
         for (text, expected) in cases {
             let err = check(text).unwrap_err();
@@ -510,6 +534,22 @@ missed_runs = "skip"
                 "for {text:?}\n got: {err}\nwant: {expected}…"
             );
         }
+    }
+
+    #[test]
+    fn a_huge_name_is_cut_in_errors_and_odd_names_are_fine() {
+        let huge = "x".repeat(10_000);
+        let err = check(&format!("[[job]]\nname = \"{huge}\"\ncommand = [\"x\"]\n")).unwrap_err();
+        assert!(err.len() < 400, "error of {} bytes: {err}", err.len());
+        assert!(err.contains("is 10000 bytes long; the limit is 256"), "{err}");
+        let c = parse(
+            Path::new("f"),
+            "[[job]]\nname = \"a\\\"b 'c'\"\ncommand = [\"x\"]\n[[job]]\nname = \"ünï cödé ✓\"\ncommand = [\"x\"]\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.jobs[0].spec.job_type.as_str(), "a\"b 'c'");
+        assert_eq!(c.jobs[1].spec.job_type.as_str(), "ünï cödé ✓");
     }
 
     #[test]
