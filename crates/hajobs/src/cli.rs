@@ -436,16 +436,44 @@ async fn trigger(settings: &Settings, job: &str) -> Result<(), CliError> {
     }
 }
 
+/// The longest wait between two tries to start serving.
+const MAX_START_BACKOFF: Duration = Duration::from_secs(30);
+
 async fn serve(settings: &Settings) -> Result<(), CliError> {
     let daemon = settings.daemon("serve")?;
-    let manager = settings.manager("serve").await?;
-    manager.start().await?;
+    // A daemon may start before its database (systemd, Kubernetes): wait
+    // and retry with backoff, saying why, until it answers or we are stopped.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_secs(1);
+    let manager = loop {
+        let attempt = async {
+            let manager = settings.manager("serve").await?;
+            manager.start().await?;
+            Ok::<_, CliError>(manager)
+        };
+        match attempt.await {
+            Ok(manager) => break manager,
+            Err(e) if e.exit_code() == 1 => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "cannot start serving yet; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = &mut shutdown => {
+                        tracing::info!("stopped before serving");
+                        return Ok(());
+                    }
+                }
+                backoff = (backoff * 2).min(MAX_START_BACKOFF);
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let supervisor = daemon
         .supervisor
         .clone()
         .map(|s| Supervisor::new(manager.clone(), s).spawn());
     tracing::info!(node = %daemon.node, jobs = daemon.jobs.len(), keyspace = %settings.cassandra.keyspace, "hajobs serving");
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!(grace = ?daemon.shutdown_grace, "shutting down");
     if let Some(s) = supervisor {
         s.stop().await;

@@ -368,3 +368,58 @@ lease_ttl = "3s"
     let _ = std::fs::remove_file(&marker);
     env.drop().await;
 }
+
+#[tokio::test]
+async fn serve_waits_for_its_database_and_starts_once_it_is_ready() {
+    // The keyspace has no schema yet: as for a daemon started before its
+    // database (or before the schema job), `serve` retries with backoff.
+    let env = Env::new(
+        "serve_wait",
+        r#"
+[[job]]
+name = "tick"
+command = ["true"]
+cron = "* * * * * *"
+"#,
+    );
+    let log = std::env::temp_dir().join(format!("{}.log", env.keyspace));
+    let mut daemon = env
+        .command(&["serve"])
+        .env("HAJOBS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("cannot start serving yet; retrying")
+    {
+        assert!(Instant::now() < deadline, "no retry logged");
+        assert!(
+            daemon.try_wait().unwrap().is_none(),
+            "serve exited instead of waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    expect(&env.run(&["schema", "apply"]), 0, "applied");
+    let statuses = env.statuses().await;
+    let tick = JobType::new("tick").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !statuses
+        .history(&tick, 5)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.status().is_some_and(|s| s.state == JobState::Finished))
+    {
+        assert!(Instant::now() < deadline, "the daemon never served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    assert!(daemon.wait().unwrap().success());
+    let _ = std::fs::remove_file(&log);
+    env.drop().await;
+}
