@@ -172,7 +172,7 @@ impl Cluster {
             .into_iter()
             .map(|e| match e {
                 StatusEntry::Status(s) => s,
-                StatusEntry::Corrupt { row, problem } => panic!("corrupt {row}: {problem}"),
+                StatusEntry::Corrupt { row, problem, .. } => panic!("corrupt {row}: {problem}"),
             })
             .collect();
         h.reverse();

@@ -166,6 +166,9 @@ pub enum StatusEntry {
     Corrupt {
         /// Table and key of the row.
         row: String,
+        /// The row's job type as stored, when it is readable text, so that
+        /// a reader can still find that job type's valid rows.
+        job_type: Option<String>,
         /// What is wrong with it.
         problem: String,
     },

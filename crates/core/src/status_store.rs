@@ -309,6 +309,7 @@ fn decode(row: Row, table: &str, with_content: bool) -> StatusEntry {
     );
     let corrupt = |problem: String| StatusEntry::Corrupt {
         row: key.clone(),
+        job_type: text(0),
         problem,
     };
     let job_type = match text(0).map(JobType::new) {

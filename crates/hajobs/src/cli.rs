@@ -331,7 +331,7 @@ impl Cli {
                             .history(&JobType::new(j).map_err(CliError::input)?, limit)
                             .await?
                     }
-                    None => store.latest_of_all().await?,
+                    None => with_last_good(&store, store.latest_of_all().await?).await?,
                 };
                 print_entries(&entries, json)?;
             }
@@ -527,7 +527,9 @@ fn print_entries(entries: &[StatusEntry], json: bool) -> Result<(), CliError> {
                 s.owner.as_ref().map(|o| o.as_str()).unwrap_or("-"),
                 rfc3339(s.timestamp)
             ),
-            StatusEntry::Corrupt { row, problem } => println!("CORRUPT ROW {row}: {problem}"),
+            StatusEntry::Corrupt { row, problem, .. } => {
+                println!("CORRUPT ROW {row}: {problem}")
+            }
         }
     }
     Ok(())
@@ -579,4 +581,35 @@ async fn unlock_safely(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The latest entry of every job type, each corrupt one followed by that job
+/// type's newest valid status: a bad row must not hide the last good run.
+async fn with_last_good(
+    store: &StatusStore,
+    latest: Vec<StatusEntry>,
+) -> Result<Vec<StatusEntry>, CliError> {
+    /// How far back to look for a valid status behind a corrupt one.
+    const LOOK_BACK: u32 = 50;
+    let mut out = Vec::with_capacity(latest.len());
+    for entry in latest {
+        let behind = match &entry {
+            StatusEntry::Corrupt {
+                job_type: Some(t), ..
+            } => JobType::new(t.clone()).ok(),
+            _ => None,
+        };
+        out.push(entry);
+        if let Some(job_type) = behind {
+            if let Some(good) = store
+                .history(&job_type, LOOK_BACK)
+                .await?
+                .into_iter()
+                .find(|e| e.status().is_some())
+            {
+                out.push(good);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -423,3 +423,86 @@ cron = "* * * * * *"
     let _ = std::fs::remove_file(&log);
     env.drop().await;
 }
+
+#[tokio::test]
+async fn rows_written_by_another_tool_never_stop_a_replica_or_hide_a_good_run() {
+    let env = Env::new(
+        "bad_rows",
+        r#"
+[supervisor]
+interval = "1s"
+[[job]]
+name = "echo"
+command = ["sh", "-c", "echo hi"]
+[[job]]
+name = "tick"
+command = ["true"]
+cron = "* * * * * *"
+"#,
+    );
+    expect(&env.run(&["schema", "apply"]), 0, "applied");
+    expect(&env.run(&["trigger", "echo"]), 0, "FINISHED");
+    // Newer rows than the good run: an unknown state, a wrong type, bad
+    // JSON; and a lock row with a value no hajobs holder writes.
+    let session = connect().await;
+    let ks = &env.keyspace;
+    for cql in [
+        format!("INSERT INTO {ks}.job_status_meta (job_type, job_id, trigger_id, job_status_ts, job_state, job_result) VALUES ('echo', now(), now(), toTimestamp(now()), 'EXPLODED', 'FAILED')"),
+        format!("INSERT INTO {ks}.job_status_meta (job_type, job_id, job_status_ts, job_state, job_result) VALUES ('tick', now(), toTimestamp(now()), 'RUNNING', 'PENDING')"),
+        format!("INSERT INTO {ks}.job_status_data (job_type, job_id, job_status_ts, trigger_id, job_state, job_result, content) VALUES ('echo', now(), toTimestamp(now()), now(), 'RUNNING', 'PENDING', '{{not json')"),
+        format!("INSERT INTO {ks}.lock (lock_type, job_lock, owner) VALUES ('foreign', now(), '\u{1F4A3} \"quoted\"')"),
+    ] {
+        session.query_unpaged(cql, ()).await.unwrap();
+    }
+    let out = env.run(&["status"]);
+    expect(&out, 0, "CORRUPT ROW job_status_meta job_type=\"echo\"");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("EXPLODED")
+            && stdout
+                .lines()
+                .any(|l| l.starts_with("echo") && l.contains("FINISHED")),
+        "the last good run of echo is hidden:\n{stdout}"
+    );
+    expect(&env.run(&["locks"]), 0, "foreign");
+
+    // A daemon on these rows keeps running its jobs, and its supervisor
+    // names each corrupt row once, not on every pass.
+    let log = std::env::temp_dir().join(format!("{ks}.log"));
+    let mut daemon = env
+        .command(&["serve"])
+        .env("HAJOBS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let statuses = env.statuses().await;
+    let tick = JobType::new("tick").unwrap();
+    let finished = || async {
+        statuses
+            .history(&tick, 20)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.status().is_some_and(|s| s.state == JobState::Finished))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while finished().await < 4 {
+        assert!(Instant::now() < deadline, "the daemon stopped running `tick`");
+        assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    assert!(daemon.wait().unwrap().success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let warnings = logged.matches("corrupt status row skipped").count();
+    assert!(
+        (1..=2).contains(&warnings),
+        "{warnings} warnings for the 2 corrupt meta rows over 4+ passes:\n{logged}"
+    );
+    let _ = std::fs::remove_file(&log);
+    env.drop().await;
+}

@@ -56,9 +56,11 @@ async fn supervise(
     for entry in entries {
         match entry {
             StatusEntry::Status(s) => attempts.push(s),
-            StatusEntry::Corrupt { row, problem } => {
+            StatusEntry::Corrupt { row, problem, .. } => {
                 report.corrupt += 1;
-                tracing::warn!(%job_type, row, problem, "corrupt status row skipped by the supervisor");
+                if first_sighting(&row) {
+                    tracing::warn!(%job_type, row, problem, "corrupt status row skipped by the supervisor (logged once per row)");
+                }
             }
         }
     }
@@ -193,4 +195,25 @@ fn cancelled_on_request(attempt: &JobStatus) -> bool {
             .and_then(|c| c.get("reason"))
             .and_then(|r| r.as_str())
             == Some(&hajobs_core::CancelReason::Requested.to_string())
+}
+
+/// Whether `row` is seen corrupt for the first time by this process: the
+/// supervisor reads the same rows every pass, and one warning per row is
+/// enough. Bounded, so that a flood of bad rows cannot grow it forever.
+fn first_sighting(row: &str) -> bool {
+    const MAX_REMEMBERED: usize = 10_000;
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if seen.contains(row) {
+        return false;
+    }
+    if seen.len() >= MAX_REMEMBERED {
+        seen.clear();
+    }
+    seen.insert(row.to_owned());
+    true
 }

@@ -581,7 +581,7 @@ async fn bad_input_gets_errors_that_name_it() {
             .any(|e| e.status().map(|s| s.job_id) == Some(good))
     );
     let corrupt = history.iter().find_map(|e| match e {
-        StatusEntry::Corrupt { row, problem } => Some((row, problem)),
+        StatusEntry::Corrupt { row, problem, .. } => Some((row, problem)),
         _ => None,
     });
     let (row, problem) = corrupt.expect("the corrupt row is returned");
@@ -595,7 +595,7 @@ async fn bad_input_gets_errors_that_name_it() {
         .await
         .unwrap()
     {
-        Some(StatusEntry::Corrupt { row, problem }) => {
+        Some(StatusEntry::Corrupt { row, problem, .. }) => {
             assert!(
                 row.contains(&bad_json.to_string()) && problem.contains("not valid JSON"),
                 "{row}: {problem}"
