@@ -368,3 +368,51 @@ fn decode(row: Row, table: &str, with_content: bool) -> StatusEntry {
         content,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use scylla::value::{CqlTimestamp, CqlTimeuuid};
+
+    /// Any value a column of the status tables could hold, right type or not.
+    fn cell() -> impl Strategy<Value = Option<CqlValue>> {
+        prop_oneof![
+            Just(None),
+            any::<String>().prop_map(|s| Some(CqlValue::Text(s))),
+            prop_oneof![
+                Just("RUNNING"),
+                Just("FINISHED"),
+                Just("PENDING"),
+                Just("FAILED"),
+                Just("{\"a\":1}"),
+                Just("{not json"),
+            ]
+            .prop_map(|s| Some(CqlValue::Text(s.into()))),
+            any::<u128>().prop_map(|u| Some(CqlValue::Timeuuid(CqlTimeuuid::from(
+                uuid::Uuid::from_u128(u)
+            )))),
+            any::<i64>().prop_map(|t| Some(CqlValue::Timestamp(CqlTimestamp(t)))),
+            any::<i64>().prop_map(|t| Some(CqlValue::BigInt(t))),
+            any::<bool>().prop_map(|b| Some(CqlValue::Boolean(b))),
+        ]
+    }
+
+    proptest! {
+        /// Whatever another tool wrote, decoding never panics: a row is a
+        /// status or a named corrupt row.
+        #[test]
+        fn decoding_any_row_never_panics(
+            cells in proptest::collection::vec(cell(), 0..11),
+            with_content in any::<bool>(),
+        ) {
+            match decode(Row { columns: cells }, "job_status_data", with_content) {
+                StatusEntry::Status(s) => prop_assert!(!s.job_type.as_str().is_empty()),
+                StatusEntry::Corrupt { row, problem, .. } => {
+                    prop_assert!(row.starts_with("job_status_data"));
+                    prop_assert!(!problem.is_empty());
+                }
+            }
+        }
+    }
+}

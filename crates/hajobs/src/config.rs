@@ -274,7 +274,10 @@ pub(crate) fn parse(
                 &job.name,
                 Some(name),
                 "name",
-                format!("job `{}` is defined twice (first on line {first})", shown(name)),
+                format!(
+                    "job `{}` is defined twice (first on line {first})",
+                    shown(name)
+                ),
             ));
         }
         jobs.push(job_config(&src, job)?);
@@ -541,7 +544,10 @@ missed_runs = "skip"
         let huge = "x".repeat(10_000);
         let err = check(&format!("[[job]]\nname = \"{huge}\"\ncommand = [\"x\"]\n")).unwrap_err();
         assert!(err.len() < 400, "error of {} bytes: {err}", err.len());
-        assert!(err.contains("is 10000 bytes long; the limit is 256"), "{err}");
+        assert!(
+            err.contains("is 10000 bytes long; the limit is 256"),
+            "{err}"
+        );
         let c = parse(
             Path::new("f"),
             "[[job]]\nname = \"a\\\"b 'c'\"\ncommand = [\"x\"]\n[[job]]\nname = \"ünï cödé ✓\"\ncommand = [\"x\"]\n",
@@ -588,5 +594,62 @@ missed_runs = "skip"
             c.cassandra.contact_points,
             vec!["127.0.0.9:9042".to_owned()]
         );
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Lines a configuration may hold, valid or not, to shuffle.
+        const LINES: &[&str] = &[
+            "[[job]]",
+            "[cassandra]",
+            "[supervisor]",
+            "name = \"a\"",
+            "name = \"\"",
+            "name = \"a\\\"b\"",
+            "command = [\"x\"]",
+            "command = []",
+            "command = 3",
+            "cron = \"* * * * * *\"",
+            "cron = \"61 * * * * *\"",
+            "time_zone = \"Europe/Berlin\"",
+            "time_zone = \"Moon/Base\"",
+            "timeout = \"1h\"",
+            "timeout = \"-1s\"",
+            "lease_ttl = \"0s\"",
+            "lease_ttl = \"99999999999s\"",
+            "retrigger_count = -1",
+            "retrigger_count = 4294967296",
+            "consistency = \"global\"",
+            "interval = \"0s\"",
+            "enabled = false",
+            "shutdown_grace = \"1s\"",
+            "nodes = [\"a:1\", 2]",
+            "[[job]",
+            "= = =",
+            "\u{0}",
+        ];
+
+        proptest! {
+            /// Any text: no panic, and every error names the file.
+            #[test]
+            fn any_text_parses_or_fails_with_a_placed_error(text in any::<String>()) {
+                if let Err(e) = check(&text) {
+                    prop_assert!(e.starts_with("jobs.toml"), "{e}");
+                }
+            }
+
+            /// Shuffled lines of real configurations: the same.
+            #[test]
+            fn any_mix_of_config_lines_parses_or_fails_with_a_placed_error(
+                picks in proptest::collection::vec(0..LINES.len(), 0..24),
+            ) {
+                let text: String = picks.iter().map(|&i| format!("{}\n", LINES[i])).collect();
+                if let Err(e) = check(&text) {
+                    prop_assert!(e.starts_with("jobs.toml"), "{e}");
+                }
+            }
+        }
     }
 }

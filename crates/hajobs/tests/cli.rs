@@ -447,10 +447,18 @@ cron = "* * * * * *"
     let session = connect().await;
     let ks = &env.keyspace;
     for cql in [
-        format!("INSERT INTO {ks}.job_status_meta (job_type, job_id, trigger_id, job_status_ts, job_state, job_result) VALUES ('echo', now(), now(), toTimestamp(now()), 'EXPLODED', 'FAILED')"),
-        format!("INSERT INTO {ks}.job_status_meta (job_type, job_id, job_status_ts, job_state, job_result) VALUES ('tick', now(), toTimestamp(now()), 'RUNNING', 'PENDING')"),
-        format!("INSERT INTO {ks}.job_status_data (job_type, job_id, job_status_ts, trigger_id, job_state, job_result, content) VALUES ('echo', now(), toTimestamp(now()), now(), 'RUNNING', 'PENDING', '{{not json')"),
-        format!("INSERT INTO {ks}.lock (lock_type, job_lock, owner) VALUES ('foreign', now(), '\u{1F4A3} \"quoted\"')"),
+        format!(
+            "INSERT INTO {ks}.job_status_meta (job_type, job_id, trigger_id, job_status_ts, job_state, job_result) VALUES ('echo', now(), now(), toTimestamp(now()), 'EXPLODED', 'FAILED')"
+        ),
+        format!(
+            "INSERT INTO {ks}.job_status_meta (job_type, job_id, job_status_ts, job_state, job_result) VALUES ('tick', now(), toTimestamp(now()), 'RUNNING', 'PENDING')"
+        ),
+        format!(
+            "INSERT INTO {ks}.job_status_data (job_type, job_id, job_status_ts, trigger_id, job_state, job_result, content) VALUES ('echo', now(), toTimestamp(now()), now(), 'RUNNING', 'PENDING', '{{not json')"
+        ),
+        format!(
+            "INSERT INTO {ks}.lock (lock_type, job_lock, owner) VALUES ('foreign', now(), '\u{1F4A3} \"quoted\"')"
+        ),
     ] {
         session.query_unpaged(cql, ()).await.unwrap();
     }
@@ -489,7 +497,10 @@ cron = "* * * * * *"
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while finished().await < 4 {
-        assert!(Instant::now() < deadline, "the daemon stopped running `tick`");
+        assert!(
+            Instant::now() < deadline,
+            "the daemon stopped running `tick`"
+        );
         assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
