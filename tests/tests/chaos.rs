@@ -380,3 +380,251 @@ fn chaos_sigstop_of_the_whole_replica_is_caught_by_the_fencing_token() {
     );
     drop_keyspace(&keyspace);
 }
+
+/// Short runs (2 s) of a per-second job on the three-node cluster, RF 3.
+const RF3: &str = r#"
+shutdown_grace = "15s"
+[cassandra]
+replication = "simple:3"
+request_timeout = "2s"
+[supervisor]
+interval = "1s"
+[[job]]
+name = "singleton"
+lock_type = "chaos"
+command = ["sh", "{script}", "{records}", "RUN_TICKS"]
+cron = "* * * * * *"
+lease_ttl = "4s"
+retrigger_count = 100
+"#;
+
+/// Restarts a Cassandra node when dropped, even when the test fails half-way.
+struct Revive(&'static str);
+
+impl Drop for Revive {
+    fn drop(&mut self) {
+        if let Err(e) = hajobs_tests::local_cassandra(&["restart", self.0]) {
+            eprintln!("could not restart node {}: {e:#}", self.0);
+        }
+    }
+}
+
+/// Resumes a paused Cassandra node when dropped.
+struct Resume(&'static str);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        if let Err(e) = hajobs_tests::local_cassandra(&["resume", self.0]) {
+            eprintln!("could not resume node {}: {e:#}", self.0);
+        }
+    }
+}
+
+fn three_nodes() {
+    assert_eq!(
+        hajobs_tests::contact_list().split(',').count(),
+        3,
+        "this test needs the three-node cluster: `deploy/local/cassandra start --nodes 3` \
+         and HAJOBS_CQL_NODES set to the contact points it prints"
+    );
+}
+
+/// The `(job id, state)` of the last attempts of `job`, read through the CLI.
+fn states(d: &Daemons, job: &str) -> Result<Vec<(String, String)>, String> {
+    let out = d
+        .cli(&["status", job, "--limit", "100", "--json"])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            (
+                v["job_id"].as_str().unwrap_or("?").to_owned(),
+                v["state"].as_str().unwrap_or("CORRUPT").to_owned(),
+            )
+        })
+        .collect())
+}
+
+#[test]
+fn fault_chaos_cassandra_node_loss_under_daemons() {
+    three_nodes();
+    let keyspace = unique_keyspace("chaos_nodes");
+    // 6 s runs: quorum is lost in the middle of one.
+    let mut d = Daemons::start(bin(), keyspace.clone(), 3, &RF3.replace("RUN_TICKS", "60"));
+    eventually(Duration::from_secs(60), "a first run", || d.active_run());
+
+    // One node of three down: quorum holds, jobs go on.
+    let third = Revive("3");
+    hajobs_tests::local_cassandra(&["kill", "3"]).unwrap();
+    let t1 = now_nanos();
+    eventually(Duration::from_secs(60), "3 runs with one node down", || {
+        (runs(&d.records()).iter().filter(|r| r.first > t1).count() >= 3).then_some(())
+    });
+
+    // Two down: no quorum. The running attempt is cancelled before its
+    // lease could expire; nothing new starts; the CLI says why.
+    let second = Revive("2");
+    hajobs_tests::local_cassandra(&["kill", "2"]).unwrap();
+    let t2 = now_nanos();
+    wait_past(t2 + TTL.as_nanos() + 4_000_000_000);
+    let during = runs(&d.records());
+    let last_write = during.iter().map(|r| r.last).max().unwrap_or(0);
+    assert!(
+        last_write < t2 + TTL.as_nanos(),
+        "a command wrote {} ms after quorum was lost (TTL {TTL:?})",
+        ms(last_write.saturating_sub(t2))
+    );
+    let late_starts = during
+        .iter()
+        .filter(|r| r.first > t2 + 1_000_000_000)
+        .count();
+    assert_eq!(late_starts, 0, "runs started without a quorum");
+    let cut = during
+        .iter()
+        .filter(|r| r.first < t2 && r.last > t2 && !r.ended)
+        .count();
+    println!("runs cut short by the loss of quorum: {cut}");
+    for args in [&["status"][..], &["trigger", "singleton"][..]] {
+        let out = d.cli(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "hajobs {args:?} without quorum: {stderr}"
+        );
+        // Driver warnings may come first; the error is the last line.
+        let error = stderr.lines().last().unwrap_or_default();
+        assert!(
+            error.starts_with("hajobs: ") && !error.contains("no hajobs schema"),
+            "hajobs {args:?}: {stderr}"
+        );
+        println!("hajobs {} without quorum: {error}", args.join(" "));
+    }
+
+    // Nodes back: work resumes, and no attempt stays RUNNING.
+    drop(second);
+    drop(third);
+    let t3 = now_nanos();
+    eventually(
+        Duration::from_secs(120),
+        "a run after the nodes came back",
+        || runs(&d.records()).into_iter().find(|r| r.first > t3),
+    );
+    // An attempt whose end could not be recorded without a quorum stays
+    // RUNNING until a supervisor pass records it DEAD; passes resume once
+    // the supervisor's own lease (30 s TTL) is free again.
+    eventually(
+        Duration::from_secs(120),
+        "stale RUNNING attempts resolved",
+        || {
+            let active = d.active_run().map(|r| r.job_id);
+            let s = states(&d, "singleton").ok()?;
+            s.iter()
+                .all(|(id, state)| state != "RUNNING" || Some(id) == active.as_ref())
+                .then_some(())
+        },
+    );
+    d.stop();
+    let left: Vec<(String, String)> = states(&d, "singleton")
+        .unwrap()
+        .into_iter()
+        .filter(|(_, s)| s == "RUNNING")
+        .collect();
+    assert!(left.is_empty(), "attempts left RUNNING: {left:?}");
+    summary(
+        "node-loss",
+        1,
+        &d,
+        vec![ms(last_write.saturating_sub(t2))],
+        " (p50/max = last write after losing quorum)",
+    );
+    drop_keyspace(&keyspace);
+}
+
+#[test]
+fn fault_chaos_a_paused_node_makes_outcomes_ambiguous_but_never_two_holders() {
+    three_nodes();
+    let keyspace = unique_keyspace("chaos_pause");
+    let mut d = Daemons::start(bin(), keyspace.clone(), 3, &RF3.replace("RUN_TICKS", "10"));
+    eventually(Duration::from_secs(60), "a first run", || d.active_run());
+    // Who holds the lock, seen from outside every 200 ms at quorum.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (keyspace, stop) = (keyspace.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let config =
+                    hajobs_core::CassandraConfig::from_contact_list(&hajobs_tests::contact_list())
+                        .with_keyspace(keyspace)
+                        .with_request_timeout(Duration::from_secs(1));
+                let session = hajobs_core::testing::connect().await;
+                let leases = hajobs_core::LeaseStore::new(session, &config)
+                    .await
+                    .unwrap();
+                let lock = hajobs_core::LockType::new("chaos").unwrap();
+                let mut seen: Vec<(u128, String)> = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    if let Ok(Some(h)) = leases.read(&lock, false).await {
+                        seen.push((now_nanos(), h.job_id.to_string()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                seen
+            })
+        })
+    };
+    let paused = Resume("2");
+    hajobs_tests::local_cassandra(&["pause", "2"]).unwrap();
+    let t = now_nanos();
+    wait_past(t + 15_000_000_000);
+    drop(paused);
+    wait_past(now_nanos() + 10_000_000_000);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = watcher.join().unwrap();
+    d.stop();
+    // A holder seen for longer than one TTL must have run.
+    let all = runs(&d.records());
+    let mut spans: std::collections::BTreeMap<&str, (u128, u128)> = Default::default();
+    for (at, id) in &seen {
+        let e = spans.entry(id.as_str()).or_insert((*at, *at));
+        e.1 = *at;
+    }
+    let idle: Vec<&str> = spans
+        .iter()
+        .filter(|(_, (a, b))| b - a > TTL.as_nanos() + 1_000_000_000)
+        .filter(|(id, _)| !all.iter().any(|r| r.job_id == **id))
+        .map(|(id, _)| *id)
+        .collect();
+    let logs = std::fs::read_dir(&d.dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    let timeouts = logs.matches("imed out").count() + logs.matches("imeout").count();
+    summary(
+        "ambiguous",
+        1,
+        &d,
+        Vec::new(),
+        &format!(
+            " holders_seen={} idle_held_over_ttl={} log_lines_with_timeouts={timeouts}",
+            spans.len(),
+            idle.len()
+        ),
+    );
+    assert!(
+        idle.is_empty(),
+        "leases held over one TTL by no running attempt: {idle:?}"
+    );
+    drop_keyspace(&keyspace);
+}

@@ -222,7 +222,17 @@ impl Settings {
         let session = self.cassandra.connect().await?;
         let ks = &self.cassandra.keyspace;
         let applied = schema::applied_versions(&session, ks).await.map_err(|e| {
-            anyhow::anyhow!("keyspace `{ks}` has no hajobs schema ({e}): run `hajobs schema apply`")
+            // Cassandra names a missing keyspace or table so; anything else
+            // (no quorum, a timeout) is a problem of the cluster, said as is.
+            let chain = anyhow::Error::from(e);
+            let text = format!("{chain:#}");
+            if text.contains("unconfigured table") || text.contains("does not exist") {
+                anyhow::anyhow!(
+                    "keyspace `{ks}` has no hajobs schema ({text}): run `hajobs schema apply`"
+                )
+            } else {
+                chain.context(format!("cannot read the schema version of keyspace `{ks}`"))
+            }
         })?;
         let missing: Vec<i32> = MIGRATIONS
             .iter()

@@ -48,6 +48,8 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,scylla=warn,tokio_cron_scheduler=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours for a person at a terminal, never for a file or journald.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

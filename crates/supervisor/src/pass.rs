@@ -20,6 +20,9 @@ pub struct PassReport {
     pub exhausted: Vec<(JobType, TriggerId)>,
     /// Corrupt status rows seen (named, skipped).
     pub corrupt: usize,
+    /// Attempts whose final status was in their history but not in the
+    /// listing, written again.
+    pub repaired: usize,
 }
 
 /// Runs one pass over every registered job type of `manager`.
@@ -84,6 +87,17 @@ async fn supervise(
                 matches!(&now, Some(StatusEntry::Status(s)) if s.result() == JobResult::Pending);
             if !still_pending {
                 if let Some(StatusEntry::Status(s)) = now {
+                    // The attempt's history has its end but the listing
+                    // still says PENDING: a final write that failed without
+                    // a quorum yet landed on a live replica (a failed write
+                    // is not undone). Write the same status again so both
+                    // tables agree; it is idempotent, even against the
+                    // attempt writing its own end right now.
+                    if s.result() != JobResult::Pending {
+                        manager.statuses().write(&s).await?;
+                        tracing::info!(%job_type, job_id = %s.job_id, state = %s.state, "final status repaired in the listing");
+                        report.repaired += 1;
+                    }
                     attempts[i] = s;
                 }
                 continue;

@@ -74,6 +74,7 @@ impl Supervisor {
                             retriggered = report.retriggered.len(),
                             exhausted = report.exhausted.len(),
                             corrupt = report.corrupt,
+                            repaired = report.repaired,
                             "supervisor pass"
                         );
                     }
