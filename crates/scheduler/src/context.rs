@@ -11,6 +11,25 @@ use hajobs_core::{
 };
 use serde_json::Value;
 
+use crate::job::JobError;
+
+/// Whether a job's lease certainly still holds, for code that cannot
+/// await (see [`JobContext::spawn_blocking`]). Reading it needs no task to
+/// run: it looks at the cancellation flag and at the keeper's deadline on
+/// the monotonic clock, so it is exact even while the runtime is stalled.
+#[derive(Debug, Clone)]
+pub struct LeaseCheck {
+    cancellation: Cancellation,
+    lease: tokio::sync::watch::Receiver<LeaseState>,
+}
+
+impl LeaseCheck {
+    /// True while the job may go on: not cancelled, before the deadline.
+    pub fn is_valid(&self) -> bool {
+        !self.cancellation.is_cancelled() && Instant::now() < self.lease.borrow().deadline
+    }
+}
+
 /// Handed to every job attempt.
 #[derive(Debug, Clone)]
 pub struct JobContext {
@@ -69,6 +88,36 @@ impl JobContext {
     /// it here.
     pub fn lease_updates(&self) -> tokio::sync::watch::Receiver<LeaseState> {
         self.lease.clone()
+    }
+
+    /// A cheap handle for code that cannot await: blocking steps on another
+    /// thread check [`LeaseCheck::is_valid`] between steps.
+    pub fn lease_check(&self) -> LeaseCheck {
+        LeaseCheck {
+            cancellation: self.cancellation.clone(),
+            lease: self.lease.clone(),
+        }
+    }
+
+    /// Runs blocking work (no await points: a CPU-bound loop, a synchronous
+    /// client) on tokio's blocking threads, handing it a [`LeaseCheck`].
+    ///
+    /// Cancellation cannot interrupt a thread: when the lease is lost the
+    /// manager drops this future at once, but the closure runs on until it
+    /// returns. So the closure must call [`LeaseCheck::is_valid`] before each
+    /// externally visible step and stop when it is false, and pass
+    /// [`JobContext::fencing_token`] to the systems it writes to. Blocking
+    /// inside an `async` job instead (without this helper) is worse: it also
+    /// stalls the runtime thread that renews leases.
+    pub async fn spawn_blocking<F, R>(&self, work: F) -> Result<R, JobError>
+    where
+        F: FnOnce(LeaseCheck) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let check = self.lease_check();
+        tokio::task::spawn_blocking(move || work(check))
+            .await
+            .map_err(|e| JobError::new(format!("blocking work failed: {e}")))
     }
 
     /// A snapshot of the lease: last confirmed renewal, deadline, renewals.

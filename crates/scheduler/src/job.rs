@@ -15,8 +15,12 @@ use crate::context::JobContext;
 /// The job should check [`JobContext::is_cancelled`] (or await
 /// [`JobContext::cancelled`]) between steps. When it is cancelled because its
 /// lease is lost or about to expire, the manager also drops the job's future
-/// at once, so it stops at its next `.await`; blocking work it started
-/// elsewhere is beyond reach, which is what the fencing token is for.
+/// at once, so it stops at its next `.await`. Work without await points
+/// (CPU-bound loops, synchronous clients) belongs in
+/// [`JobContext::spawn_blocking`], which hands it a
+/// [`LeaseCheck`](crate::LeaseCheck) to test before each step: a thread
+/// cannot be interrupted, only asked. What a stalled thread or a frozen
+/// machine still writes late is what the fencing token is for.
 pub trait Job: Send + Sync + 'static {
     /// Runs one attempt.
     fn run(&self, ctx: JobContext) -> BoxFuture<'static, JobOutcome>;

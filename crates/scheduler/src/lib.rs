@@ -73,7 +73,7 @@ pub mod manager;
 pub mod spec;
 
 pub use clock::{Clock, OffsetClock, SystemClock};
-pub use context::JobContext;
+pub use context::{JobContext, LeaseCheck};
 pub use cron::{CronSchedule, MissedRuns};
 pub use error::ManagerError;
 pub use job::{Done, FinalState, Job, JobError, JobOutcome};

@@ -736,3 +736,59 @@ async fn a_firing_missed_during_downtime_runs_once_at_start_unless_skipped() {
     );
     ks.drop().await;
 }
+
+#[tokio::test]
+async fn blocking_work_sees_its_lease_end_and_stops_at_its_next_check() {
+    let ks = TestKeyspace::new("blocking").await;
+    let returned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let m = replica(&ks, "a")
+        .await
+        .job(
+            JobSpec::new("crunch", "crunch")
+                .unwrap()
+                .lease_ttl(Duration::from_secs(3))
+                .unwrap(),
+            {
+                let returned = returned.clone();
+                move |ctx: JobContext| {
+                    let returned = returned.clone();
+                    async move {
+                        let steps = ctx
+                            .spawn_blocking(move |lease| {
+                                let mut steps = 0u64;
+                                // CPU-bound, no await point: only the check stops it.
+                                while lease.is_valid() {
+                                    std::thread::sleep(Duration::from_millis(5));
+                                    steps += 1;
+                                }
+                                returned.store(true, std::sync::atomic::Ordering::SeqCst);
+                                steps
+                            })
+                            .await?;
+                        Ok(Done::finished().with_content(json!({ "steps": steps })))
+                    }
+                }
+            },
+        )
+        .build()
+        .await
+        .unwrap();
+    let job_id = started(&m.trigger("crunch").await.unwrap()).expect("started");
+    eventually(Duration::from_secs(5), "steps running", || async {
+        m.running_here("crunch").is_some()
+    })
+    .await;
+    let asked = Instant::now();
+    assert!(matches!(
+        m.cancel("crunch").await.unwrap(),
+        CancelOutcome::CancelledLocally(_) | CancelOutcome::CancelledRemotely(_)
+    ));
+    eventually(Duration::from_secs(5), "the blocking loop returned", || async {
+        returned.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    println!("cancel → blocking loop returned: {:?}", asked.elapsed());
+    let status = final_status(&m, "crunch", job_id).await;
+    assert_eq!(status.state, JobState::Canceled);
+    ks.drop().await;
+}
