@@ -6,7 +6,11 @@
 //! with the state read back from Cassandra.
 //!
 //! This library holds what those tests share: how to reach the test
-//! cluster and how to drive the local Cassandra script.
+//! cluster, how to drive the local Cassandra script, and [`chaos`], the
+//! harness of the chaos suite (real daemons, the jobs' own records, the
+//! checker). Its binaries: `replica` (a job manager driven over stdin),
+//! `hajobs-under-test` (the `hajobs` binary, built with the tests) and
+//! `fenced-write` (the fencing example, see `docs/guarantees.md`).
 
 pub mod chaos;
 
