@@ -102,6 +102,16 @@ pub struct Holder {
     pub fencing_token: Option<FencingToken>,
 }
 
+impl Holder {
+    /// Whether the holder does not speak hajobs' lease protocol: every
+    /// hajobs acquisition writes `owner`, ha-jobs writes `job_lock` alone.
+    /// Such a holder never sees a cancel request on the lock, and its
+    /// acquisitions do not advance the fencing token.
+    pub fn is_foreign(&self) -> bool {
+        self.owner.is_none()
+    }
+}
+
 /// The outcome of an acquisition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquired {

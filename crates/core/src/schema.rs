@@ -1,9 +1,17 @@
 //! The CQL schema: versioned migrations from the top-level `schema/` folder,
 //! applied idempotently and recorded in the keyspace.
 //!
-//! [`apply()`] creates the keyspace (with the chosen [`Replication`]) and runs
-//! every migration not yet recorded in `schema_migrations`; [`print()`] renders
-//! the same CQL for DBAs who apply it by hand.
+//! [`apply()`] creates the keyspace (with the chosen [`Replication`]), runs
+//! every migration not yet recorded in `schema_migrations`, then makes the
+//! live tables match what hajobs needs ([`drift::EXPECTED`]) — adding missing
+//! columns (an ha-jobs keyspace lacks hajobs' columns), re-keying an old
+//! `job_status_data` — and records a migration only once the tables really
+//! have what it promises. [`check()`] compares without changing anything;
+//! [`print()`] renders the CQL for DBAs who apply it by hand.
+
+pub mod drift;
+
+use drift::{Drift, EXPECTED};
 
 use std::fmt;
 
@@ -38,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "cancel_request",
         cql: include_str!("../../../schema/0003_cancel_request.cql"),
+    },
+    Migration {
+        version: 4,
+        name: "status_data_key",
+        cql: include_str!("../../../schema/0004_status_data_key.cql"),
     },
 ];
 
@@ -174,6 +187,52 @@ pub struct ApplyReport {
     pub applied: Vec<i32>,
     /// Versions that were already recorded.
     pub already_applied: Vec<i32>,
+    /// What the live tables lacked and this call repaired (an adopted
+    /// ha-jobs keyspace, an earlier hajobs layout, a half-applied migration).
+    pub repaired: Vec<String>,
+}
+
+/// What [`check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Migrations not recorded in the keyspace.
+    pub unrecorded: Vec<i32>,
+    /// How the live tables differ from what hajobs needs.
+    pub drifts: Vec<Drift>,
+    /// Whether the keyspace looks made by ha-jobs (its tables without any
+    /// of hajobs' columns).
+    pub ha_jobs_keyspace: bool,
+}
+
+impl CheckReport {
+    /// Nothing to do.
+    pub fn is_clean(&self) -> bool {
+        self.unrecorded.is_empty() && self.drifts.is_empty()
+    }
+}
+
+/// Compares the live keyspace with what hajobs needs, changing nothing.
+pub async fn check(session: &Session, keyspace: &str) -> Result<CheckReport, StoreError> {
+    validate_keyspace(keyspace)?;
+    let live = drift::live_tables(session, keyspace).await?;
+    let recorded = if live.contains_key("schema_migrations") {
+        applied_versions(session, keyspace).await?
+    } else {
+        Vec::new()
+    };
+    let drifts = drift::compare(&live);
+    let ha_jobs_keyspace = live.get("lock").is_some_and(|t| {
+        t.columns.contains_key("job_lock") && !t.columns.contains_key("fencing_token")
+    });
+    Ok(CheckReport {
+        unrecorded: MIGRATIONS
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !recorded.contains(v))
+            .collect(),
+        drifts,
+        ha_jobs_keyspace,
+    })
 }
 
 /// Creates the keyspace if needed and applies every migration not yet
@@ -197,7 +256,9 @@ pub async fn apply(
     let mut report = ApplyReport {
         applied: Vec::new(),
         already_applied: Vec::new(),
+        repaired: Vec::new(),
     };
+    let mut to_record = Vec::new();
     for m in MIGRATIONS {
         if recorded.contains(&m.version) {
             report.already_applied.push(m.version);
@@ -206,6 +267,13 @@ pub async fn apply(
         for s in statements(m.cql) {
             ddl(session, &qualify(&s, keyspace)).await?;
         }
+        to_record.push(m);
+    }
+    // Reality, not the record, decides: `CREATE TABLE IF NOT EXISTS` does
+    // nothing to a table ha-jobs made, and an earlier adoption may have
+    // recorded versions whose columns are missing.
+    report.repaired = reconcile(session, keyspace).await?;
+    for m in to_record {
         session
             .query_unpaged(
                 format!(
@@ -224,6 +292,156 @@ pub async fn apply(
         report.applied.push(m.version);
     }
     Ok(report)
+}
+
+/// Repairs what [`drift::compare`] finds repairable; fails, naming every
+/// difference, when something is not.
+async fn reconcile(session: &Session, keyspace: &str) -> Result<Vec<String>, StoreError> {
+    let mut repaired = Vec::new();
+    for d in drift::compare(&drift::live_tables(session, keyspace).await?) {
+        match &d {
+            Drift::OldStatusDataKey => {
+                let copied = relayout_status_data(session, keyspace).await?;
+                repaired.push(format!("{d} — copied {copied} rows into the new key"));
+            }
+            other => {
+                if let Some(fix) = other.fix(keyspace) {
+                    ddl(session, fix.trim_end_matches(';')).await?;
+                    tracing::info!(keyspace, drift = %other, statement = %fix, "schema repaired");
+                    repaired.push(format!("{other}: {fix}"));
+                }
+            }
+        }
+    }
+    let left: Vec<String> = drift::compare(&drift::live_tables(session, keyspace).await?)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !left.is_empty() {
+        return Err(StoreError::Schema(format!(
+            "keyspace `{keyspace}` cannot be used by hajobs as it is; nothing was recorded:\n  - {}",
+            left.join("\n  - ")
+        )));
+    }
+    Ok(repaired)
+}
+
+/// The side table of [`relayout_status_data`].
+const RELAYOUT: &str = "job_status_data_relayout";
+
+/// Gives `job_status_data` ha-jobs' key. Cassandra cannot alter a primary
+/// key, so the rows go to a side table with the new key, the table is
+/// dropped and created again, and the rows come back, with their TTLs.
+/// Every step is idempotent; run again after an interruption, it finishes
+/// the job. Returns the number of rows copied back.
+async fn relayout_status_data(session: &Session, keyspace: &str) -> Result<u64, StoreError> {
+    let spec = EXPECTED
+        .iter()
+        .find(|t| t.name == "job_status_data")
+        .expect("job_status_data is expected");
+    let side = drift::TableSpec {
+        name: RELAYOUT,
+        ..*spec
+    };
+    let live = drift::live_tables(session, keyspace).await?;
+    let old_key = live
+        .get("job_status_data")
+        .is_some_and(|t| t.clustering.len() == drift::OLD_STATUS_DATA_CLUSTERING.len());
+    if old_key {
+        ddl(
+            session,
+            drift::create_table(keyspace, &side).trim_end_matches(';'),
+        )
+        .await?;
+        copy_statuses(session, keyspace, "job_status_data", RELAYOUT).await?;
+        ddl(
+            session,
+            &format!("DROP TABLE IF EXISTS {keyspace}.job_status_data"),
+        )
+        .await?;
+    }
+    ddl(
+        session,
+        drift::create_table(keyspace, spec).trim_end_matches(';'),
+    )
+    .await?;
+    let live = drift::live_tables(session, keyspace).await?;
+    let mut copied = 0;
+    if live.contains_key(RELAYOUT) {
+        copied = copy_statuses(session, keyspace, RELAYOUT, "job_status_data").await?;
+        ddl(
+            session,
+            &format!("DROP TABLE IF EXISTS {keyspace}.{RELAYOUT}"),
+        )
+        .await?;
+    }
+    tracing::info!(
+        keyspace,
+        copied,
+        "job_status_data re-keyed as ha-jobs keys it"
+    );
+    Ok(copied)
+}
+
+/// Copies every status row from `from` to `to` (same columns), keeping each
+/// row's remaining TTL. Rows without a state or result (which the new key
+/// cannot hold) are skipped and counted in the log.
+async fn copy_statuses(
+    session: &Session,
+    keyspace: &str,
+    from: &str,
+    to: &str,
+) -> Result<u64, StoreError> {
+    use futures::TryStreamExt;
+    use scylla::value::{CqlValue, Row};
+    const COLUMNS: &str = "job_type, job_id, job_status_ts, job_state, job_result, trigger_id, content, owner, fencing_token";
+    let what = || format!("copying statuses from {keyspace}.{from} to {keyspace}.{to}");
+    let insert = session
+        .prepare(format!(
+            "INSERT INTO {keyspace}.{to} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+        ))
+        .await
+        .map_err(|e| StoreError::request(what(), e))?;
+    let mut rows = session
+        .query_iter(
+            format!("SELECT {COLUMNS}, TTL(trigger_id) FROM {keyspace}.{from}"),
+            (),
+        )
+        .await
+        .map_err(|e| StoreError::request(what(), e))?
+        .rows_stream::<Row>()
+        .map_err(|e| StoreError::request(what(), e))?;
+    let (mut copied, mut skipped) = (0u64, 0u64);
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(|e| StoreError::request(what(), e))?
+    {
+        let mut values = row.columns;
+        let ttl = match values.pop().flatten() {
+            Some(CqlValue::Int(t)) => t,
+            _ => 0,
+        };
+        if values.get(3).is_none_or(Option::is_none) || values.get(4).is_none_or(Option::is_none) {
+            skipped += 1;
+            continue;
+        }
+        values.push(Some(CqlValue::Int(ttl)));
+        session
+            .execute_unpaged(&insert, values)
+            .await
+            .map_err(|e| StoreError::request(what(), e))?;
+        copied += 1;
+    }
+    if skipped > 0 {
+        tracing::warn!(
+            keyspace,
+            from,
+            skipped,
+            "status rows without state or result not copied"
+        );
+    }
+    Ok(copied)
 }
 
 /// The migration versions recorded in the keyspace.

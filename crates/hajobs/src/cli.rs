@@ -160,6 +160,9 @@ enum SchemaCommand {
     Apply(ReplicationArg),
     /// Print the whole schema as CQL, for applying by hand.
     Print(ReplicationArg),
+    /// Compare the live tables with what hajobs needs; print each difference
+    /// and the statement that fixes it (exit 1 when anything differs).
+    Check,
 }
 
 #[derive(Debug, Args)]
@@ -288,11 +291,49 @@ impl Cli {
                 let replication = replication(&r, &settings)?;
                 let ks = &settings.cassandra.keyspace;
                 let session = settings.cassandra.connect().await?;
+                let before = schema::check(&session, ks).await?;
                 let report = schema::apply(&session, ks, &replication).await?;
+                for r in &report.repaired {
+                    println!("repaired: {r}");
+                }
                 println!(
                     "keyspace {ks}: applied migrations {:?}, already applied {:?}",
                     report.applied, report.already_applied
                 );
+                if before.ha_jobs_keyspace {
+                    println!("{}", ha_jobs_advice(&settings));
+                }
+            }
+            Command::Schema(SchemaCommand::Check) => {
+                let ks = &settings.cassandra.keyspace;
+                let session = settings.cassandra.connect().await?;
+                let report = schema::check(&session, ks).await?;
+                if report.is_clean() {
+                    println!("keyspace {ks}: the schema is what hajobs needs");
+                    return Ok(());
+                }
+                if !report.unrecorded.is_empty() {
+                    println!("migrations not recorded: {:?}", report.unrecorded);
+                }
+                for d in &report.drifts {
+                    println!("- {d}");
+                    if let Some(fix) = d.fix(ks) {
+                        println!("    fix: {fix}");
+                    }
+                }
+                if report.ha_jobs_keyspace {
+                    println!("{}", ha_jobs_advice(&settings));
+                }
+                let repairable = report.drifts.iter().all(|d| d.repairable());
+                return Err(anyhow::anyhow!(
+                    "keyspace {ks} differs from what hajobs needs{}",
+                    if repairable {
+                        ": `hajobs schema apply` repairs all of it"
+                    } else {
+                        "; some of it no statement can repair (see docs/migrating-from-ha-jobs.md)"
+                    }
+                )
+                .into());
             }
             Command::Serve => serve(&settings).await?,
             Command::Jobs => {
@@ -331,6 +372,14 @@ impl Cli {
                         )
                     }
                     CancelOutcome::NotRunning => println!("{job} is not running"),
+                    CancelOutcome::ForeignHolder(h) => {
+                        return Err(anyhow::anyhow!(
+                            "{job} attempt {} is held by a holder that cannot be cancelled through the lock (ha-jobs?); use its own API or `hajobs unlock {}`",
+                            h.job_id,
+                            h.lock_type
+                        )
+                        .into());
+                    }
                 }
             }
             Command::Status { job, limit, json } => {
@@ -369,8 +418,12 @@ impl Cli {
                         "{:<28} {:<38} {:<20} {:>8}  {}",
                         h.lock_type.as_str(),
                         h.job_id,
-                        h.owner.as_deref().unwrap_or("-"),
-                        h.fencing_token.map(|t| t.to_string()).unwrap_or_default(),
+                        h.owner.as_deref().unwrap_or("(ha-jobs?)"),
+                        // A foreign holder took no token; the cell is an older holder's.
+                        h.fencing_token
+                            .filter(|_| !h.is_foreign())
+                            .map(|t| t.to_string())
+                            .unwrap_or_else(|| "-".into()),
                         h.since.map(rfc3339).unwrap_or_default()
                     );
                 }
@@ -556,6 +609,13 @@ async fn unlock_safely(
         println!("{lock} was not held");
         return Ok(());
     };
+    if holder.is_foreign() {
+        return Err(anyhow::anyhow!(
+            "{lock} is held by job {} whose holder cannot be cancelled through the lock (ha-jobs?): stop it through its own API, or `hajobs unlock --force {lock}` once it has stopped",
+            holder.job_id
+        )
+        .into());
+    }
     let owner = holder.owner.clone().unwrap_or_else(|| "?".into());
     let started = std::time::Instant::now();
     if store.request_cancel(lock, holder.job_id).await? {
@@ -622,4 +682,19 @@ async fn with_last_good(
         }
     }
     Ok(out)
+}
+
+/// What a team adopting an ha-jobs keyspace must keep in mind.
+fn ha_jobs_advice(settings: &Settings) -> String {
+    let mut advice = String::from(
+        "this keyspace was made by ha-jobs: while ha-jobs replicas still run, keep \
+         `consistency = \"local\"` (ha-jobs uses LOCAL_SERIAL; mixing SERIAL and LOCAL_SERIAL on one \
+         lock is unsafe across data centres); see docs/migrating-from-ha-jobs.md",
+    );
+    if settings.cassandra.serial_consistency != scylla::statement::SerialConsistency::LocalSerial {
+        advice.push_str(
+            "\nWARNING: this configuration uses consistency = \"global\" (SERIAL): switch to \"local\" until every ha-jobs replica is retired",
+        );
+    }
+    advice
 }

@@ -101,6 +101,7 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
     // Our own executable, even if the file was replaced by an upgrade.
     let mut command = tokio::process::Command::new("/proc/self/exe");
     command
+        .arg0("hajobs-guard")
         .arg(GUARD_ARG)
         .arg(grace.as_millis().to_string())
         .arg("--")

@@ -66,6 +66,9 @@ pub enum CancelOutcome {
     CancelledRemotely(Holder),
     /// No attempt of this job type is running.
     NotRunning,
+    /// The lock is held by a holder that does not speak hajobs' protocol
+    /// (ha-jobs): it cannot be cancelled through the lock. Nothing was set.
+    ForeignHolder(Holder),
 }
 
 /// A hook that must pass before scheduling starts.
@@ -569,6 +572,10 @@ impl JobManager {
             matches!(&attempt, Some(StatusEntry::Status(s)) if s.result() == JobResult::Pending);
         if !ours {
             return Ok(CancelOutcome::NotRunning);
+        }
+        if holder.is_foreign() {
+            // It would never see the request: say so rather than pretend.
+            return Ok(CancelOutcome::ForeignHolder(holder));
         }
         // The holder sees the request at its next renewal, stops the job,
         // records CANCELED and releases the lease itself: the lock is never

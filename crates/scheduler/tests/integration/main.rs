@@ -783,9 +783,11 @@ async fn blocking_work_sees_its_lease_end_and_stops_at_its_next_check() {
         m.cancel("crunch").await.unwrap(),
         CancelOutcome::CancelledLocally(_) | CancelOutcome::CancelledRemotely(_)
     ));
-    eventually(Duration::from_secs(5), "the blocking loop returned", || async {
-        returned.load(std::sync::atomic::Ordering::SeqCst)
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the blocking loop returned",
+        || async { returned.load(std::sync::atomic::Ordering::SeqCst) },
+    )
     .await;
     println!("cancel → blocking loop returned: {:?}", asked.elapsed());
     let status = final_status(&m, "crunch", job_id).await;
