@@ -359,7 +359,8 @@ fn chaos_sigstop_of_the_whole_replica_is_caught_by_the_fencing_token() {
         signal_pids(&everything, "CONT");
     }
     d.stop();
-    // Accepted writes, in time order, never go back to an older token.
+    // Accepted writes, in the order they were sent, never go back to an
+    // older token.
     let mut accepted: Vec<Record> = d
         .records()
         .into_iter()
@@ -626,5 +627,129 @@ fn fault_chaos_a_paused_node_makes_outcomes_ambiguous_but_never_two_holders() {
         idle.is_empty(),
         "leases held over one TTL by no running attempt: {idle:?}"
     );
+    drop_keyspace(&keyspace);
+}
+
+/// ha-jobs' tables, as its own migrations create them.
+const HA_JOBS_TABLES: &[&str] = &[
+    "CREATE TABLE {ks}.lock (lock_type text PRIMARY KEY, job_lock timeuuid)",
+    "CREATE TABLE {ks}.job_status_meta (job_type text, job_id timeuuid, trigger_id timeuuid, job_status_ts timestamp, job_state text, job_result text, PRIMARY KEY (job_type, job_id)) WITH CLUSTERING ORDER BY (job_id DESC)",
+    "CREATE TABLE {ks}.job_status_data (job_type text, job_id timeuuid, trigger_id timeuuid, job_status_ts timestamp, job_state text, job_result text, content text, PRIMARY KEY ((job_type, job_id), job_status_ts, job_state, job_result)) WITH CLUSTERING ORDER BY (job_status_ts DESC)",
+];
+
+const MIGRATION: &str = r#"
+shutdown_grace = "15s"
+[supervisor]
+interval = "1s"
+[[job]]
+name = "shared-import"
+lock_type = "shared"
+command = ["sh", "{script}", "{records}", "15"]
+cron = "* * * * * *"
+lease_ttl = "4s"
+"#;
+
+#[test]
+fn chaos_an_ha_jobs_replica_and_hajobs_daemons_share_a_keyspace_and_a_lock() {
+    let keyspace = unique_keyspace("chaos_hajobs");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let s = hajobs_core::testing::connect().await;
+            s.query_unpaged(
+                format!("CREATE KEYSPACE {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"),
+                (),
+            )
+            .await
+            .unwrap();
+            for t in HA_JOBS_TABLES {
+                s.query_unpaged(t.replace("{ks}", &keyspace), ()).await.unwrap();
+            }
+            s.await_schema_agreement().await.unwrap();
+        });
+    // `schema check` on ha-jobs' keyspace: what is missing and how to fix it.
+    let out = std::process::Command::new(bin())
+        .args(["--keyspace", &keyspace, "schema", "check"])
+        .env("HAJOBS_CQL_NODES", hajobs_tests::contact_list())
+        .env_remove("HAJOBS_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("table `lock` lacks column `fencing_token` (bigint)")
+            && stdout.contains(&format!("fix: ALTER TABLE {keyspace}.lock ADD fencing_token bigint;"))
+            && stdout.contains("made by ha-jobs"),
+        "{stdout}"
+    );
+    // The daemons' `schema apply` adopts it; then it checks clean.
+    let mut d = Daemons::start(bin(), keyspace.clone(), 2, MIGRATION);
+    let out = d.cli(&["schema", "check"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // ha-jobs runs the same job type on the same lock, racing the daemons.
+    let emulator = std::process::Command::new(env!("CARGO_BIN_EXE_ha-jobs-emulator"))
+        .args([&keyspace, "shared-import", "shared"])
+        .arg(&d.records)
+        .args(["25", "3000"])
+        .env("HAJOBS_CQL_NODES", hajobs_tests::contact_list())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While ha-jobs holds the lock: `locks` marks it, `cancel` refuses.
+    eventually(Duration::from_secs(30), "ha-jobs holding the lock", || {
+        d.active_run()
+            .filter(|r| r.node == "ha-jobs" && now_nanos() - r.first < 1_500_000_000)
+    });
+    let locks = d.cli(&["locks"]).output().unwrap();
+    let locks = String::from_utf8_lossy(&locks.stdout);
+    assert!(locks.contains("(ha-jobs?)"), "{locks}");
+    let out = d.cli(&["cancel", "shared-import"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("held by a holder that cannot be cancelled through the lock (ha-jobs?)"),
+        "{stderr}"
+    );
+    let emulated = emulator.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&emulated.stdout);
+    assert!(emulated.status.success(), "the emulated ha-jobs failed: {said}");
+    d.stop();
+
+    let all = runs(&d.records());
+    let ha_jobs_runs = all.iter().filter(|r| r.node == "ha-jobs").count();
+    let hajobs_runs: Vec<Run> = all.iter().filter(|r| r.node != "ha-jobs").cloned().collect();
+    let v = check(&all);
+    let tokens = check(&hajobs_runs);
+    // Both read each other's statuses.
+    let read_line = said.lines().find(|l| l.starts_with("read ")).unwrap_or_default().to_owned();
+    let from_hajobs: usize = read_line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let ours = d
+        .cli(&["status", "shared-import", "--json", "--limit", "500"])
+        .output()
+        .unwrap();
+    let entries: Vec<serde_json::Value> = String::from_utf8_lossy(&ours.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let corrupt = entries.iter().filter(|e| e.get("problem").is_some()).count();
+    let without_owner = entries.iter().filter(|e| e["owner"].is_null()).count();
+    println!(
+        "chaos scenario=ha-jobs-mixed trials=1 overlaps={} runs={} ha_jobs_runs={ha_jobs_runs} hajobs_token_regressions={} ha_jobs_read_hajobs_statuses={from_hajobs} hajobs_read_ha_jobs_statuses={without_owner} corrupt={corrupt}",
+        v.overlaps,
+        all.len(),
+        tokens.token_regressions
+    );
+    assert_eq!(v.overlaps, 0, "{}", v.details.join("\n"));
+    assert_eq!(tokens.token_regressions, 0, "{}", tokens.details.join("\n"));
+    assert!(ha_jobs_runs > 0 && hajobs_runs.len() > 0, "both sides ran");
+    assert!(from_hajobs > 0, "ha-jobs read no hajobs status: {said}");
+    assert!(without_owner > 0 && corrupt == 0, "hajobs' view of ha-jobs' rows");
     drop_keyspace(&keyspace);
 }

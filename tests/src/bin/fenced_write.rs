@@ -24,7 +24,7 @@
 //!
 //! (`<=`, so that one holder writes many times; the row is created once with
 //! token 0 by `INSERT … IF NOT EXISTS`). Each outcome is appended to
-//! `RECORDS` as `NANOS TOKEN NODE JOB_TYPE JOB_ID TRIGGER_ID accepted` (or
+//! `RECORDS` as `SENT_NANOS TOKEN NODE JOB_TYPE JOB_ID TRIGGER_ID accepted` (or
 //! `rejected`, or `error`), the format of the chaos suite's records. The
 //! token comes from `HAJOBS_FENCING_TOKEN`, set by the daemon.
 
@@ -75,6 +75,10 @@ async fn main() -> anyhow::Result<()> {
         .open(records)?;
     for i in 0..writes {
         let value = format!("write {i}");
+        // The instant the write is *sent*: a write in flight when the replica
+        // froze was sent before its successor's and may be accepted late;
+        // what must be refused is a write sent after a newer token's.
+        let sent = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
         let outcome = match session
             .execute_unpaged(&update, (&value, &who, token, resource.as_str(), token))
             .await
@@ -91,9 +95,8 @@ async fn main() -> anyhow::Result<()> {
             }
             Err(_) => "error",
         };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
         // One write per line, so that concurrent writers never interleave.
-        out.write_all(format!("{now} {who} {outcome}\n").as_bytes())?;
+        out.write_all(format!("{sent} {who} {outcome}\n").as_bytes())?;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
