@@ -680,14 +680,20 @@ fn chaos_an_ha_jobs_replica_and_hajobs_daemons_share_a_keyspace_and_a_lock() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
         stdout.contains("table `lock` lacks column `fencing_token` (bigint)")
-            && stdout.contains(&format!("fix: ALTER TABLE {keyspace}.lock ADD fencing_token bigint;"))
+            && stdout.contains(&format!(
+                "fix: ALTER TABLE {keyspace}.lock ADD fencing_token bigint;"
+            ))
             && stdout.contains("made by ha-jobs"),
         "{stdout}"
     );
     // The daemons' `schema apply` adopts it; then it checks clean.
     let mut d = Daemons::start(bin(), keyspace.clone(), 2, MIGRATION);
     let out = d.cli(&["schema", "check"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // ha-jobs runs the same job type on the same lock, racing the daemons.
     let emulator = std::process::Command::new(env!("CARGO_BIN_EXE_ha-jobs-emulator"))
@@ -715,16 +721,27 @@ fn chaos_an_ha_jobs_replica_and_hajobs_daemons_share_a_keyspace_and_a_lock() {
     );
     let emulated = emulator.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&emulated.stdout);
-    assert!(emulated.status.success(), "the emulated ha-jobs failed: {said}");
+    assert!(
+        emulated.status.success(),
+        "the emulated ha-jobs failed: {said}"
+    );
     d.stop();
 
     let all = runs(&d.records());
     let ha_jobs_runs = all.iter().filter(|r| r.node == "ha-jobs").count();
-    let hajobs_runs: Vec<Run> = all.iter().filter(|r| r.node != "ha-jobs").cloned().collect();
+    let hajobs_runs: Vec<Run> = all
+        .iter()
+        .filter(|r| r.node != "ha-jobs")
+        .cloned()
+        .collect();
     let v = check(&all);
     let tokens = check(&hajobs_runs);
     // Both read each other's statuses.
-    let read_line = said.lines().find(|l| l.starts_with("read ")).unwrap_or_default().to_owned();
+    let read_line = said
+        .lines()
+        .find(|l| l.starts_with("read "))
+        .unwrap_or_default()
+        .to_owned();
     let from_hajobs: usize = read_line
         .split_whitespace()
         .nth(3)
@@ -738,7 +755,10 @@ fn chaos_an_ha_jobs_replica_and_hajobs_daemons_share_a_keyspace_and_a_lock() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let corrupt = entries.iter().filter(|e| e.get("problem").is_some()).count();
+    let corrupt = entries
+        .iter()
+        .filter(|e| e.get("problem").is_some())
+        .count();
     let without_owner = entries.iter().filter(|e| e["owner"].is_null()).count();
     println!(
         "chaos scenario=ha-jobs-mixed trials=1 overlaps={} runs={} ha_jobs_runs={ha_jobs_runs} hajobs_token_regressions={} ha_jobs_read_hajobs_statuses={from_hajobs} hajobs_read_ha_jobs_statuses={without_owner} corrupt={corrupt}",
@@ -750,6 +770,9 @@ fn chaos_an_ha_jobs_replica_and_hajobs_daemons_share_a_keyspace_and_a_lock() {
     assert_eq!(tokens.token_regressions, 0, "{}", tokens.details.join("\n"));
     assert!(ha_jobs_runs > 0 && hajobs_runs.len() > 0, "both sides ran");
     assert!(from_hajobs > 0, "ha-jobs read no hajobs status: {said}");
-    assert!(without_owner > 0 && corrupt == 0, "hajobs' view of ha-jobs' rows");
+    assert!(
+        without_owner > 0 && corrupt == 0,
+        "hajobs' view of ha-jobs' rows"
+    );
     drop_keyspace(&keyspace);
 }

@@ -89,7 +89,9 @@ async fn main() -> anyhow::Result<()> {
     while Instant::now() < end {
         let job_id = JobId::new();
         let id = CqlTimeuuid::from(job_id.uuid());
-        session.execute_unpaged(&insert_row, (lock_type.as_str(),)).await?;
+        session
+            .execute_unpaged(&insert_row, (lock_type.as_str(),))
+            .await?;
         let taken = match session
             .execute_unpaged(&take, (LOCK_TTL, id, lock_type.as_str()))
             .await
@@ -119,7 +121,10 @@ async fn main() -> anyhow::Result<()> {
         session
             .execute_unpaged(&data, (job_type.as_str(), id, trigger, ts, st, res, "{}"))
             .await?;
-        let who = format!("0 ha-jobs {job_type} {job_id} {}", uuid::Uuid::from(trigger));
+        let who = format!(
+            "0 ha-jobs {job_type} {job_id} {}",
+            uuid::Uuid::from(trigger)
+        );
         let started = Instant::now();
         let mut renewed = Instant::now();
         let mut lost = false;

@@ -219,3 +219,49 @@ async fn fencing_tokens_strictly_increase_over_200_handovers() {
     );
     ks.drop().await;
 }
+
+#[tokio::test]
+async fn a_stale_cancel_request_left_by_a_foreign_holder_is_cleared_by_the_next_acquisition() {
+    let ks = TestKeyspace::new("stale_cancel").await;
+    let s = store(&ks).await;
+    let lock = LockType::new("shared").unwrap();
+    let ttl = LeaseTtl::from_secs(30).unwrap();
+    // An ha-jobs holder: its statements alone (no owner, no token), and a
+    // cancel flag set on it, as an older hajobs did.
+    let foreign = JobId::new();
+    let ks_name = &ks.name;
+    for cql in [
+        format!(
+            "INSERT INTO {ks_name}.lock (lock_type) VALUES ('shared') IF NOT EXISTS USING TTL 2592000"
+        ),
+        format!(
+            "UPDATE {ks_name}.lock USING TTL 30 SET job_lock = {} WHERE lock_type = 'shared' IF job_lock = null",
+            foreign.uuid()
+        ),
+        format!(
+            "UPDATE {ks_name}.lock SET cancel_requested = true WHERE lock_type = 'shared' IF job_lock = {}",
+            foreign.uuid()
+        ),
+    ] {
+        ks.session.query_unpaged(cql, ()).await.unwrap();
+    }
+    let holder = s.read(&lock, true).await.unwrap().expect("held");
+    assert!(holder.is_foreign(), "{holder:?}");
+    // ha-jobs releases its way; the flag stays behind it.
+    ks.session
+        .query_unpaged(
+            format!("UPDATE {ks_name}.lock SET job_lock = null WHERE lock_type = 'shared' IF job_lock = {}", foreign.uuid()),
+            (),
+        )
+        .await
+        .unwrap();
+    // hajobs takes the lock: the stale flag must not cancel it.
+    let lease = acquired(s.acquire(&lock, JobId::new(), &node(1), ttl).await.unwrap());
+    let h = s.read(&lock, true).await.unwrap().unwrap();
+    assert!(!h.is_foreign());
+    assert!(matches!(
+        s.renew(&lease).await.unwrap(),
+        Renewed::Renewed { .. }
+    ));
+    ks.drop().await;
+}
