@@ -517,3 +517,72 @@ cron = "* * * * * *"
     let _ = std::fs::remove_file(&log);
     env.drop().await;
 }
+
+/// Whether process `pid` still exists (a zombie counts as gone).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.split_whitespace().nth(2).is_some_and(|state| state == "Z"))
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_command_process_tree_lives_and_dies_with_its_attempt() {
+    let dir = std::env::temp_dir().join(format!("hajobs-tree-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (left, kids) = (dir.join("left"), dir.join("kids"));
+    let env = Env::new(
+        "tree",
+        &format!(
+            r#"
+[[job]]
+name = "leaves-a-child"
+command = ["sh", "-c", "sleep 300 & echo $! > {left}; echo hi"]
+[[job]]
+name = "has-children"
+command = ["sh", "-c", "sleep 300 & echo $! >> {kids}; setsid sleep 300 & echo $! >> {kids}; wait"]
+lease_ttl = "3s"
+"#,
+            left = left.display(),
+            kids = kids.display()
+        ),
+    );
+    expect(&env.run(&["schema", "apply"]), 0, "applied");
+    // A child left running (and holding stdout) neither keeps the attempt
+    // RUNNING nor outlives it.
+    let started = Instant::now();
+    expect(&env.run(&["trigger", "leaves-a-child"]), 0, "FINISHED");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the attempt waited for its child: {:?}",
+        started.elapsed()
+    );
+    let pid = std::fs::read_to_string(&left).unwrap();
+    assert!(!alive(pid.trim()), "the child {pid} outlived its attempt");
+
+    // Cancelled: the children die too, even one in a session of its own.
+    let runner = env
+        .command(&["trigger", "has-children"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&kids).unwrap_or_default().lines().count() < 2 {
+        assert!(Instant::now() < deadline, "the children never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pids: Vec<String> = std::fs::read_to_string(&kids)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(pids.iter().all(|p| alive(p)));
+    expect(&env.run(&["cancel", "has-children"]), 0, "cancelled");
+    let out = runner.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "the attempt ended CANCELED");
+    for p in &pids {
+        assert!(!alive(p), "process {p} outlived its cancelled attempt");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    env.drop().await;
+}
