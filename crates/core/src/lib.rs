@@ -10,7 +10,7 @@
 //! |---|---|
 //! | [`cancel`] | [`Cancellation`] and [`CancelReason`]: how a running job is told to stop, and why |
 //! | [`config`] | [`CassandraConfig`]: contact points, keyspace, consistency; opens a session |
-//! | [`schema`] | the versioned CQL migrations of `schema/`, [`schema::apply()`] and [`schema::print()`] |
+//! | [`schema`] | the versioned CQL migrations of `schema/`, [`schema::apply()`] (checked against the live tables: adopts an ha-jobs keyspace), [`schema::check()`] and [`schema::print()`] |
 //! | [`ids`] | [`JobId`], [`TriggerId`] (time-based UUIDs) and [`NodeId`] |
 //! | [`lock_type`] | [`LockType`], a lock's validated name |
 //! | [`lease`] | [`Lease`], [`LeaseTtl`], [`FencingToken`], [`Holder`] and the outcomes of lease operations |

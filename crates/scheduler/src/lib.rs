@@ -18,7 +18,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`job`] | the [`Job`] trait, [`Done`], [`JobError`] |
-//! | [`context`] | [`JobContext`]: ids, fencing token, cancellation, progress |
+//! | [`context`] | [`JobContext`]: ids, fencing token, cancellation, progress, blocking work with a [`LeaseCheck`] |
 //! | [`spec`] | [`JobSpec`]: lock type, cron, timeout, retrigger count, lease TTL |
 //! | [`cron`] | [`CronSchedule`] (croner, with seconds, time zones) and [`MissedRuns`] |
 //! | [`manager`] | [`JobManager`]: trigger, retrigger, cancel, start, shutdown |
