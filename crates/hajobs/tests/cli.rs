@@ -538,6 +538,9 @@ async fn a_command_process_tree_lives_and_dies_with_its_attempt() {
 name = "leaves-a-child"
 command = ["sh", "-c", "sleep 300 & echo $! > {left}; echo hi"]
 [[job]]
+name = "no-such-program"
+command = ["/nonexistent/hajobs-test-program", "--flag"]
+[[job]]
 name = "has-children"
 command = ["sh", "-c", "sleep 300 & echo $! >> {kids}; setsid sleep 300 & echo $! >> {kids}; wait"]
 lease_ttl = "3s"
@@ -558,6 +561,10 @@ lease_ttl = "3s"
     );
     let pid = std::fs::read_to_string(&left).unwrap();
     assert!(!alive(pid.trim()), "the child {pid} outlived its attempt");
+    // A program that does not exist: FAILED, saying which.
+    let out = env.run(&["trigger", "no-such-program"]);
+    expect(&out, 1, "ended FAILED");
+    expect(&out, 1, "cannot start `/nonexistent/hajobs-test-program`");
 
     // Cancelled: the children die too, even one in a session of its own.
     let runner = env
