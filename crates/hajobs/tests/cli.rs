@@ -521,7 +521,11 @@ cron = "* * * * * *"
 /// Whether process `pid` still exists (a zombie counts as gone).
 fn alive(pid: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.split_whitespace().nth(2).is_some_and(|state| state == "Z"))
+        .map(|s| {
+            !s.split_whitespace()
+                .nth(2)
+                .is_some_and(|state| state == "Z")
+        })
         .unwrap_or(false)
 }
 
@@ -574,7 +578,12 @@ lease_ttl = "3s"
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&kids).unwrap_or_default().lines().count() < 2 {
+    while std::fs::read_to_string(&kids)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 2
+    {
         assert!(Instant::now() < deadline, "the children never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
