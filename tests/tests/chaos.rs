@@ -768,7 +768,10 @@ fn chaos_an_ha_jobs_replica_and_hajobs_daemons_share_a_keyspace_and_a_lock() {
     );
     assert_eq!(v.overlaps, 0, "{}", v.details.join("\n"));
     assert_eq!(tokens.token_regressions, 0, "{}", tokens.details.join("\n"));
-    assert!(ha_jobs_runs > 0 && hajobs_runs.len() > 0, "both sides ran");
+    assert!(
+        ha_jobs_runs > 0 && !hajobs_runs.is_empty(),
+        "both sides ran"
+    );
     assert!(from_hajobs > 0, "ha-jobs read no hajobs status: {said}");
     assert!(
         without_owner > 0 && corrupt == 0,

@@ -536,6 +536,15 @@ async fn serve(settings: &Settings) -> Result<(), CliError> {
         .clone()
         .map(|s| Supervisor::new(manager.clone(), s).spawn());
     tracing::info!(node = %daemon.node, jobs = daemon.jobs.len(), keyspace = %settings.cassandra.keyspace, "hajobs serving");
+    // ha-jobs replicas use LOCAL_SERIAL: SERIAL on the same lock rows is
+    // unsafe across data centres while they run.
+    if settings.cassandra.serial_consistency != scylla::statement::SerialConsistency::LocalSerial {
+        if let Ok(holders) = manager.leases().list().await {
+            if let Some(h) = holders.iter().find(|h| h.is_foreign()) {
+                tracing::warn!(lock_type = %h.lock_type, job_id = %h.job_id, "a lock is held by a holder that does not speak hajobs' protocol (ha-jobs?) while this replica uses consistency = \"global\": mixing SERIAL and LOCAL_SERIAL on one lock is unsafe across data centres; use \"local\" until every ha-jobs replica is retired");
+            }
+        }
+    }
     shutdown.await;
     tracing::info!(grace = ?daemon.shutdown_grace, "shutting down");
     if let Some(s) = supervisor {
