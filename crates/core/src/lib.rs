@@ -18,6 +18,7 @@
 //! | [`status`] | [`JobType`], [`JobState`], [`JobResult`], [`JobStatus`] and [`StatusEntry`] |
 //! | [`status_store`] | [`StatusStore`]: statuses written at quorum with retention, read newest first |
 //! | [`firing_store`] | [`FiringStore`]: each cron firing claimed once cluster-wide |
+//! | [`node_store`] | [`NodeStore`]: the registry of live replicas, rows with a TTL |
 //! | [`error`] | [`StoreError`], what went wrong talking to the cluster |
 //!
 //! ## Example
@@ -42,6 +43,7 @@ pub mod lease;
 pub mod lease_store;
 pub mod lock_type;
 pub mod lwt;
+pub mod node_store;
 pub mod schema;
 pub mod status;
 pub mod status_store;
@@ -56,5 +58,6 @@ pub use ids::{JobId, NodeId, TriggerId};
 pub use lease::{Acquired, FencingToken, Holder, Lease, LeaseTtl, Released, Renewed};
 pub use lease_store::LeaseStore;
 pub use lock_type::LockType;
+pub use node_store::{NodeRecord, NodeStore};
 pub use status::{JobResult, JobState, JobStatus, JobType, StatusEntry};
 pub use status_store::StatusStore;

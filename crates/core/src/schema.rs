@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "status_data_key",
         cql: include_str!("../../../schema/0004_status_data_key.cql"),
     },
+    Migration {
+        version: 5,
+        name: "node",
+        cql: include_str!("../../../schema/0005_node.cql"),
+    },
 ];
 
 /// The keyspace's replication.

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, Parser, Subcommand};
 use hajobs_core::schema::{self, MIGRATIONS};
 use hajobs_core::{
-    CassandraConfig, JobId, JobType, LeaseStore, LockType, StatusEntry, StatusStore,
+    CassandraConfig, JobId, JobType, LeaseStore, LockType, NodeStore, StatusEntry, StatusStore,
 };
 use hajobs_scheduler::{CancelOutcome, JobManager, StartOutcome};
 use hajobs_supervisor::Supervisor;
@@ -95,6 +95,25 @@ struct GlobalArgs {
     /// This replica's node id (overrides the file; default the host name).
     #[arg(long, global = true, env = "HAJOBS_NODE_ID")]
     node_id: Option<String>,
+    /// Log lines as text (coloured on a terminal) or as JSON objects, one per
+    /// line, for log shippers. Logs go to stderr; a command's output to stdout.
+    #[arg(
+        long,
+        global = true,
+        env = "HAJOBS_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub(crate) log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +123,11 @@ enum Command {
     /// Create or print the CQL schema.
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// Print a shell completion script: `hajobs completions bash > /etc/bash_completion.d/hajobs`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// List the configured jobs and their next firing.
     Jobs,
     /// Run a configured job now, here, under its lease, and wait for its end.
@@ -135,7 +159,18 @@ enum Command {
         job_id: String,
     },
     /// The locks held now.
-    Locks,
+    Locks {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The live replicas: node id, host, pid, version, started, last seen,
+    /// job types configured, attempts running.
+    Nodes {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Free a lock safely: ask its holder to stop (SIGTERM, then SIGKILL
     /// after the grace, for a command) and wait until the lock is free —
     /// released by the holder once its job is gone, or expired by its TTL if
@@ -257,9 +292,17 @@ impl Settings {
     }
 
     async fn manager(&self, command: &str) -> Result<JobManager, CliError> {
+        self.manager_on(command, self.session().await?).await
+    }
+
+    async fn manager_on(
+        &self,
+        command: &str,
+        session: Arc<Session>,
+    ) -> Result<JobManager, CliError> {
         let daemon = self.daemon(command)?;
-        let mut builder = JobManager::builder(self.cassandra.clone(), daemon.node.clone())
-            .session(self.session().await?);
+        let mut builder =
+            JobManager::builder(self.cassandra.clone(), daemon.node.clone()).session(session);
         for job in &daemon.jobs {
             builder = builder.job(
                 job.spec.clone(),
@@ -279,7 +322,17 @@ fn replication(arg: &ReplicationArg, settings: &Settings) -> Result<schema::Repl
 }
 
 impl Cli {
+    /// How the process logs (`--log-format`).
+    pub(crate) fn log_format(&self) -> LogFormat {
+        self.global.log_format
+    }
+
     pub(crate) async fn run(self) -> Result<(), CliError> {
+        if let Command::Completions { shell } = self.command {
+            let mut command = <Self as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "hajobs", &mut std::io::stdout());
+            return Ok(());
+        }
         let settings = self.global.settings()?;
         match self.command {
             Command::Schema(SchemaCommand::Print(r)) => {
@@ -336,6 +389,7 @@ impl Cli {
                 .into());
             }
             Command::Serve => serve(&settings).await?,
+            Command::Completions { .. } => unreachable!("answered before the settings"),
             Command::Jobs => {
                 let daemon = settings.daemon("jobs")?;
                 let now = chrono::Utc::now();
@@ -407,8 +461,59 @@ impl Cli {
                 }
                 print_entries(&entries, true)?;
             }
-            Command::Locks => {
+            Command::Nodes { json } => {
+                let store = NodeStore::new(settings.session().await?, &settings.cassandra).await?;
+                let now = hajobs_core::node_store::now_millis();
+                let nodes = store.list().await?;
+                if json {
+                    for n in &nodes {
+                        println!("{}", serde_json::to_string(n)?);
+                    }
+                    return Ok(());
+                }
+                println!(
+                    "{:<20} {:<16} {:>8} {:<8} {:<24} {:>9}  JOB TYPES / RUNNING",
+                    "NODE", "HOST", "PID", "VERSION", "STARTED (UTC)", "SEEN"
+                );
+                for n in &nodes {
+                    let started = chrono::DateTime::from_timestamp_millis(n.started_at_ms)
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                        .unwrap_or_default();
+                    println!(
+                        "{:<20} {:<16} {:>8} {:<8} {:<24} {:>7.1}s  {} / {}",
+                        n.node_id,
+                        n.host,
+                        n.pid,
+                        n.version,
+                        started,
+                        (now - n.seen_at_ms).max(0) as f64 / 1000.0,
+                        n.job_types.join(","),
+                        if n.running.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            n.running.join(",")
+                        }
+                    );
+                }
+            }
+            Command::Locks { json } => {
                 let store = LeaseStore::new(settings.session().await?, &settings.cassandra).await?;
+                if json {
+                    for h in store.list().await? {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "lock_type": h.lock_type.as_str(),
+                                "job_id": h.job_id.to_string(),
+                                "owner": h.owner,
+                                "fencing_token": h.fencing_token.filter(|_| !h.is_foreign()).map(|t| t.0),
+                                "since_ms": h.since.map(|t| t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)),
+                                "foreign": h.is_foreign(),
+                            })
+                        );
+                    }
+                    return Ok(());
+                }
                 println!(
                     "{:<28} {:<38} {:<20} {:>8}  SINCE",
                     "LOCK TYPE", "JOB ID", "OWNER", "TOKEN"
@@ -509,14 +614,16 @@ async fn serve(settings: &Settings) -> Result<(), CliError> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
-    let manager = loop {
+    let (manager, nodes) = loop {
         let attempt = async {
-            let manager = settings.manager("serve").await?;
+            let session = settings.session().await?;
+            let manager = settings.manager_on("serve", session.clone()).await?;
+            let nodes = NodeStore::new(session, &settings.cassandra).await?;
             manager.start().await?;
-            Ok::<_, CliError>(manager)
+            Ok::<_, CliError>((manager, nodes))
         };
         match attempt.await {
-            Ok(manager) => break manager,
+            Ok(ready) => break ready,
             Err(e) if e.exit_code() == 1 => {
                 tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "cannot start serving yet; retrying");
                 tokio::select! {
@@ -535,6 +642,7 @@ async fn serve(settings: &Settings) -> Result<(), CliError> {
         .supervisor
         .clone()
         .map(|s| Supervisor::new(manager.clone(), s).spawn());
+    let registry = crate::registry::Registry::spawn(nodes, manager.clone(), &daemon);
     tracing::info!(node = %daemon.node, jobs = daemon.jobs.len(), keyspace = %settings.cassandra.keyspace, "hajobs serving");
     // ha-jobs replicas use LOCAL_SERIAL: SERIAL on the same lock rows is
     // unsafe across data centres while they run.
@@ -551,6 +659,7 @@ async fn serve(settings: &Settings) -> Result<(), CliError> {
         s.stop().await;
     }
     manager.shutdown(daemon.shutdown_grace).await;
+    registry.stop().await;
     Ok(())
 }
 

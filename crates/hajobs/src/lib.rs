@@ -13,6 +13,7 @@
 //! | `config` | the TOML configuration, validated, with placed errors |
 //! | `command_job` | a configured command as a job, under its guard |
 //! | `guard` | the per-attempt guard process: the command's tree lives and dies with the lease |
+//! | `registry` | the daemon's entry in the node registry, refreshed with a TTL |
 //!
 //! Exit codes: 0 success, 1 a runtime failure (Cassandra unreachable, a
 //! request failed, a triggered job failed), 2 bad input (flags,
@@ -26,6 +27,7 @@ mod cli;
 mod command_job;
 mod config;
 mod guard;
+mod registry;
 
 /// Runs `hajobs` with the process's arguments; returns its exit code.
 pub fn main() -> ExitCode {
@@ -42,15 +44,18 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HAJOBS_LOG")
-                .unwrap_or_else(|_| "info,scylla=warn,tokio_cron_scheduler=warn".into()),
-        )
-        .with_writer(std::io::stderr)
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HAJOBS_LOG")
+        .unwrap_or_else(|_| "info,scylla=warn,tokio_cron_scheduler=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format() {
+        cli::LogFormat::Json => logs.json().init(),
         // Colours for a person at a terminal, never for a file or journald.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        cli::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

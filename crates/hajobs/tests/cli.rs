@@ -100,12 +100,12 @@ async fn admin_commands_do_what_they_say_and_exit_with_their_codes() {
     expect(
         &env.run(&["schema", "apply"]),
         0,
-        "applied migrations [1, 2, 3, 4]",
+        "applied migrations [1, 2, 3, 4, 5]",
     );
     expect(
         &env.run(&["schema", "apply"]),
         0,
-        "already applied [1, 2, 3, 4]",
+        "already applied [1, 2, 3, 4, 5]",
     );
 
     let out = env.run(&["trigger", "echo"]);
@@ -596,5 +596,126 @@ lease_ttl = "3s"
         assert!(!alive(p), "process {p} outlived its cancelled attempt");
     }
     let _ = std::fs::remove_dir_all(&dir);
+    env.drop().await;
+}
+
+#[tokio::test]
+async fn the_node_registry_lists_live_replicas_and_drops_vanished_ones() {
+    let env = Env::new(
+        "nodes",
+        r#"
+[[job]]
+name = "tick"
+command = ["sleep", "2"]
+cron = "* * * * * *"
+"#,
+    );
+    expect(&env.run(&["schema", "apply"]), 0, "applied");
+    let spawn = |node: &str| {
+        env.command(&["serve"])
+            .env("HAJOBS_NODE_ID", node)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn("reg-a"), spawn("reg-b"));
+    let nodes = || -> Vec<serde_json::Value> {
+        let out = env.run(&["nodes", "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let ids = |n: &[serde_json::Value]| -> Vec<String> {
+        n.iter()
+            .map(|v| v["node_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let n = nodes();
+        if ids(&n) == ["reg-a", "reg-b"]
+            && n.iter()
+                .any(|v| !v["running"].as_array().unwrap().is_empty())
+        {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "registry: {n:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let a_entry = listed.iter().find(|v| v["node_id"] == "reg-a").unwrap();
+    assert_eq!(a_entry["pid"].as_i64(), Some(i64::from(a.id())));
+    assert_eq!(a_entry["job_types"], serde_json::json!(["tick"]));
+    expect(&env.run(&["nodes"]), 0, "reg-a");
+
+    // kill -9: the entry expires within its TTL (15 s).
+    a.kill().unwrap();
+    let killed = Instant::now();
+    let _ = a.wait();
+    while ids(&nodes()).contains(&"reg-a".to_owned()) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(25),
+            "a killed replica still listed after 25 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("killed replica dropped out after {:?}", killed.elapsed());
+    // A graceful stop removes it at once.
+    let _ = Command::new("kill")
+        .args(["-TERM", &b.id().to_string()])
+        .status();
+    assert!(b.wait().unwrap().success());
+    assert!(nodes().is_empty(), "a stopped replica is still listed");
+    env.drop().await;
+}
+
+#[tokio::test]
+async fn completions_and_json_logs_for_shippers() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hajobs"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    expect(&out, 0, "_hajobs()");
+    for shell in ["zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hajobs"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+    // A daemon that cannot reach its database says so, as JSON lines.
+    let env = Env::new("json_logs", "[[job]]\nname = \"x\"\ncommand = [\"true\"]\n");
+    let mut daemon = env
+        .command(&["--log-format", "json", "--nodes", "127.0.0.1:1", "serve"])
+        .env("HAJOBS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in std::io::BufRead::lines(stderr).take(50) {
+        let line = line.unwrap();
+        // Every line is a JSON object, the driver's own warnings included.
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let found = v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot start serving yet"));
+        seen.push(line);
+        if found {
+            assert_eq!(v["level"], "WARN");
+            break;
+        }
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.contains("cannot start serving yet")),
+        "{seen:#?}"
+    );
     env.drop().await;
 }

@@ -536,6 +536,15 @@ impl JobManager {
         }
     }
 
+    /// Every attempt running on this replica now.
+    pub fn running(&self) -> Vec<(JobType, JobId)> {
+        let running = self.inner.running.lock().expect("running map poisoned");
+        let mut all: Vec<(JobType, JobId)> =
+            running.iter().map(|(t, r)| (t.clone(), r.job_id)).collect();
+        all.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        all
+    }
+
     /// The attempt of `job_type` running on this replica, if any.
     pub fn running_here(&self, job_type: &str) -> Option<JobId> {
         let running = self.inner.running.lock().expect("running map poisoned");

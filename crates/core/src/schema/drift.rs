@@ -93,6 +93,22 @@ pub const EXPECTED: &[TableSpec] = &[
         partition_key: &["job_type"],
         clustering: &[("instant", Order::Desc)],
     },
+    TableSpec {
+        name: "node",
+        columns: &[
+            ("node_id", "text"),
+            ("host", "text"),
+            ("pid", "int"),
+            ("version", "text"),
+            ("http", "text"),
+            ("started_at", "timestamp"),
+            ("seen_at", "timestamp"),
+            ("job_types", "list<text>"),
+            ("running", "list<text>"),
+        ],
+        partition_key: &["node_id"],
+        clustering: &[],
+    },
 ];
 
 /// The key `job_status_data` had in keyspaces made by hajobs before
