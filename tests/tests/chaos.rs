@@ -452,7 +452,7 @@ fn states(d: &Daemons, job: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 #[test]
-fn fault_chaos_cassandra_node_loss_under_daemons() {
+fn fault_daemons_survive_cassandra_node_loss() {
     three_nodes();
     let keyspace = unique_keyspace("chaos_nodes");
     // 6 s runs: quorum is lost in the middle of one.
@@ -548,7 +548,7 @@ fn fault_chaos_cassandra_node_loss_under_daemons() {
 }
 
 #[test]
-fn fault_chaos_a_paused_node_makes_outcomes_ambiguous_but_never_two_holders() {
+fn fault_daemons_under_a_paused_node_never_two_holders() {
     three_nodes();
     let keyspace = unique_keyspace("chaos_pause");
     let mut d = Daemons::start(bin(), keyspace.clone(), 3, &RF3.replace("RUN_TICKS", "10"));

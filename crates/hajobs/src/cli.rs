@@ -642,7 +642,7 @@ async fn serve(settings: &Settings) -> Result<(), CliError> {
         .supervisor
         .clone()
         .map(|s| Supervisor::new(manager.clone(), s).spawn());
-    let registry = crate::registry::Registry::spawn(nodes, manager.clone(), &daemon);
+    let registry = crate::registry::Registry::spawn(nodes, manager.clone(), daemon);
     tracing::info!(node = %daemon.node, jobs = daemon.jobs.len(), keyspace = %settings.cassandra.keyspace, "hajobs serving");
     // ha-jobs replicas use LOCAL_SERIAL: SERIAL on the same lock rows is
     // unsafe across data centres while they run.
