@@ -16,6 +16,7 @@
 //! | [`lease`] | [`Lease`], [`LeaseTtl`], [`FencingToken`], [`Holder`] and the outcomes of lease operations |
 //! | [`lease_store`] | [`LeaseStore`]: acquire, renew, release, read, list and force-release leases with LWTs |
 //! | [`status`] | [`JobType`], [`JobState`], [`JobResult`], [`JobStatus`] and [`StatusEntry`] |
+//! | [`stats`] | [`JobStats`]: attempts, endings, success rate, durations per job type |
 //! | [`status_store`] | [`StatusStore`]: statuses written at quorum with retention, read newest first |
 //! | [`firing_store`] | [`FiringStore`]: each cron firing claimed once cluster-wide |
 //! | [`node_store`] | [`NodeStore`]: the registry of live replicas, rows with a TTL |
@@ -45,6 +46,7 @@ pub mod lock_type;
 pub mod lwt;
 pub mod node_store;
 pub mod schema;
+pub mod stats;
 pub mod status;
 pub mod status_store;
 #[cfg(feature = "test-util")]
@@ -59,5 +61,6 @@ pub use lease::{Acquired, FencingToken, Holder, Lease, LeaseTtl, Released, Renew
 pub use lease_store::LeaseStore;
 pub use lock_type::LockType;
 pub use node_store::{NodeRecord, NodeStore};
+pub use stats::JobStats;
 pub use status::{JobResult, JobState, JobStatus, JobType, StatusEntry};
 pub use status_store::StatusStore;

@@ -164,6 +164,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per job type over the statuses kept (14 days): attempts, FINISHED /
+    /// FAILED / DEAD / CANCELED, success rate, p50 / p95 / max duration, last
+    /// success, last failure.
+    Stats {
+        /// One job type (default: every job type with statuses).
+        job: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The live replicas: node id, host, pid, version, started, last seen,
     /// job types configured, attempts running.
     Nodes {
@@ -461,6 +471,77 @@ impl Cli {
                 }
                 print_entries(&entries, true)?;
             }
+            Command::Stats { job, json } => {
+                let store = settings.status_store().await?;
+                let job_types: Vec<JobType> = match job {
+                    Some(j) => vec![JobType::new(j).map_err(CliError::input)?],
+                    None => store
+                        .latest_of_all()
+                        .await?
+                        .iter()
+                        .filter_map(|e| match e {
+                            StatusEntry::Status(s) => Some(s.job_type.clone()),
+                            StatusEntry::Corrupt { job_type, .. } => {
+                                job_type.clone().and_then(|t| JobType::new(t).ok())
+                            }
+                        })
+                        .collect(),
+                };
+                if !json {
+                    println!(
+                        "{:<24} {:>8} {:>8} {:>8} {:>6} {:>8} {:>8} {:>9} {:>9} {:>9}  {:<24} LAST FAILURE",
+                        "JOB TYPE",
+                        "ATTEMPTS",
+                        "FINISHED",
+                        "FAILED",
+                        "DEAD",
+                        "CANCELED",
+                        "SUCCESS",
+                        "P50",
+                        "P95",
+                        "MAX",
+                        "LAST SUCCESS"
+                    );
+                }
+                for job_type in job_types {
+                    let latest: Vec<hajobs_core::JobStatus> = store
+                        .history(&job_type, STATS_DEPTH)
+                        .await?
+                        .into_iter()
+                        .filter_map(|e| e.status().cloned())
+                        .collect();
+                    let s = hajobs_core::JobStats::from_latest(job_type.as_str(), &latest);
+                    if json {
+                        println!("{}", serde_json::to_string(&s)?);
+                        continue;
+                    }
+                    let ms = |v: Option<u64>| {
+                        v.map_or("-".to_owned(), |v| format!("{:.1}s", v as f64 / 1000.0))
+                    };
+                    let at = |v: Option<i64>| {
+                        v.and_then(chrono::DateTime::from_timestamp_millis)
+                            .map_or("-".to_owned(), |t| {
+                                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                            })
+                    };
+                    println!(
+                        "{:<24} {:>8} {:>8} {:>8} {:>6} {:>8} {:>8} {:>9} {:>9} {:>9}  {:<24} {}",
+                        s.job_type,
+                        s.attempts,
+                        s.finished,
+                        s.failed,
+                        s.dead,
+                        s.canceled,
+                        s.success_rate
+                            .map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+                        ms(s.p50_ms),
+                        ms(s.p95_ms),
+                        ms(s.max_ms),
+                        at(s.last_success_ms),
+                        at(s.last_failure_ms)
+                    );
+                }
+            }
             Command::Nodes { json } => {
                 let store = NodeStore::new(settings.session().await?, &settings.cassandra).await?;
                 let now = hajobs_core::node_store::now_millis();
@@ -603,6 +684,9 @@ async fn trigger(settings: &Settings, job: &str) -> Result<(), CliError> {
         }
     }
 }
+
+/// How many attempts `hajobs stats` reads per job type (the newest).
+const STATS_DEPTH: u32 = 10_000;
 
 /// The longest wait between two tries to start serving.
 const MAX_START_BACKOFF: Duration = Duration::from_secs(30);

@@ -136,6 +136,20 @@ async fn admin_commands_do_what_they_say_and_exit_with_their_codes() {
         "\"state\":\"FAILED\"",
     );
     expect(&env.run(&["jobs"]), 0, "(manual)");
+    // Statistics per job type.
+    let out = env.run(&["stats", "--json"]);
+    expect(&out, 0, "\"job_type\":\"echo\"");
+    let stats: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |t: &str| stats.iter().find(|s| s["job_type"] == t).unwrap().clone();
+    assert_eq!(of("echo")["finished"], 1);
+    assert_eq!(of("echo")["success_rate"], 1.0);
+    assert!(of("echo")["max_ms"].as_u64().is_some());
+    assert_eq!(of("fails")["failed"], 1);
+    assert!(of("fails")["last_failure_ms"].as_i64().is_some());
+    expect(&env.run(&["stats", "fails"]), 0, "0.0%");
 
     // A lock held elsewhere: listed, refused to a trigger, released by force.
     let store = LeaseStore::new(connect().await, &env.cassandra())
