@@ -779,3 +779,135 @@ fn chaos_an_ha_jobs_replica_and_hajobs_daemons_share_a_keyspace_and_a_lock() {
     );
     drop_keyspace(&keyspace);
 }
+
+/// A short job no cron fires: every run comes from a trigger.
+const TRIGGERED: &str = r#"
+shutdown_grace = "15s"
+[supervisor]
+interval = "1s"
+[[job]]
+name = "short"
+lock_type = "short"
+command = ["sh", "{script}", "{records}", "2"]
+lease_ttl = "4s"
+retrigger_count = 1
+"#;
+
+#[test]
+fn chaos_triggers_through_the_cluster_run_once_on_a_replica() {
+    let n = trials(20, 100);
+    let keyspace = unique_keyspace("chaos_trigger");
+    let d = Daemons::start(bin(), keyspace.clone(), 3, TRIGGERED);
+    // Every replica's watcher is up once each has registered.
+    eventually(Duration::from_secs(60), "3 replicas registered", || {
+        let out = d.cli(&["nodes", "--json"]).output().ok()?;
+        (String::from_utf8_lossy(&out.stdout).lines().count() == 3).then_some(())
+    });
+    let (mut started, mut locked, mut latencies) = (Vec::new(), 0, Vec::new());
+    for _ in 0..n {
+        let asked = std::time::Instant::now();
+        let out = d.cli(&["trigger", "short"]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        match out.status.code() {
+            Some(0) => {
+                latencies.push(asked.elapsed().as_millis());
+                // started short on NODE as JOB_ID (trigger T, fencing token N)
+                let words: Vec<&str> = stdout.split_whitespace().collect();
+                assert_eq!(&words[..2], ["started", "short"], "{stdout}");
+                started.push((words[3].to_owned(), words[5].to_owned()));
+            }
+            Some(3) => locked += 1,
+            other => panic!(
+                "trigger exited {other:?}: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+    // --wait follows the attempt to its end.
+    let out = d.cli(&["trigger", "short", "--wait"]).output().unwrap();
+    let waited = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.code() == Some(0) {
+        assert!(waited.contains("\"state\":\"FINISHED\""), "{waited}");
+    } else {
+        assert_eq!(out.status.code(), Some(3), "{waited}");
+    }
+    // A job no live replica has: withdrawn, exit 1, never runs.
+    let out = std::process::Command::new(bin())
+        .args(["--keyspace", &keyspace, "trigger", "ghost"])
+        .env("HAJOBS_CQL_NODES", hajobs_tests::contact_list())
+        .env_remove("HAJOBS_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no live replica has ghost configured"),
+        "{stderr}"
+    );
+
+    // A replica that claims a request and dies before starting it: emulated
+    // by a claim nobody follows up. A live replica closes it as FAILED and
+    // the supervisor re-runs its trigger.
+    let orphan = hajobs_core::TriggerId::new();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let config =
+                hajobs_core::CassandraConfig::from_contact_list(&hajobs_tests::contact_list())
+                    .with_keyspace(keyspace.clone());
+            let store =
+                hajobs_core::RequestStore::new(hajobs_core::testing::connect().await, &config)
+                    .await
+                    .unwrap();
+            store.request("short", orphan, "test").await.unwrap();
+            assert!(
+                store
+                    .claim(orphan, &hajobs_core::NodeId::new("dead-node").unwrap())
+                    .await
+                    .unwrap()
+            );
+        });
+    let rerun = eventually(
+        Duration::from_secs(60),
+        "the orphaned trigger re-run",
+        || {
+            runs(&d.records())
+                .into_iter()
+                .find(|r| r.trigger_id == orphan.to_string())
+        },
+    );
+    let mut d = d;
+    d.stop();
+
+    let all = runs(&d.records());
+    let v = check(&all);
+    let mut ids: Vec<&str> = started.iter().map(|(_, id)| id.as_str()).collect();
+    ids.sort_unstable();
+    let ran_once = ids
+        .iter()
+        .all(|id| all.iter().filter(|r| r.job_id == *id).count() == 1);
+    let nodes: std::collections::BTreeSet<&str> =
+        started.iter().map(|(node, _)| node.as_str()).collect();
+    latencies.sort_unstable();
+    println!(
+        "chaos scenario=cluster-trigger trials={n} overlaps={} started={} locked={locked} replicas_used={} cli_p50_ms={} cli_p99_ms={} orphan_rerun_on={}",
+        v.overlaps,
+        started.len(),
+        nodes.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        rerun.node
+    );
+    assert_eq!(v.overlaps, 0, "{}", v.details.join("\n"));
+    assert!(ran_once, "a started trigger did not run exactly once");
+    // Every run came from a trigger: the started ones, --wait's, the orphan's.
+    assert!(
+        all.len() <= started.len() + 2,
+        "{} runs for {} started triggers",
+        all.len(),
+        started.len()
+    );
+    drop_keyspace(&keyspace);
+}

@@ -19,6 +19,7 @@
 //! | [`stats`] | [`JobStats`]: attempts, endings, success rate, durations per job type |
 //! | [`status_store`] | [`StatusStore`]: statuses written at quorum with retention, read newest first |
 //! | [`firing_store`] | [`FiringStore`]: each cron firing claimed once cluster-wide |
+//! | [`request_store`] | [`RequestStore`]: triggers asked of the cluster, claimed once by a replica that runs the job |
 //! | [`node_store`] | [`NodeStore`]: the registry of live replicas, rows with a TTL |
 //! | [`error`] | [`StoreError`], what went wrong talking to the cluster |
 //!
@@ -45,6 +46,7 @@ pub mod lease_store;
 pub mod lock_type;
 pub mod lwt;
 pub mod node_store;
+pub mod request_store;
 pub mod schema;
 pub mod stats;
 pub mod status;
@@ -61,6 +63,7 @@ pub use lease::{Acquired, FencingToken, Holder, Lease, LeaseTtl, Released, Renew
 pub use lease_store::LeaseStore;
 pub use lock_type::LockType;
 pub use node_store::{NodeRecord, NodeStore};
+pub use request_store::{RequestOutcome, RequestStore, TriggerRequest};
 pub use stats::JobStats;
 pub use status::{JobResult, JobState, JobStatus, JobType, StatusEntry};
 pub use status_store::StatusStore;

@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "node",
         cql: include_str!("../../../schema/0005_node.cql"),
     },
+    Migration {
+        version: 6,
+        name: "trigger_request",
+        cql: include_str!("../../../schema/0006_trigger_request.cql"),
+    },
 ];
 
 /// The keyspace's replication.

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, Parser, Subcommand};
 use hajobs_core::schema::{self, MIGRATIONS};
 use hajobs_core::{
-    CassandraConfig, JobId, JobType, LeaseStore, LockType, NodeStore, StatusEntry, StatusStore,
+    CassandraConfig, JobId, JobType, LeaseStore, LockType, NodeStore, RequestOutcome, RequestStore,
+    StatusEntry, StatusStore, TriggerId,
 };
 use hajobs_scheduler::{CancelOutcome, JobManager, StartOutcome};
 use hajobs_supervisor::Supervisor;
@@ -130,10 +131,19 @@ enum Command {
     },
     /// List the configured jobs and their next firing.
     Jobs,
-    /// Run a configured job now, here, under its lease, and wait for its end.
+    /// Run a job now on one of the replicas: a live replica that has it
+    /// configured claims the request and starts it. Exit 0 started, 3 the lock
+    /// is held, 1 an error or no live replica has the job.
     Trigger {
         /// The job type.
         job: String,
+        /// Follow the attempt to its end; exit 0 only for a successful result.
+        #[arg(long)]
+        wait: bool,
+        /// Run it in this process instead, under its lease, and wait for its
+        /// end (one-off use; needs the jobs' configuration).
+        #[arg(long, conflicts_with = "wait")]
+        here: bool,
     },
     /// Cancel the running attempt of a job, on whichever replica runs it.
     Cancel {
@@ -423,7 +433,10 @@ impl Cli {
                     );
                 }
             }
-            Command::Trigger { job } => trigger(&settings, &job).await?,
+            Command::Trigger {
+                job, here: true, ..
+            } => trigger(&settings, &job).await?,
+            Command::Trigger { job, wait, .. } => trigger_in_cluster(&settings, &job, wait).await?,
             Command::Cancel { job } => {
                 let manager = settings.manager("cancel").await?;
                 match manager.cancel(&job).await.map_err(input_if_unknown)? {
@@ -646,10 +659,114 @@ fn input_if_unknown(e: hajobs_scheduler::ManagerError) -> CliError {
     }
 }
 
+/// How long `hajobs trigger` waits for a replica to claim its request.
+const CLAIM_WAIT: Duration = Duration::from_secs(5);
+/// How long it waits, once claimed, for the outcome.
+const OUTCOME_WAIT: Duration = Duration::from_secs(15);
+
+/// `hajobs trigger JOB`: a request to the cluster, its outcome printed.
+async fn trigger_in_cluster(settings: &Settings, job: &str, wait: bool) -> Result<(), CliError> {
+    let job_type = JobType::new(job).map_err(CliError::input)?;
+    if let Some(daemon) = &settings.daemon {
+        if !daemon.jobs.iter().any(|j| j.spec.job_type == job_type) {
+            let names: Vec<&str> = daemon
+                .jobs
+                .iter()
+                .map(|j| j.spec.job_type.as_str())
+                .collect();
+            return Err(CliError::input(anyhow::anyhow!(
+                "unknown job type `{job}` (registered: {})",
+                names.join(", ")
+            )));
+        }
+    }
+    let session = settings.session().await?;
+    let requests = RequestStore::new(session.clone(), &settings.cassandra).await?;
+    let trigger_id = TriggerId::new();
+    let requested_by = format!(
+        "{}@{}",
+        std::env::var("USER").unwrap_or_else(|_| "?".into()),
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default()
+    );
+    requests.request(job, trigger_id, &requested_by).await?;
+    let asked = std::time::Instant::now();
+    let mut claimed: Option<std::time::Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let request = requests.get(trigger_id).await?;
+        let claimant = request.as_ref().and_then(|r| r.claimed_by.clone());
+        match request.and_then(|r| r.outcome) {
+            Some(RequestOutcome::Started {
+                job_id,
+                fencing_token,
+            }) => {
+                println!(
+                    "started {job} on {} as {job_id} (trigger {trigger_id}, fencing token {fencing_token})",
+                    claimant.as_deref().unwrap_or("?")
+                );
+                return if wait {
+                    follow(settings, &job_type, job_id).await
+                } else {
+                    Ok(())
+                };
+            }
+            Some(RequestOutcome::Locked { holder, owner }) => {
+                return Err(CliError::locked(anyhow::anyhow!(
+                    "locked: {job} is held by {holder} on {}",
+                    owner.as_deref().unwrap_or("(ha-jobs?)")
+                )));
+            }
+            Some(RequestOutcome::Error(e)) => {
+                return Err(anyhow::anyhow!("error: {job} not started: {e}").into());
+            }
+            None => {}
+        }
+        match (&claimant, claimed) {
+            (Some(_), None) => claimed = Some(std::time::Instant::now()),
+            (Some(node), Some(at)) if at.elapsed() > OUTCOME_WAIT => {
+                return Err(anyhow::anyhow!(
+                    "error: {job} was claimed by {node} but not started within {OUTCOME_WAIT:?}: that replica may have died; a live replica records the trigger {trigger_id} FAILED and the supervisor's retrigger rule applies"
+                )
+                .into());
+            }
+            (None, _) if asked.elapsed() > CLAIM_WAIT && requests.withdraw(trigger_id).await? => {
+                return Err(anyhow::anyhow!(
+                    "no live replica has {job} configured (nobody claimed the request in {CLAIM_WAIT:?}; it was withdrawn and will never start)"
+                )
+                .into());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `--wait`: the attempt's statuses until its end.
+async fn follow(settings: &Settings, job_type: &JobType, job_id: JobId) -> Result<(), CliError> {
+    let store = settings.status_store().await?;
+    loop {
+        if let Some(StatusEntry::Status(s)) = store.get(job_type, job_id).await? {
+            if s.result() != hajobs_core::JobResult::Pending {
+                println!("{}", serde_json::to_string(&s)?);
+                if s.result() != hajobs_core::JobResult::Success {
+                    return Err(
+                        anyhow::anyhow!("{job_type} attempt {job_id} ended {}", s.state).into(),
+                    );
+                }
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn trigger(settings: &Settings, job: &str) -> Result<(), CliError> {
     let manager = settings.manager("trigger").await?;
     match manager.trigger(job).await.map_err(input_if_unknown)? {
-        StartOutcome::Started { job_id, trigger_id } => {
+        StartOutcome::Started {
+            job_id, trigger_id, ..
+        } => {
             eprintln!("started {job} attempt {job_id} (trigger {trigger_id}) here");
             while manager.running_here(job) == Some(job_id) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -698,13 +815,14 @@ async fn serve(settings: &Settings) -> Result<(), CliError> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
-    let (manager, nodes) = loop {
+    let (manager, nodes, requests) = loop {
         let attempt = async {
             let session = settings.session().await?;
             let manager = settings.manager_on("serve", session.clone()).await?;
-            let nodes = NodeStore::new(session, &settings.cassandra).await?;
+            let nodes = NodeStore::new(session.clone(), &settings.cassandra).await?;
+            let requests = RequestStore::new(session, &settings.cassandra).await?;
             manager.start().await?;
-            Ok::<_, CliError>((manager, nodes))
+            Ok::<_, CliError>((manager, nodes, requests))
         };
         match attempt.await {
             Ok(ready) => break ready,
@@ -727,6 +845,11 @@ async fn serve(settings: &Settings) -> Result<(), CliError> {
         .clone()
         .map(|s| Supervisor::new(manager.clone(), s).spawn());
     let registry = crate::registry::Registry::spawn(nodes, manager.clone(), daemon);
+    let watcher = hajobs_scheduler::RequestWatcher::spawn(
+        manager.clone(),
+        Arc::new(requests),
+        hajobs_scheduler::WatchConfig::default(),
+    );
     tracing::info!(node = %daemon.node, jobs = daemon.jobs.len(), keyspace = %settings.cassandra.keyspace, "hajobs serving");
     // ha-jobs replicas use LOCAL_SERIAL: SERIAL on the same lock rows is
     // unsafe across data centres while they run.
@@ -742,6 +865,8 @@ async fn serve(settings: &Settings) -> Result<(), CliError> {
     if let Some(s) = supervisor {
         s.stop().await;
     }
+    // No new requests claimed here from now on; then the attempts end.
+    watcher.stop().await;
     manager.shutdown(daemon.shutdown_grace).await;
     registry.stop().await;
     Ok(())

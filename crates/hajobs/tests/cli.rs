@@ -100,22 +100,22 @@ async fn admin_commands_do_what_they_say_and_exit_with_their_codes() {
     expect(
         &env.run(&["schema", "apply"]),
         0,
-        "applied migrations [1, 2, 3, 4, 5]",
+        "applied migrations [1, 2, 3, 4, 5, 6]",
     );
     expect(
         &env.run(&["schema", "apply"]),
         0,
-        "already applied [1, 2, 3, 4, 5]",
+        "already applied [1, 2, 3, 4, 5, 6]",
     );
 
-    let out = env.run(&["trigger", "echo"]);
+    let out = env.run(&["trigger", "--here", "echo"]);
     expect(&out, 0, "\"state\":\"FINISHED\"");
     assert!(
         text(&out.stdout).contains("hi token=1"),
         "{}",
         text(&out.stdout)
     );
-    let out = env.run(&["trigger", "fails"]);
+    let out = env.run(&["trigger", "--here", "fails"]);
     expect(&out, 1, "ended FAILED");
     assert!(
         text(&out.stdout).contains("broken"),
@@ -169,7 +169,7 @@ async fn admin_commands_do_what_they_say_and_exit_with_their_codes() {
     expect(&out, 0, &holder.to_string());
     assert!(text(&out.stdout).contains("elsewhere"));
     expect(
-        &env.run(&["trigger", "echo"]),
+        &env.run(&["trigger", "--here", "echo"]),
         3,
         &format!("held by job {holder} on elsewhere"),
     );
@@ -355,7 +355,7 @@ lease_ttl = "3s"
     expect(&env.run(&["schema", "apply"]), 0, "applied");
     // `trigger` runs the job in its own process; cancel it from another.
     let runner = env
-        .command(&["trigger", "graceful"])
+        .command(&["trigger", "--here", "graceful"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -455,7 +455,7 @@ cron = "* * * * * *"
 "#,
     );
     expect(&env.run(&["schema", "apply"]), 0, "applied");
-    expect(&env.run(&["trigger", "echo"]), 0, "FINISHED");
+    expect(&env.run(&["trigger", "--here", "echo"]), 0, "FINISHED");
     // Newer rows than the good run: an unknown state, a wrong type, bad
     // JSON; and a lock row with a value no hajobs holder writes.
     let session = connect().await;
@@ -567,7 +567,11 @@ lease_ttl = "3s"
     // A child left running (and holding stdout) neither keeps the attempt
     // RUNNING nor outlives it.
     let started = Instant::now();
-    expect(&env.run(&["trigger", "leaves-a-child"]), 0, "FINISHED");
+    expect(
+        &env.run(&["trigger", "--here", "leaves-a-child"]),
+        0,
+        "FINISHED",
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "the attempt waited for its child: {:?}",
@@ -576,13 +580,13 @@ lease_ttl = "3s"
     let pid = std::fs::read_to_string(&left).unwrap();
     assert!(!alive(pid.trim()), "the child {pid} outlived its attempt");
     // A program that does not exist: FAILED, saying which.
-    let out = env.run(&["trigger", "no-such-program"]);
+    let out = env.run(&["trigger", "--here", "no-such-program"]);
     expect(&out, 1, "ended FAILED");
     expect(&out, 1, "cannot start `/nonexistent/hajobs-test-program`");
 
     // Cancelled: the children die too, even one in a session of its own.
     let runner = env
-        .command(&["trigger", "has-children"])
+        .command(&["trigger", "--here", "has-children"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -22,6 +22,7 @@
 //! | [`spec`] | [`JobSpec`]: lock type, cron, timeout, retrigger count, lease TTL |
 //! | [`cron`] | [`CronSchedule`] (croner, with seconds, time zones) and [`MissedRuns`] |
 //! | [`manager`] | [`JobManager`]: trigger, retrigger, cancel, start, shutdown |
+//! | [`requests`] | [`RequestWatcher`]: triggers asked of the cluster, claimed once and started here |
 //! | [`clock`] | [`Clock`]: the wall clock that names cron firings |
 //! | [`error`] | [`ManagerError`] |
 //! | `attempt` | one attempt from RUNNING to its final status |
@@ -70,6 +71,7 @@ pub mod cron;
 pub mod error;
 pub mod job;
 pub mod manager;
+pub mod requests;
 pub mod spec;
 
 pub use clock::{Clock, OffsetClock, SystemClock};
@@ -80,4 +82,5 @@ pub use job::{Done, FinalState, Job, JobError, JobOutcome};
 pub use manager::{
     CancelOutcome, DEFAULT_CANCEL_GRACE, JobManager, JobManagerBuilder, StartOutcome,
 };
+pub use requests::{RequestWatcher, WatchConfig};
 pub use spec::JobSpec;

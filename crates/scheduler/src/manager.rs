@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use hajobs_core::status_store::DEFAULT_RETENTION;
 use hajobs_core::{
-    Acquired, CancelReason, Cancellation, CassandraConfig, FiringStore, Holder, JobId, JobResult,
-    JobType, LeaseStore, NodeId, StatusEntry, StatusStore, TriggerId,
+    Acquired, CancelReason, Cancellation, CassandraConfig, FencingToken, FiringStore, Holder,
+    JobId, JobResult, JobType, LeaseStore, NodeId, StatusEntry, StatusStore, TriggerId,
 };
 use scylla::client::session::Session;
 
@@ -39,6 +39,8 @@ pub enum StartOutcome {
         trigger_id: TriggerId,
         /// The new attempt.
         job_id: JobId,
+        /// The token of its lease.
+        fencing_token: FencingToken,
     },
     /// The lock type is held by another attempt: nothing started.
     Locked {
@@ -526,7 +528,11 @@ impl JobManager {
                 state
             }
         });
-        Ok(StartOutcome::Started { trigger_id, job_id })
+        Ok(StartOutcome::Started {
+            trigger_id,
+            job_id,
+            fencing_token,
+        })
     }
 
     fn finished(&self, job_type: &JobType, job_id: JobId) {

@@ -86,7 +86,9 @@ async fn main() -> anyhow::Result<()> {
             continue;
         };
         let reply = match manager.trigger(job).await {
-            Ok(StartOutcome::Started { job_id, trigger_id }) => {
+            Ok(StartOutcome::Started {
+                job_id, trigger_id, ..
+            }) => {
                 format!("started {job} {job_id} {trigger_id}")
             }
             Ok(StartOutcome::Locked { holder, .. }) => format!("locked {job} {}", holder.job_id),

@@ -109,6 +109,24 @@ pub const EXPECTED: &[TableSpec] = &[
         partition_key: &["node_id"],
         clustering: &[],
     },
+    TableSpec {
+        name: "trigger_request",
+        columns: &[
+            ("shard", "int"),
+            ("trigger_id", "timeuuid"),
+            ("job_type", "text"),
+            ("requested_by", "text"),
+            ("claimed_by", "text"),
+            ("claimed_at", "timestamp"),
+            ("withdrawn", "boolean"),
+            ("outcome", "text"),
+            ("job_id", "timeuuid"),
+            ("fencing_token", "bigint"),
+            ("detail", "text"),
+        ],
+        partition_key: &["shard"],
+        clustering: &[("trigger_id", Order::Desc)],
+    },
 ];
 
 /// The key `job_status_data` had in keyspaces made by hajobs before

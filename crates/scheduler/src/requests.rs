@@ -1,0 +1,200 @@
+//! [`RequestWatcher`]: this replica's part in triggers asked of the cluster.
+//!
+//! Every [`WatchConfig::interval`] it reads the requests of the last
+//! [`WatchConfig::window`] (one partition, one read) and, for each request
+//! of a job type registered here that nobody claimed or withdrew, tries to
+//! claim it (an LWT: exactly one replica wins). The winner starts the
+//! attempt under the request's trigger id — [`JobManager::retrigger`], so
+//! the lease, the statuses and the supervisor's rules apply as to any other
+//! trigger — and records the outcome for the CLI.
+//!
+//! A request claimed by a replica that then died before starting it would
+//! otherwise be lost: a live replica that has the job type closes such a
+//! request once its claim is older than [`WatchConfig::stale`] (an LWT, so
+//! once), recording it as an error and writing a FAILED status for its
+//! trigger, which `hajobs status` shows and the supervisor's retrigger rule
+//! re-runs within the job's retrigger count.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use hajobs_core::{
+    JobId, JobState, JobStatus, JobType, RequestOutcome, RequestStore, TriggerRequest,
+};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use crate::manager::{JobManager, StartOutcome};
+
+/// How the watcher polls.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchConfig {
+    /// Between two reads of the recent requests (default 250 ms).
+    pub interval: Duration,
+    /// How far back a read looks (default 60 s): older unclaimed requests
+    /// were withdrawn by their CLI long ago.
+    pub window: Duration,
+    /// A claim older than this without an outcome is closed as failed
+    /// (default 20 s).
+    pub stale: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(250),
+            window: Duration::from_secs(60),
+            stale: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The running watcher; [`RequestWatcher::stop`] ends it.
+#[derive(Debug)]
+pub struct RequestWatcher {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RequestWatcher {
+    /// Starts watching for requests of the job types `manager` has.
+    pub fn spawn(manager: JobManager, store: Arc<RequestStore>, config: WatchConfig) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        // Claimed here and still starting: not stale, whatever the clocks say.
+        let in_flight: Arc<Mutex<HashSet<hajobs_core::TriggerId>>> = Arc::default();
+        let task = tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                match store.recent(config.window).await {
+                    Ok(requests) => {
+                        failing = false;
+                        for r in requests {
+                            handle(&manager, &store, &config, &in_flight, r).await;
+                        }
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot read trigger requests; retrying");
+                    }
+                    Err(_) => {}
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(config.interval) => {}
+                    _ = stopped.changed() => return,
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops watching (a claim in progress completes first).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn handle(
+    manager: &JobManager,
+    store: &Arc<RequestStore>,
+    config: &WatchConfig,
+    in_flight: &Arc<Mutex<HashSet<hajobs_core::TriggerId>>>,
+    r: TriggerRequest,
+) {
+    if r.outcome.is_some() || r.withdrawn || manager.spec(&r.job_type).is_err() {
+        return;
+    }
+    match &r.claimed_by {
+        None => match store.claim(r.trigger_id, manager.node()).await {
+            Ok(true) => {
+                in_flight.lock().expect("poisoned").insert(r.trigger_id);
+                // Started in its own task: a slow start of one job does not
+                // hold up the requests of the others.
+                let (manager, store, in_flight) =
+                    (manager.clone(), store.clone(), in_flight.clone());
+                tokio::spawn(async move {
+                    start(&manager, &store, &r).await;
+                    in_flight.lock().expect("poisoned").remove(&r.trigger_id);
+                });
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(trigger_id = %r.trigger_id, error = %e, "claim of a trigger request failed")
+            }
+        },
+        Some(claimant) => {
+            let stale = r
+                .claimed_at
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > config.stale);
+            if stale && !in_flight.lock().expect("poisoned").contains(&r.trigger_id) {
+                close_stale(manager, store, &r, claimant).await;
+            }
+        }
+    }
+}
+
+async fn start(manager: &JobManager, store: &RequestStore, r: &TriggerRequest) {
+    let outcome = match manager.retrigger(&r.job_type, r.trigger_id).await {
+        Ok(StartOutcome::Started {
+            job_id,
+            fencing_token,
+            ..
+        }) => RequestOutcome::Started {
+            job_id,
+            fencing_token,
+        },
+        Ok(StartOutcome::Locked { holder, .. }) => RequestOutcome::Locked {
+            holder: holder.job_id,
+            owner: holder.owner,
+        },
+        Ok(StartOutcome::Error { details, .. }) => RequestOutcome::Error(details),
+        Err(e) => RequestOutcome::Error(e.to_string()),
+    };
+    tracing::info!(job_type = %r.job_type, trigger_id = %r.trigger_id, requested_by = ?r.requested_by, ?outcome, "trigger request handled");
+    if let Err(e) = store.record(r.trigger_id, &outcome).await {
+        tracing::error!(trigger_id = %r.trigger_id, error = %e, "outcome of a trigger request not recorded");
+    }
+}
+
+/// A claim nobody followed up: recorded as failed, once, with a FAILED
+/// status for its trigger.
+async fn close_stale(
+    manager: &JobManager,
+    store: &RequestStore,
+    r: &TriggerRequest,
+    claimant: &str,
+) {
+    let message = format!(
+        "claimed by {claimant} but never started (that replica died or stalled before starting it)"
+    );
+    match store
+        .record_if_none(r.trigger_id, &RequestOutcome::Error(message.clone()))
+        .await
+    {
+        Ok(true) => {
+            let Ok(job_type) = JobType::new(r.job_type.clone()) else {
+                return;
+            };
+            let status = JobStatus {
+                job_type,
+                job_id: JobId::new(),
+                trigger_id: r.trigger_id,
+                timestamp: SystemTime::now(),
+                state: JobState::Failed,
+                owner: Some(manager.node().clone()),
+                fencing_token: None,
+                content: Some(json!({ "error": message, "requested_by": r.requested_by })),
+            };
+            tracing::warn!(job_type = %r.job_type, trigger_id = %r.trigger_id, claimant, "trigger request claimed but never started: recorded FAILED");
+            if let Err(e) = manager.statuses().write(&status).await {
+                tracing::error!(trigger_id = %r.trigger_id, error = %e, "FAILED status of an unstarted request not recorded");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(trigger_id = %r.trigger_id, error = %e, "closing a stale trigger request failed")
+        }
+    }
+}
