@@ -130,7 +130,21 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// List the configured jobs and their next firing.
-    Jobs,
+    Jobs {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow the running attempt of a job: each progress update (its
+    /// `ctx.progress` content) as it is published, then its final status.
+    /// Exit 0 only for a successful end.
+    Watch {
+        /// The job type.
+        job: String,
+        /// How long to wait for an attempt to be running.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
     /// Run a job now on one of the replicas: a live replica that has it
     /// configured claims the request and starts it. Exit 0 started, 3 the lock
     /// is held, 1 an error or no live replica has the job.
@@ -410,29 +424,53 @@ impl Cli {
             }
             Command::Serve => serve(&settings).await?,
             Command::Completions { .. } => unreachable!("answered before the settings"),
-            Command::Jobs => {
+            Command::Jobs { json } => {
                 let daemon = settings.daemon("jobs")?;
                 let now = chrono::Utc::now();
-                println!(
-                    "{:<24} {:<24} {:<28} NEXT FIRING (UTC)",
-                    "JOB TYPE", "LOCK TYPE", "CRON"
-                );
+                if !json {
+                    println!(
+                        "{:<24} {:<24} {:<28} NEXT FIRING (UTC)",
+                        "JOB TYPE", "LOCK TYPE", "CRON"
+                    );
+                }
                 for job in &daemon.jobs {
-                    let (cron, next) = match &job.spec.schedule {
-                        Some(s) => (
-                            format!("{} {}", s.expression(), s.time_zone()),
-                            s.next_after(now)
-                                .map(|t| t.to_rfc3339())
-                                .unwrap_or_default(),
-                        ),
-                        None => ("(manual)".into(), String::new()),
+                    let next = job
+                        .spec
+                        .schedule
+                        .as_ref()
+                        .and_then(|s| s.next_after(now))
+                        .map(|t| t.to_rfc3339());
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "job_type": job.spec.job_type.as_str(),
+                                "lock_type": job.spec.lock_type.as_str(),
+                                "cron": job.spec.schedule.as_ref().map(|s| s.expression().to_owned()),
+                                "time_zone": job.spec.schedule.as_ref().map(|s| s.time_zone().to_string()),
+                                "next_firing": next,
+                                "command": job.command,
+                                "retrigger_count": job.spec.retrigger_count,
+                                "timeout_ms": job.spec.timeout.map(|t| t.as_millis() as u64),
+                                "lease_ttl_ms": job.spec.keeper.ttl().duration().as_millis() as u64,
+                            })
+                        );
+                        continue;
+                    }
+                    let cron = match &job.spec.schedule {
+                        Some(s) => format!("{} {}", s.expression(), s.time_zone()),
+                        None => "(manual)".into(),
                     };
                     println!(
-                        "{:<24} {:<24} {:<28} {next}",
-                        job.spec.job_type, job.spec.lock_type, cron
+                        "{:<24} {:<24} {:<28} {}",
+                        job.spec.job_type,
+                        job.spec.lock_type,
+                        cron,
+                        next.unwrap_or_default()
                     );
                 }
             }
+            Command::Watch { job, wait } => watch(&settings, &job, wait).await?,
             Command::Trigger {
                 job, here: true, ..
             } => trigger(&settings, &job).await?,
@@ -739,6 +777,68 @@ async fn trigger_in_cluster(settings: &Settings, job: &str, wait: bool) -> Resul
             }
             _ => {}
         }
+    }
+}
+
+/// `hajobs watch JOB`: the running attempt's progress, live, to its end.
+async fn watch(settings: &Settings, job: &str, wait: Duration) -> Result<(), CliError> {
+    let job_type = JobType::new(job).map_err(CliError::input)?;
+    let store = settings.status_store().await?;
+    let started = std::time::Instant::now();
+    let attempt = loop {
+        let running = store
+            .history(&job_type, 5)
+            .await?
+            .into_iter()
+            .find_map(|e| match e {
+                StatusEntry::Status(s) if s.result() == hajobs_core::JobResult::Pending => Some(s),
+                _ => None,
+            });
+        if let Some(s) = running {
+            break s;
+        }
+        if started.elapsed() >= wait {
+            return Err(anyhow::anyhow!(
+                "{job} has no running attempt (waited {})",
+                humantime::format_duration(wait)
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "watching {job} attempt {} on {} (trigger {})",
+        attempt.job_id,
+        attempt.owner.as_ref().map_or("?", |o| o.as_str()),
+        attempt.trigger_id
+    );
+    let mut shown = None;
+    loop {
+        // The attempt's newest status, content included.
+        if let Some(StatusEntry::Status(s)) = store.get(&job_type, attempt.job_id).await? {
+            if s.result() != hajobs_core::JobResult::Pending {
+                println!("{}", serde_json::to_string(&s)?);
+                if s.result() != hajobs_core::JobResult::Success {
+                    return Err(
+                        anyhow::anyhow!("{job} attempt {} ended {}", s.job_id, s.state).into(),
+                    );
+                }
+                return Ok(());
+            }
+            let progress = (s.timestamp, s.content.clone());
+            if s.content.is_some() && shown.as_ref() != Some(&progress) {
+                println!(
+                    "{} {}",
+                    rfc3339(s.timestamp),
+                    s.content
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                );
+                shown = Some(progress);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

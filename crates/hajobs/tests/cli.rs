@@ -136,6 +136,14 @@ async fn admin_commands_do_what_they_say_and_exit_with_their_codes() {
         "\"state\":\"FAILED\"",
     );
     expect(&env.run(&["jobs"]), 0, "(manual)");
+    let out = env.run(&["jobs", "--json"]);
+    expect(&out, 0, "\"job_type\":\"echo\"");
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+    expect(
+        &env.run(&["watch", "echo", "--wait", "1s"]),
+        1,
+        "echo has no running attempt",
+    );
     // Statistics per job type.
     let out = env.run(&["stats", "--json"]);
     expect(&out, 0, "\"job_type\":\"echo\"");
@@ -735,5 +743,29 @@ async fn completions_and_json_logs_for_shippers() {
             .is_some_and(|l| l.contains("cannot start serving yet")),
         "{seen:#?}"
     );
+    env.drop().await;
+}
+
+#[tokio::test]
+async fn watch_follows_a_running_attempt_to_its_end() {
+    let env = Env::new(
+        "watch",
+        "[[job]]\nname = \"slow\"\ncommand = [\"sh\", \"-c\", \"sleep 2; echo done\"]\n",
+    );
+    expect(&env.run(&["schema", "apply"]), 0, "applied");
+    let runner = env
+        .command(&["trigger", "--here", "slow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = env.run(&["watch", "slow", "--wait", "20s"]);
+    expect(&out, 0, "watching slow attempt");
+    assert!(
+        text(&out.stdout).contains("\"state\":\"FINISHED\""),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(runner.wait_with_output().unwrap().status.success());
     env.drop().await;
 }
