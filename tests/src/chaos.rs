@@ -79,7 +79,9 @@ pub struct Run {
 /// Reads a records file; a torn or foreign line fails the test loudly.
 pub fn read_records(path: &Path) -> Vec<Record> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
+    // A line still being written (no newline yet) is read next time.
+    text.split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();

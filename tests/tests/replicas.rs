@@ -358,7 +358,9 @@ async fn failover_retrigger_count_bounds_the_reruns_of_a_crashing_job() {
 /// Trace lines `(token, epoch_ms)` of `job` written by `node`.
 fn trace(dir: &Path, node: &str, job: &str) -> Vec<(i64, u128)> {
     let text = std::fs::read_to_string(dir.join(format!("{node}.trace"))).unwrap_or_default();
-    text.lines()
+    // Only whole lines: the replica may be writing the last one right now.
+    text.split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
         .filter_map(|l| {
             let mut w = l.split(' ');
             (w.next()? == job).then(|| {

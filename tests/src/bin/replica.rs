@@ -118,7 +118,9 @@ async fn work(ctx: JobContext, trace: std::path::PathBuf, secs: u64) -> Result<D
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
-        writeln!(file, "{} {} {ms}", ctx.job_type, ctx.fencing_token)?;
+        // One write per line: a reader never sees half a line.
+        let line = format!("{} {} {ms}\n", ctx.job_type, ctx.fencing_token);
+        file.write_all(line.as_bytes())?;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(Done::finished())
