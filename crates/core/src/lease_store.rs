@@ -138,6 +138,26 @@ impl LeaseStore {
         owner: &NodeId,
         ttl: LeaseTtl,
     ) -> Result<Acquired, StoreError> {
+        let started = Instant::now();
+        let result = self.acquire_once(lock_type, job_id, owner, ttl).await;
+        crate::metrics::lease_acquire(
+            started.elapsed(),
+            match &result {
+                Ok(Acquired::Acquired(_)) => "acquired",
+                Ok(Acquired::Held(_)) => "locked",
+                Err(_) => "error",
+            },
+        );
+        result
+    }
+
+    async fn acquire_once(
+        &self,
+        lock_type: &LockType,
+        job_id: JobId,
+        owner: &NodeId,
+        ttl: LeaseTtl,
+    ) -> Result<Acquired, StoreError> {
         let what = || format!("acquiring lock type `{lock_type}` for job {job_id}");
         let mut expected = self.cached_token(lock_type);
         for _ in 0..STALE_TOKEN_RETRIES {
@@ -278,13 +298,32 @@ impl LeaseStore {
     /// caller must treat the lease as at risk (the lock keeper counts its
     /// deadline from the last confirmed renewal).
     pub async fn renew(&self, lease: &Lease) -> Result<Renewed, StoreError> {
-        self.renew_with(&self.renew, lease).await
+        self.renew_measured(&self.renew, lease).await
     }
 
     /// Extends `lease` by its TTL if it is still held by its job, whether or
     /// not a cancel was requested.
     pub async fn renew_while_stopping(&self, lease: &Lease) -> Result<Renewed, StoreError> {
-        self.renew_with(&self.renew_stopping, lease).await
+        self.renew_measured(&self.renew_stopping, lease).await
+    }
+
+    async fn renew_measured(
+        &self,
+        statement: &PreparedStatement,
+        lease: &Lease,
+    ) -> Result<Renewed, StoreError> {
+        let started = Instant::now();
+        let result = self.renew_with(statement, lease).await;
+        crate::metrics::lease_renew(
+            started.elapsed(),
+            match &result {
+                Ok(Renewed::Renewed { .. }) => "renewed",
+                Ok(Renewed::CancelRequested) => "cancel_requested",
+                Ok(Renewed::Lost) => "lost",
+                Err(_) => "error",
+            },
+        );
+        result
     }
 
     async fn renew_with(
@@ -357,7 +396,17 @@ impl LeaseStore {
 
     /// Gives the lease up. A lease already gone is [`Released::NotHolder`].
     pub async fn release(&self, lease: &Lease) -> Result<Released, StoreError> {
-        self.release_holder(&lease.lock_type, lease.job_id).await
+        let started = Instant::now();
+        let result = self.release_holder(&lease.lock_type, lease.job_id).await;
+        crate::metrics::lease_release(
+            started.elapsed(),
+            match &result {
+                Ok(Released::Released) => "released",
+                Ok(Released::NotHolder) => "not_holder",
+                Err(_) => "error",
+            },
+        );
+        result
     }
 
     /// Releases `lock_type` if `job_id` still holds it: the conditional half

@@ -21,6 +21,7 @@
 //! | [`firing_store`] | [`FiringStore`]: each cron firing claimed once cluster-wide |
 //! | [`request_store`] | [`RequestStore`]: triggers asked of the cluster, claimed once by a replica that runs the job |
 //! | [`node_store`] | [`NodeStore`]: the registry of live replicas, rows with a TTL |
+//! | [`metrics`] | the metrics hajobs records (leases, attempts, supervisor, cron lag, triggers), named once |
 //! | [`error`] | [`StoreError`], what went wrong talking to the cluster |
 //!
 //! ## Example
@@ -45,6 +46,7 @@ pub mod lease;
 pub mod lease_store;
 pub mod lock_type;
 pub mod lwt;
+pub mod metrics;
 pub mod node_store;
 pub mod request_store;
 pub mod schema;

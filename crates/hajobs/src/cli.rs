@@ -6,14 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use hajobs_core::schema::{self, MIGRATIONS};
-use hajobs_core::{
-    CassandraConfig, JobId, JobType, LeaseStore, LockType, NodeStore, RequestOutcome, RequestStore,
-    StatusEntry, StatusStore, TriggerId,
-};
-use hajobs_scheduler::{CancelOutcome, JobManager, StartOutcome};
-use hajobs_supervisor::Supervisor;
+use hajobs_core::{CassandraConfig, JobId, JobType, StatusEntry};
+use hajobs_scheduler::{JobManager, StartOutcome};
 use scylla::client::session::Session;
 
+use crate::admin::{Admin, AdminError, ErrorKind, HolderView, Unlocked};
 use crate::config::{self, DaemonConfig, Overrides};
 
 /// An error of the CLI with its exit code.
@@ -57,10 +54,14 @@ impl std::fmt::Display for CliError {
 
 impl<E: Into<anyhow::Error>> From<E> for CliError {
     fn from(error: E) -> Self {
-        Self {
-            code: 1,
-            error: error.into(),
-        }
+        let error = error.into();
+        // An admin operation's failure says its own kind.
+        let code = match error.downcast_ref::<AdminError>().map(|e| e.kind) {
+            Some(ErrorKind::BadInput | ErrorKind::UnknownJob) => 2,
+            Some(ErrorKind::Locked) => 3,
+            _ => 1,
+        };
+        Self { code, error }
     }
 }
 
@@ -96,6 +97,19 @@ struct GlobalArgs {
     /// This replica's node id (overrides the file; default the host name).
     #[arg(long, global = true, env = "HAJOBS_NODE_ID")]
     node_id: Option<String>,
+    /// Serve the HTTP API, page and metrics at this address (turns `[http]`
+    /// on, over the file's `listen`).
+    #[arg(long, global = true, env = "HAJOBS_HTTP_LISTEN")]
+    http_listen: Option<String>,
+    /// The HTTP API's admin token (over the file's `http.admin_token`): every
+    /// mutating route then requires `Authorization: Bearer TOKEN`.
+    #[arg(
+        long,
+        global = true,
+        env = "HAJOBS_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
     /// Log lines as text (coloured on a terminal) or as JSON objects, one per
     /// line, for log shippers. Logs go to stderr; a command's output to stdout.
     #[arg(
@@ -124,6 +138,8 @@ enum Command {
     /// Create or print the CQL schema.
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// Print the HTTP API's OpenAPI document (what `GET /openapi.json` serves).
+    Openapi,
     /// Print a shell completion script: `hajobs completions bash > /etc/bash_completion.d/hajobs`.
     Completions {
         /// The shell.
@@ -244,9 +260,9 @@ struct ReplicationArg {
 }
 
 /// What the commands need to know: the file (if any) with overrides applied.
-struct Settings {
-    daemon: Option<DaemonConfig>,
-    cassandra: CassandraConfig,
+pub(crate) struct Settings {
+    pub(crate) daemon: Option<Arc<DaemonConfig>>,
+    pub(crate) cassandra: CassandraConfig,
     replication: schema::Replication,
 }
 
@@ -257,13 +273,17 @@ impl GlobalArgs {
             keyspace: self.keyspace.clone(),
             datacenter: self.datacenter.clone(),
             node_id: self.node_id.clone(),
+            http_listen: self.http_listen.clone(),
+            admin_token: self.admin_token.clone(),
         }
     }
 
     fn settings(&self) -> Result<Settings, CliError> {
         let overrides = self.overrides();
         let daemon = match &self.config {
-            Some(path) => Some(config::load(path, &overrides).map_err(CliError::input)?),
+            Some(path) => Some(Arc::new(
+                config::load(path, &overrides).map_err(CliError::input)?,
+            )),
             None => None,
         };
         let (cassandra, replication) = match &daemon {
@@ -284,13 +304,13 @@ impl GlobalArgs {
 }
 
 impl Settings {
-    fn daemon(&self, command: &str) -> Result<&DaemonConfig, CliError> {
+    pub(crate) fn daemon(&self, command: &str) -> Result<&Arc<DaemonConfig>, CliError> {
         self.daemon.as_ref().ok_or_else(|| {
             CliError::input(anyhow::anyhow!("`hajobs {command}` needs the jobs' configuration: pass --config FILE or set HAJOBS_CONFIG"))
         })
     }
 
-    async fn session(&self) -> Result<Arc<Session>, CliError> {
+    pub(crate) async fn session(&self) -> Result<Arc<Session>, CliError> {
         let session = self.cassandra.connect().await?;
         let ks = &self.cassandra.keyspace;
         let applied = schema::applied_versions(&session, ks).await.map_err(|e| {
@@ -320,16 +340,23 @@ impl Settings {
         Ok(session)
     }
 
-    async fn status_store(&self) -> Result<StatusStore, CliError> {
-        let retention = hajobs_core::status_store::DEFAULT_RETENTION;
-        Ok(StatusStore::new(self.session().await?, &self.cassandra, retention).await?)
+    /// The admin layer; `with_manager` for the operations that need the
+    /// jobs' configuration as a job manager (cancel).
+    async fn admin(&self, with_manager: bool) -> Result<Admin, CliError> {
+        let session = self.session().await?;
+        let manager = if with_manager {
+            Some(self.manager_on("cancel", session.clone()).await?)
+        } else {
+            None
+        };
+        Ok(Admin::new(&self.cassandra, session, self.daemon.clone(), manager).await?)
     }
 
     async fn manager(&self, command: &str) -> Result<JobManager, CliError> {
         self.manager_on(command, self.session().await?).await
     }
 
-    async fn manager_on(
+    pub(crate) async fn manager_on(
         &self,
         command: &str,
         session: Arc<Session>,
@@ -365,6 +392,10 @@ impl Cli {
         if let Command::Completions { shell } = self.command {
             let mut command = <Self as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "hajobs", &mut std::io::stdout());
+            return Ok(());
+        }
+        if let Command::Openapi = self.command {
+            println!("{}", crate::http::openapi_json());
             return Ok(());
         }
         let settings = self.global.settings()?;
@@ -422,51 +453,42 @@ impl Cli {
                 )
                 .into());
             }
-            Command::Serve => serve(&settings).await?,
-            Command::Completions { .. } => unreachable!("answered before the settings"),
+            Command::Serve => crate::daemon::serve(&settings).await?,
+            Command::Completions { .. } | Command::Openapi => {
+                unreachable!("answered before the settings")
+            }
             Command::Jobs { json } => {
-                let daemon = settings.daemon("jobs")?;
-                let now = chrono::Utc::now();
-                if !json {
-                    println!(
-                        "{:<24} {:<24} {:<28} NEXT FIRING (UTC)",
-                        "JOB TYPE", "LOCK TYPE", "CRON"
-                    );
+                let jobs = settings.admin(false).await?.jobs().await?;
+                if json {
+                    return print_json_lines(&jobs);
                 }
-                for job in &daemon.jobs {
-                    let next = job
-                        .spec
-                        .schedule
-                        .as_ref()
-                        .and_then(|s| s.next_after(now))
-                        .map(|t| t.to_rfc3339());
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({
-                                "job_type": job.spec.job_type.as_str(),
-                                "lock_type": job.spec.lock_type.as_str(),
-                                "cron": job.spec.schedule.as_ref().map(|s| s.expression().to_owned()),
-                                "time_zone": job.spec.schedule.as_ref().map(|s| s.time_zone().to_string()),
-                                "next_firing": next,
-                                "command": job.command,
-                                "retrigger_count": job.spec.retrigger_count,
-                                "timeout_ms": job.spec.timeout.map(|t| t.as_millis() as u64),
-                                "lease_ttl_ms": job.spec.keeper.ttl().duration().as_millis() as u64,
-                            })
-                        );
-                        continue;
-                    }
-                    let cron = match &job.spec.schedule {
-                        Some(s) => format!("{} {}", s.expression(), s.time_zone()),
-                        None => "(manual)".into(),
+                println!(
+                    "{:<24} {:<24} {:<28} {:<26} {:<20} LATEST",
+                    "JOB TYPE", "LOCK TYPE", "CRON", "NEXT FIRING (UTC)", "HOLDER"
+                );
+                for j in &jobs {
+                    let cron = match (&j.cron, &j.time_zone) {
+                        (Some(c), Some(tz)) => format!("{c} {tz}"),
+                        _ => "(manual)".into(),
+                    };
+                    let latest = match &j.latest {
+                        Some(StatusEntry::Status(s)) => {
+                            format!("{} {}", s.state.as_str(), rfc3339(s.timestamp))
+                        }
+                        Some(StatusEntry::Corrupt { .. }) => "(corrupt row)".into(),
+                        None => "-".into(),
                     };
                     println!(
-                        "{:<24} {:<24} {:<28} {}",
-                        job.spec.job_type,
-                        job.spec.lock_type,
+                        "{:<24} {:<24} {:<28} {:<26} {:<20} {}",
+                        j.job_type,
+                        j.lock_type,
                         cron,
-                        next.unwrap_or_default()
+                        j.next_firing.as_deref().unwrap_or("-"),
+                        j.holder
+                            .as_ref()
+                            .map(|h| h.owner.clone().unwrap_or_else(|| "(ha-jobs?)".into()))
+                            .unwrap_or_else(|| "-".into()),
+                        latest
                     );
                 }
             }
@@ -474,98 +496,61 @@ impl Cli {
             Command::Trigger {
                 job, here: true, ..
             } => trigger(&settings, &job).await?,
-            Command::Trigger { job, wait, .. } => trigger_in_cluster(&settings, &job, wait).await?,
+            Command::Trigger { job, wait, .. } => {
+                let admin = settings.admin(false).await?;
+                let t = admin.trigger(&job, &requested_by()).await?;
+                println!(
+                    "started {} on {} as {} (trigger {}, fencing token {})",
+                    t.job_type, t.node, t.job_id, t.trigger_id, t.fencing_token
+                );
+                if wait {
+                    let job_type = admin.job_type(&job)?;
+                    let job_id: JobId = t.job_id.parse()?;
+                    follow(&admin, &job_type, job_id).await?;
+                }
+            }
             Command::Cancel { job } => {
-                let manager = settings.manager("cancel").await?;
-                match manager.cancel(&job).await.map_err(input_if_unknown)? {
-                    CancelOutcome::CancelledLocally(id)
-                    | CancelOutcome::CancelledRemotely(hajobs_core::Holder {
-                        job_id: id, ..
-                    }) => {
-                        println!(
-                            "cancelled {job} attempt {id}: its replica stops it within one renewal interval"
-                        )
-                    }
-                    CancelOutcome::NotRunning => println!("{job} is not running"),
-                    CancelOutcome::ForeignHolder(h) => {
-                        return Err(anyhow::anyhow!(
-                            "{job} attempt {} is held by a holder that cannot be cancelled through the lock (ha-jobs?); use its own API or `hajobs unlock {}`",
-                            h.job_id,
-                            h.lock_type
-                        )
-                        .into());
-                    }
+                let c = settings.admin(true).await?.cancel(&job).await?;
+                match (&c.job_id, &c.node) {
+                    (Some(id), node) => println!(
+                        "cancelled {job} attempt {id} on {}: its replica stops it within one renewal interval",
+                        node.as_deref().unwrap_or("?")
+                    ),
+                    (None, _) => println!("{job} is not running"),
                 }
             }
             Command::Status { job, limit, json } => {
-                let store = settings.status_store().await?;
-                let entries = match job {
-                    Some(j) => {
-                        store
-                            .history(&JobType::new(j).map_err(CliError::input)?, limit)
-                            .await?
-                    }
-                    None => with_last_good(&store, store.latest_of_all().await?).await?,
-                };
+                let entries = settings
+                    .admin(false)
+                    .await?
+                    .status(job.as_deref(), limit)
+                    .await?;
                 print_entries(&entries, json)?;
             }
             Command::History { job, job_id } => {
-                let job_id: JobId = job_id
-                    .parse()
-                    .map_err(|e| CliError::input(anyhow::anyhow!("job id `{job_id}`: {e}")))?;
-                let store = settings.status_store().await?;
-                let entries = store
-                    .run_history(&JobType::new(job).map_err(CliError::input)?, job_id)
-                    .await?;
-                if entries.is_empty() {
-                    return Err(anyhow::anyhow!("no attempt {job_id} recorded").into());
-                }
+                let entries = settings.admin(false).await?.attempt(&job, &job_id).await?;
                 print_entries(&entries, true)?;
             }
             Command::Stats { job, json } => {
-                let store = settings.status_store().await?;
-                let job_types: Vec<JobType> = match job {
-                    Some(j) => vec![JobType::new(j).map_err(CliError::input)?],
-                    None => store
-                        .latest_of_all()
-                        .await?
-                        .iter()
-                        .filter_map(|e| match e {
-                            StatusEntry::Status(s) => Some(s.job_type.clone()),
-                            StatusEntry::Corrupt { job_type, .. } => {
-                                job_type.clone().and_then(|t| JobType::new(t).ok())
-                            }
-                        })
-                        .collect(),
-                };
-                if !json {
-                    println!(
-                        "{:<24} {:>8} {:>8} {:>8} {:>6} {:>8} {:>8} {:>9} {:>9} {:>9}  {:<24} LAST FAILURE",
-                        "JOB TYPE",
-                        "ATTEMPTS",
-                        "FINISHED",
-                        "FAILED",
-                        "DEAD",
-                        "CANCELED",
-                        "SUCCESS",
-                        "P50",
-                        "P95",
-                        "MAX",
-                        "LAST SUCCESS"
-                    );
+                let stats = settings.admin(false).await?.stats(job.as_deref()).await?;
+                if json {
+                    return print_json_lines(&stats);
                 }
-                for job_type in job_types {
-                    let latest: Vec<hajobs_core::JobStatus> = store
-                        .history(&job_type, STATS_DEPTH)
-                        .await?
-                        .into_iter()
-                        .filter_map(|e| e.status().cloned())
-                        .collect();
-                    let s = hajobs_core::JobStats::from_latest(job_type.as_str(), &latest);
-                    if json {
-                        println!("{}", serde_json::to_string(&s)?);
-                        continue;
-                    }
+                println!(
+                    "{:<24} {:>8} {:>8} {:>8} {:>6} {:>8} {:>8} {:>9} {:>9} {:>9}  {:<24} LAST FAILURE",
+                    "JOB TYPE",
+                    "ATTEMPTS",
+                    "FINISHED",
+                    "FAILED",
+                    "DEAD",
+                    "CANCELED",
+                    "SUCCESS",
+                    "P50",
+                    "P95",
+                    "MAX",
+                    "LAST SUCCESS"
+                );
+                for s in &stats {
                     let ms = |v: Option<u64>| {
                         v.map_or("-".to_owned(), |v| format!("{:.1}s", v as f64 / 1000.0))
                     };
@@ -594,31 +579,28 @@ impl Cli {
                 }
             }
             Command::Nodes { json } => {
-                let store = NodeStore::new(settings.session().await?, &settings.cassandra).await?;
-                let now = hajobs_core::node_store::now_millis();
-                let nodes = store.list().await?;
+                let nodes = settings.admin(false).await?.nodes().await?;
                 if json {
-                    for n in &nodes {
-                        println!("{}", serde_json::to_string(n)?);
-                    }
-                    return Ok(());
+                    return print_json_lines(&nodes);
                 }
+                let now = hajobs_core::node_store::now_millis();
                 println!(
-                    "{:<20} {:<16} {:>8} {:<8} {:<24} {:>9}  JOB TYPES / RUNNING",
-                    "NODE", "HOST", "PID", "VERSION", "STARTED (UTC)", "SEEN"
+                    "{:<20} {:<16} {:>8} {:<8} {:<24} {:>9}  {:<22} JOB TYPES / RUNNING",
+                    "NODE", "HOST", "PID", "VERSION", "STARTED (UTC)", "SEEN", "HTTP"
                 );
                 for n in &nodes {
                     let started = chrono::DateTime::from_timestamp_millis(n.started_at_ms)
                         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                         .unwrap_or_default();
                     println!(
-                        "{:<20} {:<16} {:>8} {:<8} {:<24} {:>7.1}s  {} / {}",
+                        "{:<20} {:<16} {:>8} {:<8} {:<24} {:>7.1}s  {:<22} {} / {}",
                         n.node_id,
                         n.host,
                         n.pid,
                         n.version,
                         started,
                         (now - n.seen_at_ms).max(0) as f64 / 1000.0,
+                        n.http.as_deref().unwrap_or("-"),
                         n.job_types.join(","),
                         if n.running.is_empty() {
                             "-".to_owned()
@@ -629,36 +611,23 @@ impl Cli {
                 }
             }
             Command::Locks { json } => {
-                let store = LeaseStore::new(settings.session().await?, &settings.cassandra).await?;
+                let holders = settings.admin(false).await?.locks().await?;
                 if json {
-                    for h in store.list().await? {
-                        println!(
-                            "{}",
-                            serde_json::json!({
-                                "lock_type": h.lock_type.as_str(),
-                                "job_id": h.job_id.to_string(),
-                                "owner": h.owner,
-                                "fencing_token": h.fencing_token.filter(|_| !h.is_foreign()).map(|t| t.0),
-                                "since_ms": h.since.map(|t| t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)),
-                                "foreign": h.is_foreign(),
-                            })
-                        );
-                    }
-                    return Ok(());
+                    let views: Vec<HolderView> = holders.iter().map(HolderView::from).collect();
+                    return print_json_lines(&views);
                 }
                 println!(
                     "{:<28} {:<38} {:<20} {:>8}  SINCE",
                     "LOCK TYPE", "JOB ID", "OWNER", "TOKEN"
                 );
-                for h in store.list().await? {
+                for h in &holders {
+                    let v = HolderView::from(h);
                     println!(
                         "{:<28} {:<38} {:<20} {:>8}  {}",
-                        h.lock_type.as_str(),
-                        h.job_id,
-                        h.owner.as_deref().unwrap_or("(ha-jobs?)"),
-                        // A foreign holder took no token; the cell is an older holder's.
-                        h.fencing_token
-                            .filter(|_| !h.is_foreign())
+                        v.lock_type,
+                        v.job_id,
+                        v.owner.as_deref().unwrap_or("(ha-jobs?)"),
+                        v.fencing_token
                             .map(|t| t.to_string())
                             .unwrap_or_else(|| "-".into()),
                         h.since.map(rfc3339).unwrap_or_default()
@@ -670,19 +639,37 @@ impl Cli {
                 wait,
                 force,
             } => {
-                let lock = LockType::new(lock_type).map_err(CliError::input)?;
-                let store = LeaseStore::new(settings.session().await?, &settings.cassandra).await?;
-                if force {
-                    match store.force_release(&lock).await? {
-                        Some(h) => println!(
-                            "released {lock} by force, held by job {} on {} (if it still runs, it runs unfenced until its next renewal)",
+                let admin = settings.admin(false).await?;
+                let unlocked = admin
+                    .unlock(&lock_type, wait, force, |h| {
+                        eprintln!(
+                            "asked job {} on {} to stop; waiting for it to release {lock_type} (at most {})",
                             h.job_id,
-                            h.owner.as_deref().unwrap_or("?")
-                        ),
-                        None => println!("{lock} was not held"),
-                    }
-                } else {
-                    unlock_safely(&store, &lock, wait).await?;
+                            h.owner.as_deref().unwrap_or("?"),
+                            humantime::format_duration(wait)
+                        )
+                    })
+                    .await?;
+                match unlocked {
+                    Unlocked::NotHeld => println!("{lock_type} was not held"),
+                    Unlocked::Forced(h) => println!(
+                        "released {lock_type} by force, held by job {} on {} (if it still runs, it runs unfenced until its next renewal)",
+                        h.job_id,
+                        h.owner.as_deref().unwrap_or("?")
+                    ),
+                    Unlocked::Released {
+                        holder,
+                        after,
+                        now_held_by,
+                    } => println!(
+                        "unlocked {lock_type}: job {} on {} stopped and let it go after {:.1} s{}",
+                        holder.job_id,
+                        holder.owner.as_deref().unwrap_or("?"),
+                        after.as_secs_f64(),
+                        now_held_by
+                            .map(|id| format!("; now held by job {id}"))
+                            .unwrap_or_default()
+                    ),
                 }
             }
         }
@@ -690,100 +677,30 @@ impl Cli {
     }
 }
 
-fn input_if_unknown(e: hajobs_scheduler::ManagerError) -> CliError {
-    match e {
-        hajobs_scheduler::ManagerError::UnknownJobType { .. } => CliError::input(e),
-        other => other.into(),
-    }
-}
-
-/// How long `hajobs trigger` waits for a replica to claim its request.
-const CLAIM_WAIT: Duration = Duration::from_secs(5);
-/// How long it waits, once claimed, for the outcome.
-const OUTCOME_WAIT: Duration = Duration::from_secs(15);
-
-/// `hajobs trigger JOB`: a request to the cluster, its outcome printed.
-async fn trigger_in_cluster(settings: &Settings, job: &str, wait: bool) -> Result<(), CliError> {
-    let job_type = JobType::new(job).map_err(CliError::input)?;
-    if let Some(daemon) = &settings.daemon {
-        if !daemon.jobs.iter().any(|j| j.spec.job_type == job_type) {
-            let names: Vec<&str> = daemon
-                .jobs
-                .iter()
-                .map(|j| j.spec.job_type.as_str())
-                .collect();
-            return Err(CliError::input(anyhow::anyhow!(
-                "unknown job type `{job}` (registered: {})",
-                names.join(", ")
-            )));
-        }
-    }
-    let session = settings.session().await?;
-    let requests = RequestStore::new(session.clone(), &settings.cassandra).await?;
-    let trigger_id = TriggerId::new();
-    let requested_by = format!(
+/// Who asks, for the records: `USER@HOST`.
+fn requested_by() -> String {
+    format!(
         "{}@{}",
         std::env::var("USER").unwrap_or_else(|_| "?".into()),
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_default()
-    );
-    requests.request(job, trigger_id, &requested_by).await?;
-    let asked = std::time::Instant::now();
-    let mut claimed: Option<std::time::Instant> = None;
-    loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let request = requests.get(trigger_id).await?;
-        let claimant = request.as_ref().and_then(|r| r.claimed_by.clone());
-        match request.and_then(|r| r.outcome) {
-            Some(RequestOutcome::Started {
-                job_id,
-                fencing_token,
-            }) => {
-                println!(
-                    "started {job} on {} as {job_id} (trigger {trigger_id}, fencing token {fencing_token})",
-                    claimant.as_deref().unwrap_or("?")
-                );
-                return if wait {
-                    follow(settings, &job_type, job_id).await
-                } else {
-                    Ok(())
-                };
-            }
-            Some(RequestOutcome::Locked { holder, owner }) => {
-                return Err(CliError::locked(anyhow::anyhow!(
-                    "locked: {job} is held by {holder} on {}",
-                    owner.as_deref().unwrap_or("(ha-jobs?)")
-                )));
-            }
-            Some(RequestOutcome::Error(e)) => {
-                return Err(anyhow::anyhow!("error: {job} not started: {e}").into());
-            }
-            None => {}
-        }
-        match (&claimant, claimed) {
-            (Some(_), None) => claimed = Some(std::time::Instant::now()),
-            (Some(node), Some(at)) if at.elapsed() > OUTCOME_WAIT => {
-                return Err(anyhow::anyhow!(
-                    "error: {job} was claimed by {node} but not started within {OUTCOME_WAIT:?}: that replica may have died; a live replica records the trigger {trigger_id} FAILED and the supervisor's retrigger rule applies"
-                )
-                .into());
-            }
-            (None, _) if asked.elapsed() > CLAIM_WAIT && requests.withdraw(trigger_id).await? => {
-                return Err(anyhow::anyhow!(
-                    "no live replica has {job} configured (nobody claimed the request in {CLAIM_WAIT:?}; it was withdrawn and will never start)"
-                )
-                .into());
-            }
-            _ => {}
-        }
+    )
+}
+
+/// One JSON object per line.
+fn print_json_lines<T: serde::Serialize>(items: &[T]) -> Result<(), CliError> {
+    for item in items {
+        println!("{}", serde_json::to_string(item)?);
     }
+    Ok(())
 }
 
 /// `hajobs watch JOB`: the running attempt's progress, live, to its end.
 async fn watch(settings: &Settings, job: &str, wait: Duration) -> Result<(), CliError> {
     let job_type = JobType::new(job).map_err(CliError::input)?;
-    let store = settings.status_store().await?;
+    let admin = settings.admin(false).await?;
+    let store = admin.statuses();
     let started = std::time::Instant::now();
     let attempt = loop {
         let running = store
@@ -843,8 +760,8 @@ async fn watch(settings: &Settings, job: &str, wait: Duration) -> Result<(), Cli
 }
 
 /// `--wait`: the attempt's statuses until its end.
-async fn follow(settings: &Settings, job_type: &JobType, job_id: JobId) -> Result<(), CliError> {
-    let store = settings.status_store().await?;
+async fn follow(admin: &Admin, job_type: &JobType, job_id: JobId) -> Result<(), CliError> {
+    let store = admin.statuses();
     loop {
         if let Some(StatusEntry::Status(s)) = store.get(job_type, job_id).await? {
             if s.result() != hajobs_core::JobResult::Pending {
@@ -863,7 +780,7 @@ async fn follow(settings: &Settings, job_type: &JobType, job_id: JobId) -> Resul
 
 async fn trigger(settings: &Settings, job: &str) -> Result<(), CliError> {
     let manager = settings.manager("trigger").await?;
-    match manager.trigger(job).await.map_err(input_if_unknown)? {
+    match manager.trigger(job).await.map_err(AdminError::from)? {
         StartOutcome::Started {
             job_id, trigger_id, ..
         } => {
@@ -902,95 +819,6 @@ async fn trigger(settings: &Settings, job: &str) -> Result<(), CliError> {
     }
 }
 
-/// How many attempts `hajobs stats` reads per job type (the newest).
-const STATS_DEPTH: u32 = 10_000;
-
-/// The longest wait between two tries to start serving.
-const MAX_START_BACKOFF: Duration = Duration::from_secs(30);
-
-async fn serve(settings: &Settings) -> Result<(), CliError> {
-    let daemon = settings.daemon("serve")?;
-    // A daemon may start before its database (systemd, Kubernetes): wait
-    // and retry with backoff, saying why, until it answers or we are stopped.
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    let mut backoff = Duration::from_secs(1);
-    let (manager, nodes, requests) = loop {
-        let attempt = async {
-            let session = settings.session().await?;
-            let manager = settings.manager_on("serve", session.clone()).await?;
-            let nodes = NodeStore::new(session.clone(), &settings.cassandra).await?;
-            let requests = RequestStore::new(session, &settings.cassandra).await?;
-            manager.start().await?;
-            Ok::<_, CliError>((manager, nodes, requests))
-        };
-        match attempt.await {
-            Ok(ready) => break ready,
-            Err(e) if e.exit_code() == 1 => {
-                tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "cannot start serving yet; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = &mut shutdown => {
-                        tracing::info!("stopped before serving");
-                        return Ok(());
-                    }
-                }
-                backoff = (backoff * 2).min(MAX_START_BACKOFF);
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    let supervisor = daemon
-        .supervisor
-        .clone()
-        .map(|s| Supervisor::new(manager.clone(), s).spawn());
-    let registry = crate::registry::Registry::spawn(nodes, manager.clone(), daemon);
-    let watcher = hajobs_scheduler::RequestWatcher::spawn(
-        manager.clone(),
-        Arc::new(requests),
-        hajobs_scheduler::WatchConfig::default(),
-    );
-    tracing::info!(node = %daemon.node, jobs = daemon.jobs.len(), keyspace = %settings.cassandra.keyspace, "hajobs serving");
-    // ha-jobs replicas use LOCAL_SERIAL: SERIAL on the same lock rows is
-    // unsafe across data centres while they run.
-    if settings.cassandra.serial_consistency != scylla::statement::SerialConsistency::LocalSerial {
-        if let Ok(holders) = manager.leases().list().await {
-            if let Some(h) = holders.iter().find(|h| h.is_foreign()) {
-                tracing::warn!(lock_type = %h.lock_type, job_id = %h.job_id, "a lock is held by a holder that does not speak hajobs' protocol (ha-jobs?) while this replica uses consistency = \"global\": mixing SERIAL and LOCAL_SERIAL on one lock is unsafe across data centres; use \"local\" until every ha-jobs replica is retired");
-            }
-        }
-    }
-    shutdown.await;
-    tracing::info!(grace = ?daemon.shutdown_grace, "shutting down");
-    if let Some(s) = supervisor {
-        s.stop().await;
-    }
-    // No new requests claimed here from now on; then the attempts end.
-    watcher.stop().await;
-    manager.shutdown(daemon.shutdown_grace).await;
-    registry.stop().await;
-    Ok(())
-}
-
-/// SIGTERM or Ctrl-C, whichever comes first.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
-
 fn rfc3339(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -1023,92 +851,6 @@ fn print_entries(entries: &[StatusEntry], json: bool) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-/// `hajobs unlock` without `--force`: a cancel request through the lock,
-/// then a wait until the holder is gone from it.
-async fn unlock_safely(
-    store: &LeaseStore,
-    lock: &LockType,
-    wait: Duration,
-) -> Result<(), CliError> {
-    let Some(holder) = store.read(lock, true).await? else {
-        println!("{lock} was not held");
-        return Ok(());
-    };
-    if holder.is_foreign() {
-        return Err(anyhow::anyhow!(
-            "{lock} is held by job {} whose holder cannot be cancelled through the lock (ha-jobs?): stop it through its own API, or `hajobs unlock --force {lock}` once it has stopped",
-            holder.job_id
-        )
-        .into());
-    }
-    let owner = holder.owner.clone().unwrap_or_else(|| "?".into());
-    let started = std::time::Instant::now();
-    if store.request_cancel(lock, holder.job_id).await? {
-        eprintln!(
-            "asked job {} on {owner} to stop; waiting for it to release {lock} (at most {})",
-            holder.job_id,
-            humantime::format_duration(wait)
-        );
-    }
-    loop {
-        match store.read(lock, true).await? {
-            Some(h) if h.job_id == holder.job_id => {}
-            now => {
-                let then = match now {
-                    Some(h) => format!("; now held by job {}", h.job_id),
-                    None => String::new(),
-                };
-                println!(
-                    "unlocked {lock}: job {} on {owner} stopped and let it go after {:.1} s{then}",
-                    holder.job_id,
-                    started.elapsed().as_secs_f64()
-                );
-                return Ok(());
-            }
-        }
-        if started.elapsed() >= wait {
-            return Err(anyhow::anyhow!(
-                "{lock} is still held by job {} on {owner} after {}: its holder neither stops nor lets its lease expire (a holder that cannot be cancelled through the lock, or a stuck keeper); `hajobs unlock --force {lock}` deletes the lock anyway, which is unsafe while that job still runs",
-                holder.job_id,
-                humantime::format_duration(wait)
-            )
-            .into());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The latest entry of every job type, each corrupt one followed by that job
-/// type's newest valid status: a bad row must not hide the last good run.
-async fn with_last_good(
-    store: &StatusStore,
-    latest: Vec<StatusEntry>,
-) -> Result<Vec<StatusEntry>, CliError> {
-    /// How far back to look for a valid status behind a corrupt one.
-    const LOOK_BACK: u32 = 50;
-    let mut out = Vec::with_capacity(latest.len());
-    for entry in latest {
-        let behind = match &entry {
-            StatusEntry::Corrupt {
-                job_type: Some(t), ..
-            } => JobType::new(t.clone()).ok(),
-            _ => None,
-        };
-        out.push(entry);
-        if let Some(job_type) = behind {
-            if let Some(good) = store
-                .history(&job_type, LOOK_BACK)
-                .await?
-                .into_iter()
-                .find(|e| e.status().is_some())
-            {
-                out.push(good);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// What a team adopting an ha-jobs keyspace must keep in mind.

@@ -16,6 +16,10 @@ use crate::guard::{GUARD_ARG, monotonic_nanos};
 
 /// The last bytes of a command's output kept in its final status.
 const OUTPUT_TAIL: usize = 4096;
+/// A stdout line starting so is the attempt's progress.
+pub(crate) const PROGRESS_PREFIX: &str = "HAJOBS_PROGRESS ";
+/// Progress updates waiting to be written; more are dropped.
+const PROGRESS_QUEUE: usize = 16;
 
 /// How long the manager waits, after "stop now", for the guard to have
 /// killed and reaped the whole tree. `SIGKILL` takes effect at once; only a
@@ -126,7 +130,7 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
         .spawn()
         .map_err(|e| JobError::new(format!("cannot start the guard for `{program}`: {e}")))?;
     drop(command); // closes our copy of the guard's end of the socket
-    let (mut out, mut err) = (
+    let (out, mut err) = (
         guard.stdout.take().expect("piped"),
         guard.stderr.take().expect("piped"),
     );
@@ -139,11 +143,44 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
 
     // Read apart from the loop below, so that a full pipe never blocks the
     // command; it ends when the last process holding the pipes is gone.
+    // A stdout line `HAJOBS_PROGRESS <json or text>` is published as the
+    // attempt's progress (`hajobs watch`, the page), written apart from the
+    // loop below so that a slow write never delays the guard's deadline.
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel::<String>(PROGRESS_QUEUE);
     let mut output = tokio::spawn(async move {
         let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
-        let _ = tokio::join!(out.read_to_end(&mut out_buf), err.read_to_end(&mut err_buf));
+        let read_out = async {
+            let mut reader = BufReader::new(out);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if let Some(rest) = line.strip_prefix(PROGRESS_PREFIX.as_bytes()) {
+                            // A full queue drops an update, never blocks the command.
+                            let _ = progress_tx
+                                .try_send(String::from_utf8_lossy(rest).trim().to_owned());
+                        }
+                        out_buf.extend_from_slice(&line);
+                    }
+                }
+            }
+        };
+        let _ = tokio::join!(read_out, err.read_to_end(&mut err_buf));
         (out_buf, err_buf)
     });
+    let mut publisher = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            while let Some(text) = progress_rx.recv().await {
+                let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+                if let Err(e) = ctx.progress(value).await {
+                    tracing::warn!(job_type = %ctx.job_type, job_id = %ctx.job_id, error = %e, "progress not recorded");
+                }
+            }
+        })
+    };
     let mut told = None::<&str>;
     let guard_exit = loop {
         tokio::select! {
@@ -188,6 +225,14 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
             (Vec::new(), b"(output not collected)".to_vec())
         }
     };
+    // Every progress update lands before the final status is written.
+    if tokio::time::timeout(OUTPUT_DRAIN, &mut publisher)
+        .await
+        .is_err()
+    {
+        publisher.abort();
+        tracing::warn!(job_type = %ctx.job_type, job_id = %ctx.job_id, "a progress update was still being written at the end");
+    }
     let guard_exit = guard_exit
         .map_err(|e| JobError::new(format!("waiting for the guard of `{program}`: {e}")))?;
     let content = json!({

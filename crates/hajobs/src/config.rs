@@ -26,6 +26,7 @@ struct RawConfig {
     cassandra: RawCassandra,
     #[serde(default)]
     supervisor: RawSupervisor,
+    http: Option<RawHttp>,
     #[serde(default, rename = "job")]
     jobs: Vec<RawJob>,
 }
@@ -50,6 +51,13 @@ struct RawSupervisor {
     enabled: Option<bool>,
     interval: Option<Spanned<String>>,
     retrigger_backoff: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<Spanned<String>>,
+    admin_token: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,7 +96,31 @@ pub(crate) struct DaemonConfig {
     pub(crate) supervisor: Option<SupervisorConfig>,
     pub(crate) jobs: Vec<CommandJobConfig>,
     pub(crate) shutdown_grace: Duration,
+    /// The HTTP API, page and metrics; off unless configured.
+    pub(crate) http: Option<HttpConfig>,
 }
+
+/// `[http]`: where the daemon serves its API, page and metrics.
+#[derive(Clone)]
+pub(crate) struct HttpConfig {
+    /// The address to listen on (`127.0.0.1:7070` unless said otherwise).
+    pub(crate) listen: std::net::SocketAddr,
+    /// When set, every mutating route requires `Authorization: Bearer …`.
+    pub(crate) admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "(set)"))
+            .finish()
+    }
+}
+
+/// The default HTTP address: this machine only.
+pub(crate) const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7070";
 
 /// Overrides from flags and environment, applied over the file.
 #[derive(Debug, Default, Clone)]
@@ -97,6 +129,10 @@ pub(crate) struct Overrides {
     pub(crate) keyspace: Option<String>,
     pub(crate) datacenter: Option<String>,
     pub(crate) node_id: Option<String>,
+    /// `HAJOBS_HTTP_LISTEN`: turns the HTTP server on at this address.
+    pub(crate) http_listen: Option<String>,
+    /// `HAJOBS_ADMIN_TOKEN`: the admin token, over the file's.
+    pub(crate) admin_token: Option<String>,
 }
 
 /// A configuration error, placed in the file.
@@ -286,6 +322,7 @@ pub(crate) fn parse(
         Some(g) => src.duration(g, None, "shutdown_grace")?,
         None => DEFAULT_SHUTDOWN_GRACE,
     };
+    let http = http_config(&src, raw.http.as_ref(), overrides)?;
     Ok(DaemonConfig {
         node,
         cassandra,
@@ -293,7 +330,63 @@ pub(crate) fn parse(
         supervisor,
         jobs,
         shutdown_grace,
+        http,
     })
+}
+
+fn http_config(
+    src: &Source<'_>,
+    raw: Option<&RawHttp>,
+    overrides: &Overrides,
+) -> Result<Option<HttpConfig>, ConfigError> {
+    let listen = match (&overrides.http_listen, raw) {
+        (Some(addr), _) => addr.parse().map_err(|e| {
+            ConfigError(format!(
+                "HAJOBS_HTTP_LISTEN: `{addr}` is not an address like `127.0.0.1:7070` ({e})"
+            ))
+        })?,
+        (
+            None,
+            Some(RawHttp {
+                listen: Some(l), ..
+            }),
+        ) => l.get_ref().trim().parse().map_err(|e| {
+            src.error(
+                l,
+                None,
+                "http.listen",
+                format!(
+                    "`{}` is not an address like `127.0.0.1:7070` ({e})",
+                    shown(l.get_ref())
+                ),
+            )
+        })?,
+        (None, Some(_)) => DEFAULT_HTTP_LISTEN.parse().expect("a valid default"),
+        (None, None) => return Ok(None),
+    };
+    let admin_token = match (
+        &overrides.admin_token,
+        raw.and_then(|r| r.admin_token.as_ref()),
+    ) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(t)) => {
+            if t.get_ref().trim().is_empty() {
+                return Err(src.error(
+                    t,
+                    None,
+                    "http.admin_token",
+                    "empty: remove it to leave the API open, or set a secret",
+                ));
+            }
+            Some(t.get_ref().clone())
+        }
+        (None, None) => None,
+    }
+    .filter(|t| !t.is_empty());
+    Ok(Some(HttpConfig {
+        listen,
+        admin_token,
+    }))
 }
 
 /// A name as errors show it: at most [`SHOWN_NAME`] characters, control
@@ -581,6 +674,7 @@ missed_runs = "skip"
             keyspace: Some("other".into()),
             datacenter: None,
             node_id: Some("n2".into()),
+            ..Overrides::default()
         };
         let c = parse(
             Path::new("f"),

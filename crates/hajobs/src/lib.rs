@@ -9,7 +9,10 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | `cli` | the command line: raw flags, and what each command does |
+//! | `admin` | the admin layer: what an operator asks of the cluster, answered once for the CLI and HTTP |
+//! | `cli` | the command line: flags, and rendering the admin layer's answers |
+//! | `http` | the HTTP API, the page and `/metrics` (axum), over the admin layer |
+//! | `daemon` | `hajobs serve`: manager, supervisor, request watcher, registry, HTTP server, started and stopped in one place |
 //! | `config` | the TOML configuration, validated, with placed errors |
 //! | `command_job` | a configured command as a job, under its guard |
 //! | `guard` | the per-attempt guard process: the command's tree lives and dies with the lease |
@@ -23,10 +26,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod admin;
 mod cli;
 mod command_job;
 mod config;
+mod daemon;
 mod guard;
+mod http;
 mod registry;
 
 /// Runs `hajobs` with the process's arguments; returns its exit code.

@@ -2,6 +2,7 @@
 //! start, refreshed every [`REFRESH`] with a TTL of [`TTL`] — so a replica
 //! that vanishes drops out within `TTL` — and removed at a graceful stop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hajobs_core::node_store::now_millis;
@@ -18,20 +19,26 @@ pub(crate) const TTL: Duration = Duration::from_secs(15);
 
 /// The running refresher.
 pub(crate) struct Registry {
-    task: JoinHandle<NodeStore>,
+    task: JoinHandle<Arc<NodeStore>>,
     stop: tokio::sync::watch::Sender<bool>,
     node: hajobs_core::NodeId,
 }
 
 impl Registry {
-    /// Registers this replica and keeps its entry fresh.
-    pub(crate) fn spawn(nodes: NodeStore, manager: JobManager, daemon: &DaemonConfig) -> Self {
+    /// Registers this replica (with the address of its HTTP API, if it
+    /// serves one) and keeps its entry fresh.
+    pub(crate) fn spawn(
+        nodes: Arc<NodeStore>,
+        manager: JobManager,
+        daemon: &DaemonConfig,
+        http: Option<String>,
+    ) -> Self {
         let mut record = NodeRecord {
             node_id: daemon.node.as_str().to_owned(),
             host: host_name(),
             pid: i32::try_from(std::process::id()).unwrap_or(0),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            http: None,
+            http,
             started_at_ms: now_millis(),
             seen_at_ms: 0,
             job_types: daemon

@@ -147,6 +147,7 @@ async fn renew(myself: &ActorRef<KeeperMsg>, state: &mut KeeperState) {
         }
         Ok(Ok(Renewed::Lost)) => {
             tracing::warn!(lock_type = %lease.lock_type, job_id = %lease.job_id, "lock lost: renewal rejected; cancelling the job");
+            hajobs_core::metrics::lease_lost("renewal_rejected");
             cancellation.cancel(CancelReason::LeaseLost);
             tx.send_modify(|s| s.phase = LeasePhase::Lost);
         }
@@ -160,6 +161,7 @@ async fn renew(myself: &ActorRef<KeeperMsg>, state: &mut KeeperState) {
 }
 
 fn failed(state: &mut KeeperState, myself: &ActorRef<KeeperMsg>, error: &str) {
+    hajobs_core::metrics::renewal_failed();
     let args = &state.args;
     args.state.send_modify(|s| {
         s.failures += 1;
@@ -215,6 +217,7 @@ pub(crate) async fn watchdog(mut rx: watch::Receiver<LeaseState>, cancellation: 
                     let s = rx.borrow().clone();
                     tracing::warn!(lock_type = %s.lock_type, job_id = %s.job_id, failures = s.consecutive_failures,
                         "lease expired unconfirmed: no renewal confirmed in time; cancelling the job");
+                    hajobs_core::metrics::lease_lost("expired_unconfirmed");
                     cancellation.cancel(CancelReason::LeaseExpiredUnconfirmed);
                     return;
                 }
@@ -223,6 +226,7 @@ pub(crate) async fn watchdog(mut rx: watch::Receiver<LeaseState>, cancellation: 
                 if changed.is_err() {
                     // The keeper is gone. Unless it released, nobody renews.
                     if rx.borrow().phase == LeasePhase::Held {
+                        hajobs_core::metrics::lease_lost("keeper_stopped");
                         cancellation.cancel(CancelReason::KeeperStopped);
                     }
                     return;

@@ -32,6 +32,8 @@ pub(crate) async fn run(
 ) -> JobState {
     let cancellation = ctx.cancellation.clone();
     let mut lease_state = kept.subscribe();
+    let began = std::time::Instant::now();
+    hajobs_core::metrics::attempt_started(ctx.job_type.as_str());
     let fut = AssertUnwindSafe(job.run(ctx.clone())).catch_unwind();
     // Boxed so that it can be dropped (and the job with it) before the final status.
     let mut fut = Box::pin(fut.map(|r| r.map_err(panic_message)));
@@ -103,6 +105,7 @@ pub(crate) async fn run(
     drop(fut);
     let (state, content) = final_status(ending);
     tracing::info!(job_type = %ctx.job_type, job_id = %ctx.job_id, trigger_id = %ctx.trigger_id, %state, "job attempt ended");
+    hajobs_core::metrics::attempt_ended(ctx.job_type.as_str(), state.as_str(), began.elapsed());
     if let Err(e) = statuses.write(&ctx.status(state, content)).await {
         tracing::error!(job_type = %ctx.job_type, job_id = %ctx.job_id, %state, error = %e, "final status not recorded");
     }

@@ -69,6 +69,11 @@ impl CronSchedule {
         &self.expression
     }
 
+    /// The expression in words ("At 02:00 on every day"), for people.
+    pub fn describe(&self) -> String {
+        self.cron.describe()
+    }
+
     /// The time zone.
     pub fn time_zone(&self) -> Tz {
         self.time_zone

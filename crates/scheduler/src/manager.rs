@@ -368,7 +368,11 @@ impl JobManager {
         };
         match &outcome {
             Ok(StartOutcome::Started { job_id, .. }) => {
-                tracing::info!(%job_type, %instant, %job_id, %trigger_id, "cron firing started")
+                let lag = (self.inner.clock.now() - instant)
+                    .to_std()
+                    .unwrap_or_default();
+                hajobs_core::metrics::cron_firing_lag(job_type.as_str(), lag);
+                tracing::info!(%job_type, %instant, %job_id, %trigger_id, ?lag, "cron firing started")
             }
             Ok(StartOutcome::Locked { holder, .. }) => {
                 tracing::warn!(%job_type, %instant, holder = %holder.job_id, "cron firing skipped: lock held for a whole period")

@@ -108,6 +108,7 @@ async fn handle(
     match &r.claimed_by {
         None => match store.claim(r.trigger_id, manager.node()).await {
             Ok(true) => {
+                hajobs_core::metrics::trigger_request_claimed(&r.job_type);
                 in_flight.lock().expect("poisoned").insert(r.trigger_id);
                 // Started in its own task: a slow start of one job does not
                 // hold up the requests of the others.

@@ -125,6 +125,7 @@ async fn supervise(
             manager.statuses().write(&dead).await?;
             tracing::warn!(%job_type, job_id = %attempt.job_id, trigger_id = %attempt.trigger_id,
                 owner = ?attempt.owner, holder = ?holder.as_ref().map(|h| h.job_id), "attempt recorded DEAD: its lease is gone");
+            hajobs_core::metrics::supervisor_dead(job_type.as_str());
             report.dead.push((job_type.clone(), attempt.job_id));
             attempts[i] = dead;
         }
@@ -183,6 +184,7 @@ async fn retrigger(
     }
     match manager.retrigger(job_type.as_str(), trigger_id).await? {
         StartOutcome::Started { job_id, .. } => {
+            hajobs_core::metrics::supervisor_retrigger(job_type.as_str());
             tracing::warn!(%job_type, %trigger_id, %job_id, attempt = of_trigger.len() + 1,
                 failed = %latest.job_id, state = %latest.state, "trigger re-run on this replica");
             report

@@ -1,0 +1,721 @@
+//! # The admin layer
+//!
+//! What an operator can ask of a cluster, answered once: the CLI (`cli`) and
+//! the HTTP API (`http`) both call [`Admin`] and only render its answers —
+//! neither reads a store or takes a decision of its own.
+//!
+//! | operation | what it does |
+//! |---|---|
+//! | [`Admin::jobs`] | every configured job type: spec, cron in words, next firing, holder, latest attempt |
+//! | [`Admin::trigger`] | a trigger request through the cluster: one live replica claims it and starts the attempt |
+//! | [`Admin::cancel`] | cancels the running attempt of a job type, wherever it runs |
+//! | [`Admin::status`], [`Admin::attempt`], [`Admin::latest`] | the recorded statuses |
+//! | [`Admin::stats`] | per job type figures over the newest attempts |
+//! | [`Admin::nodes`], [`Admin::locks`] | the live replicas, the held locks |
+//! | [`Admin::unlock`] | releases a lock safely (cancel + wait) or by force |
+//! | [`Admin::ready`] | Cassandra answers and the schema is current |
+//!
+//! Errors are [`AdminError`]s: a kind (bad input, unknown job, not found,
+//! locked, unavailable, failed) that the CLI maps to an exit code and HTTP to
+//! a status, and a message that names the problem.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use hajobs_core::schema::{self, MIGRATIONS};
+use hajobs_core::{
+    CassandraConfig, Holder, JobId, JobStats, JobStatus, JobType, LeaseStore, LockType, NodeRecord,
+    NodeStore, RequestOutcome, RequestStore, StatusEntry, StatusStore, TriggerId,
+};
+use hajobs_scheduler::{CancelOutcome, JobManager};
+use scylla::client::session::Session;
+use serde::Serialize;
+
+use crate::config::DaemonConfig;
+
+/// What kind of failure an [`AdminError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    /// The request itself is wrong (a bad job id, a bad limit).
+    BadInput,
+    /// No job type of that name is configured.
+    UnknownJob,
+    /// The thing asked for does not exist (an attempt, a request).
+    NotFound,
+    /// The lock is held by another attempt.
+    Locked,
+    /// The operation cannot be done now (no replica, Cassandra down).
+    Unavailable,
+    /// The operation failed.
+    Failed,
+}
+
+/// A failure of an admin operation.
+#[derive(Debug)]
+pub(crate) struct AdminError {
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
+    /// The holder, for [`ErrorKind::Locked`].
+    pub(crate) holder: Option<Box<HolderView>>,
+}
+
+impl AdminError {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            holder: None,
+        }
+    }
+
+    fn bad_input(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadInput, message)
+    }
+}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+impl From<hajobs_core::StoreError> for AdminError {
+    fn from(e: hajobs_core::StoreError) -> Self {
+        Self::new(
+            ErrorKind::Unavailable,
+            format!("{:#}", anyhow::Error::from(e)),
+        )
+    }
+}
+
+impl From<hajobs_scheduler::ManagerError> for AdminError {
+    fn from(e: hajobs_scheduler::ManagerError) -> Self {
+        let kind = match e {
+            hajobs_scheduler::ManagerError::UnknownJobType { .. } => ErrorKind::UnknownJob,
+            _ => ErrorKind::Failed,
+        };
+        Self::new(kind, format!("{:#}", anyhow::Error::from(e)))
+    }
+}
+
+/// The result of an admin operation.
+pub(crate) type AdminResult<T> = Result<T, AdminError>;
+
+/// A lock's holder, as shown.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct HolderView {
+    /// The lock type.
+    pub(crate) lock_type: String,
+    /// The attempt holding it.
+    pub(crate) job_id: String,
+    /// Its replica (none for an ha-jobs holder).
+    pub(crate) owner: Option<String>,
+    /// The fencing token of its lease (none for an ha-jobs holder).
+    pub(crate) fencing_token: Option<i64>,
+    /// When it took the lock, ms since the epoch.
+    pub(crate) since_ms: Option<i64>,
+    /// Whether the holder does not speak hajobs' protocol (ha-jobs).
+    pub(crate) foreign: bool,
+}
+
+impl From<&Holder> for HolderView {
+    fn from(h: &Holder) -> Self {
+        Self {
+            lock_type: h.lock_type.as_str().to_owned(),
+            job_id: h.job_id.to_string(),
+            owner: h.owner.clone(),
+            // A foreign holder took no token; the cell is an older holder's.
+            fencing_token: h.fencing_token.filter(|_| !h.is_foreign()).map(|t| t.0),
+            since_ms: h.since.map(epoch_ms),
+            foreign: h.is_foreign(),
+        }
+    }
+}
+
+/// A configured job type with its live state.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct JobView {
+    /// The job type.
+    pub(crate) job_type: String,
+    /// The lock it runs under.
+    pub(crate) lock_type: String,
+    /// Its cron expression, if scheduled.
+    pub(crate) cron: Option<String>,
+    /// The cron expression in words.
+    pub(crate) cron_in_words: Option<String>,
+    /// The schedule's time zone.
+    pub(crate) time_zone: Option<String>,
+    /// The next firing (RFC 3339, UTC).
+    pub(crate) next_firing: Option<String>,
+    /// The command it runs.
+    pub(crate) command: Vec<String>,
+    /// How often the supervisor re-runs a dead attempt of one trigger.
+    pub(crate) retrigger_count: u32,
+    /// Its timeout, ms.
+    pub(crate) timeout_ms: Option<u64>,
+    /// Its lease's TTL, ms.
+    pub(crate) lease_ttl_ms: u64,
+    /// The current holder of its lock.
+    pub(crate) holder: Option<HolderView>,
+    /// Its latest recorded attempt (a status, or a corrupt row).
+    #[schema(value_type = Option<Object>)]
+    pub(crate) latest: Option<StatusEntry>,
+}
+
+/// A trigger that a replica took.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct Triggered {
+    /// The job type.
+    pub(crate) job_type: String,
+    /// The replica running it.
+    pub(crate) node: String,
+    /// The attempt.
+    pub(crate) job_id: String,
+    /// The trigger.
+    pub(crate) trigger_id: String,
+    /// Its lease's fencing token.
+    pub(crate) fencing_token: i64,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct Cancelled {
+    /// The job type.
+    pub(crate) job_type: String,
+    /// The attempt asked to stop, if one ran.
+    pub(crate) job_id: Option<String>,
+    /// Where it runs.
+    pub(crate) node: Option<String>,
+}
+
+/// What an unlock did.
+#[derive(Debug, Clone)]
+pub(crate) enum Unlocked {
+    /// Nobody held the lock.
+    NotHeld,
+    /// Deleted by force; the holder, if any, runs unfenced until its next renewal.
+    Forced(Holder),
+    /// The holder stopped and let it go.
+    Released {
+        holder: Holder,
+        after: Duration,
+        now_held_by: Option<JobId>,
+    },
+}
+
+/// The readiness of this process to serve.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct Readiness {
+    /// Cassandra answered.
+    pub(crate) cassandra: bool,
+    /// Every migration is recorded in the keyspace.
+    pub(crate) schema_current: bool,
+    /// What is wrong, if anything.
+    pub(crate) problem: Option<String>,
+}
+
+/// How long a cluster trigger waits for a replica to claim its request.
+pub(crate) const CLAIM_WAIT: Duration = Duration::from_secs(5);
+/// How long it waits, once claimed, for the outcome.
+pub(crate) const OUTCOME_WAIT: Duration = Duration::from_secs(15);
+/// How many attempts `stats` reads per job type (the newest).
+const STATS_DEPTH: u32 = 10_000;
+/// The most statuses one `status` call returns.
+pub(crate) const MAX_LIMIT: u32 = 10_000;
+
+/// The admin operations of one cluster (see the module's front page).
+#[derive(Clone)]
+pub(crate) struct Admin {
+    cassandra: CassandraConfig,
+    session: Arc<Session>,
+    jobs: Option<Arc<DaemonConfig>>,
+    manager: Option<JobManager>,
+    statuses: Arc<StatusStore>,
+    leases: Arc<LeaseStore>,
+    nodes: Arc<NodeStore>,
+    requests: Arc<RequestStore>,
+}
+
+impl Admin {
+    /// The admin layer over `session`; `jobs` is the configuration (needed by
+    /// `jobs`, `cancel`), `manager` this process's job manager if it has one.
+    pub(crate) async fn new(
+        cassandra: &CassandraConfig,
+        session: Arc<Session>,
+        jobs: Option<Arc<DaemonConfig>>,
+        manager: Option<JobManager>,
+    ) -> AdminResult<Self> {
+        let (statuses, leases) = match &manager {
+            Some(m) => (m.statuses().clone(), m.leases().clone()),
+            None => (
+                Arc::new(
+                    StatusStore::new(
+                        session.clone(),
+                        cassandra,
+                        hajobs_core::status_store::DEFAULT_RETENTION,
+                    )
+                    .await?,
+                ),
+                Arc::new(LeaseStore::new(session.clone(), cassandra).await?),
+            ),
+        };
+        Ok(Self {
+            cassandra: cassandra.clone(),
+            nodes: Arc::new(NodeStore::new(session.clone(), cassandra).await?),
+            requests: Arc::new(RequestStore::new(session.clone(), cassandra).await?),
+            session,
+            jobs,
+            manager,
+            statuses,
+            leases,
+        })
+    }
+
+    /// The status store.
+    pub(crate) fn statuses(&self) -> &Arc<StatusStore> {
+        &self.statuses
+    }
+
+    /// The request store (shared with the daemon's request watcher).
+    pub(crate) fn requests(&self) -> &Arc<RequestStore> {
+        &self.requests
+    }
+
+    /// The node store (shared with the daemon's registry).
+    pub(crate) fn node_store(&self) -> &Arc<NodeStore> {
+        &self.nodes
+    }
+
+    fn config(&self, what: &str) -> AdminResult<&DaemonConfig> {
+        self.jobs.as_deref().ok_or_else(|| {
+            AdminError::bad_input(format!(
+                "{what} needs the jobs' configuration: pass --config FILE or set HAJOBS_CONFIG"
+            ))
+        })
+    }
+
+    /// Checks that `job` names a configured job type (when the configuration
+    /// is known) and is a valid name.
+    pub(crate) fn job_type(&self, job: &str) -> AdminResult<JobType> {
+        let job_type = JobType::new(job).map_err(|e| AdminError::bad_input(e.to_string()))?;
+        if let Some(config) = &self.jobs {
+            if !config.jobs.iter().any(|j| j.spec.job_type == job_type) {
+                let names: Vec<&str> = config
+                    .jobs
+                    .iter()
+                    .map(|j| j.spec.job_type.as_str())
+                    .collect();
+                return Err(AdminError::new(
+                    ErrorKind::UnknownJob,
+                    format!(
+                        "unknown job type `{}` (configured: {})",
+                        job_type.as_str(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(job_type)
+    }
+
+    /// Every configured job type with its holder and latest attempt.
+    pub(crate) async fn jobs(&self) -> AdminResult<Vec<JobView>> {
+        let config = self.config("listing the jobs")?;
+        let now = chrono::Utc::now();
+        let holders = self.leases.list().await?;
+        let mut out = Vec::with_capacity(config.jobs.len());
+        for job in &config.jobs {
+            let spec = &job.spec;
+            let holder = holders.iter().find(|h| h.lock_type == spec.lock_type);
+            out.push(JobView {
+                job_type: spec.job_type.as_str().to_owned(),
+                lock_type: spec.lock_type.as_str().to_owned(),
+                cron: spec.schedule.as_ref().map(|s| s.expression().to_owned()),
+                cron_in_words: spec.schedule.as_ref().map(|s| s.describe()),
+                time_zone: spec.schedule.as_ref().map(|s| s.time_zone().to_string()),
+                next_firing: spec
+                    .schedule
+                    .as_ref()
+                    .and_then(|s| s.next_after(now))
+                    .map(|t| t.to_rfc3339()),
+                command: job.command.clone(),
+                retrigger_count: spec.retrigger_count,
+                timeout_ms: spec.timeout.map(|t| t.as_millis() as u64),
+                lease_ttl_ms: spec.keeper.ttl().duration().as_millis() as u64,
+                holder: holder.map(HolderView::from),
+                latest: self.latest_with_progress(&spec.job_type).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The newest status of `job_type`; for a running attempt, read with its
+    /// content (its live progress), which only the full history keeps.
+    async fn latest_with_progress(&self, job_type: &JobType) -> AdminResult<Option<StatusEntry>> {
+        let latest = self.statuses.latest(job_type).await?;
+        if let Some(StatusEntry::Status(s)) = &latest {
+            if s.result() == hajobs_core::JobResult::Pending {
+                if let Some(full) = self.statuses.get(job_type, s.job_id).await? {
+                    return Ok(Some(full));
+                }
+            }
+        }
+        Ok(latest)
+    }
+
+    /// Asks the cluster to run `job`: records a trigger request, which one
+    /// live replica having `job` claims (LWT) and starts under the request's
+    /// trigger id. Waits for the outcome; an unclaimed request is withdrawn
+    /// after [`CLAIM_WAIT`] so that it can never start late.
+    pub(crate) async fn trigger(&self, job: &str, requested_by: &str) -> AdminResult<Triggered> {
+        let job_type = self.job_type(job)?;
+        let job = job_type.as_str();
+        let trigger_id = TriggerId::new();
+        self.requests.request(job, trigger_id, requested_by).await?;
+        let asked = Instant::now();
+        let mut claimed: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let request = self.requests.get(trigger_id).await?;
+            let claimant = request.as_ref().and_then(|r| r.claimed_by.clone());
+            match request.and_then(|r| r.outcome) {
+                Some(RequestOutcome::Started {
+                    job_id,
+                    fencing_token,
+                }) => {
+                    hajobs_core::metrics::trigger_requested(job, "started");
+                    return Ok(Triggered {
+                        job_type: job.to_owned(),
+                        node: claimant.unwrap_or_else(|| "?".into()),
+                        job_id: job_id.to_string(),
+                        trigger_id: trigger_id.to_string(),
+                        fencing_token: fencing_token.0,
+                    });
+                }
+                Some(RequestOutcome::Locked { holder, owner }) => {
+                    hajobs_core::metrics::trigger_requested(job, "locked");
+                    let lock = self.lock_of(&job_type);
+                    let held = match &lock {
+                        Some(l) => self.leases.read(l, true).await?,
+                        None => None,
+                    };
+                    let mut e = AdminError::new(
+                        ErrorKind::Locked,
+                        format!(
+                            "locked: {job} is held by {holder} on {}",
+                            owner.as_deref().unwrap_or("(ha-jobs?)")
+                        ),
+                    );
+                    e.holder = Some(Box::new(match held.filter(|h| h.job_id == holder) {
+                        Some(h) => HolderView::from(&h),
+                        None => HolderView {
+                            lock_type: lock.map(|l| l.as_str().to_owned()).unwrap_or_default(),
+                            job_id: holder.to_string(),
+                            owner,
+                            fencing_token: None,
+                            since_ms: None,
+                            foreign: false,
+                        },
+                    }));
+                    return Err(e);
+                }
+                Some(RequestOutcome::Error(e)) => {
+                    hajobs_core::metrics::trigger_requested(job, "error");
+                    return Err(AdminError::new(
+                        ErrorKind::Failed,
+                        format!("error: {job} not started: {e}"),
+                    ));
+                }
+                None => {}
+            }
+            match (&claimant, claimed) {
+                (Some(_), None) => claimed = Some(Instant::now()),
+                (Some(node), Some(at)) if at.elapsed() > OUTCOME_WAIT => {
+                    return Err(AdminError::new(
+                        ErrorKind::Failed,
+                        format!(
+                            "error: {job} was claimed by {node} but not started within {OUTCOME_WAIT:?}: that replica may have died; a live replica records the trigger {trigger_id} FAILED and the supervisor's retrigger rule applies"
+                        ),
+                    ));
+                }
+                (None, _)
+                    if asked.elapsed() > CLAIM_WAIT
+                        && self.requests.withdraw(trigger_id).await? =>
+                {
+                    hajobs_core::metrics::trigger_requested(job, "unclaimed");
+                    return Err(AdminError::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "no live replica has {job} configured (nobody claimed the request in {CLAIM_WAIT:?}; it was withdrawn and will never start)"
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn lock_of(&self, job_type: &JobType) -> Option<LockType> {
+        self.jobs.as_ref().and_then(|c| {
+            c.jobs
+                .iter()
+                .find(|j| &j.spec.job_type == job_type)
+                .map(|j| j.spec.lock_type.clone())
+        })
+    }
+
+    /// Cancels the running attempt of `job`, wherever it runs: at once when
+    /// it runs in this process, else through a cancel request on its lock.
+    pub(crate) async fn cancel(&self, job: &str) -> AdminResult<Cancelled> {
+        let job_type = self.job_type(job)?;
+        let manager = self.manager.as_ref().ok_or_else(|| {
+            AdminError::bad_input(
+                "cancelling needs the jobs' configuration: pass --config FILE or set HAJOBS_CONFIG",
+            )
+        })?;
+        let mut out = Cancelled {
+            job_type: job_type.as_str().to_owned(),
+            job_id: None,
+            node: None,
+        };
+        match manager.cancel(job_type.as_str()).await? {
+            CancelOutcome::CancelledLocally(id) => {
+                out.job_id = Some(id.to_string());
+                out.node = Some(manager.node().as_str().to_owned());
+            }
+            CancelOutcome::CancelledRemotely(h) => {
+                out.job_id = Some(h.job_id.to_string());
+                out.node = h.owner;
+            }
+            CancelOutcome::NotRunning => {}
+            CancelOutcome::ForeignHolder(h) => {
+                let mut e = AdminError::new(
+                    ErrorKind::Locked,
+                    format!(
+                        "{job} attempt {} is held by a holder that cannot be cancelled through the lock (ha-jobs?); use its own API or `hajobs unlock {}`",
+                        h.job_id, h.lock_type
+                    ),
+                );
+                e.holder = Some(Box::new(HolderView::from(&h)));
+                return Err(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` statuses of `job`, or the latest of every job type
+    /// (each corrupt one followed by that type's newest valid status: a bad
+    /// row must not hide the last good run).
+    pub(crate) async fn status(
+        &self,
+        job: Option<&str>,
+        limit: u32,
+    ) -> AdminResult<Vec<StatusEntry>> {
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(AdminError::bad_input(format!(
+                "limit {limit}: expected 1 to {MAX_LIMIT}"
+            )));
+        }
+        match job {
+            Some(j) => {
+                let job_type = JobType::new(j).map_err(|e| AdminError::bad_input(e.to_string()))?;
+                Ok(self.statuses.history(&job_type, limit).await?)
+            }
+            None => {
+                self.with_last_good(self.statuses.latest_of_all().await?)
+                    .await
+            }
+        }
+    }
+
+    /// The newest status of `job`.
+    pub(crate) async fn latest(&self, job: &str) -> AdminResult<StatusEntry> {
+        let job_type = JobType::new(job).map_err(|e| AdminError::bad_input(e.to_string()))?;
+        self.statuses.latest(&job_type).await?.ok_or_else(|| {
+            AdminError::new(ErrorKind::NotFound, format!("no attempt of {job} recorded"))
+        })
+    }
+
+    /// Every status an attempt recorded, oldest first.
+    pub(crate) async fn attempt(&self, job: &str, job_id: &str) -> AdminResult<Vec<StatusEntry>> {
+        let job_type = JobType::new(job).map_err(|e| AdminError::bad_input(e.to_string()))?;
+        let job_id: JobId = job_id
+            .parse()
+            .map_err(|e| AdminError::bad_input(format!("job id `{job_id}`: {e}")))?;
+        let entries = self.statuses.run_history(&job_type, job_id).await?;
+        if entries.is_empty() {
+            return Err(AdminError::new(
+                ErrorKind::NotFound,
+                format!("no attempt {job_id} of {job} recorded"),
+            ));
+        }
+        Ok(entries)
+    }
+
+    /// Figures per job type over its newest attempts: of `job`, or of every
+    /// job type with a recorded attempt.
+    pub(crate) async fn stats(&self, job: Option<&str>) -> AdminResult<Vec<JobStats>> {
+        let job_types: Vec<JobType> = match job {
+            Some(j) => vec![JobType::new(j).map_err(|e| AdminError::bad_input(e.to_string()))?],
+            None => self
+                .statuses
+                .latest_of_all()
+                .await?
+                .iter()
+                .filter_map(|e| match e {
+                    StatusEntry::Status(s) => Some(s.job_type.clone()),
+                    StatusEntry::Corrupt { job_type, .. } => {
+                        job_type.clone().and_then(|t| JobType::new(t).ok())
+                    }
+                })
+                .collect(),
+        };
+        let mut out = Vec::with_capacity(job_types.len());
+        for job_type in job_types {
+            let latest: Vec<JobStatus> = self
+                .statuses
+                .history(&job_type, STATS_DEPTH)
+                .await?
+                .into_iter()
+                .filter_map(|e| e.status().cloned())
+                .collect();
+            out.push(JobStats::from_latest(job_type.as_str(), &latest));
+        }
+        Ok(out)
+    }
+
+    /// The live replicas.
+    pub(crate) async fn nodes(&self) -> AdminResult<Vec<NodeRecord>> {
+        Ok(self.nodes.list().await?)
+    }
+
+    /// The held locks.
+    pub(crate) async fn locks(&self) -> AdminResult<Vec<Holder>> {
+        Ok(self.leases.list().await?)
+    }
+
+    /// Releases `lock`: by default a cancel request through the lock and a
+    /// wait (at most `wait`) until its holder lets it go; with `force`, a
+    /// delete (unsafe while the holder still runs).
+    pub(crate) async fn unlock(
+        &self,
+        lock: &str,
+        wait: Duration,
+        force: bool,
+        mut on_asked: impl FnMut(&Holder),
+    ) -> AdminResult<Unlocked> {
+        let lock = LockType::new(lock).map_err(|e| AdminError::bad_input(e.to_string()))?;
+        if force {
+            return Ok(match self.leases.force_release(&lock).await? {
+                Some(h) => Unlocked::Forced(h),
+                None => Unlocked::NotHeld,
+            });
+        }
+        let Some(holder) = self.leases.read(&lock, true).await? else {
+            return Ok(Unlocked::NotHeld);
+        };
+        if holder.is_foreign() {
+            return Err(AdminError::new(
+                ErrorKind::Locked,
+                format!(
+                    "{lock} is held by job {} whose holder cannot be cancelled through the lock (ha-jobs?): stop it through its own API, or `hajobs unlock --force {lock}` once it has stopped",
+                    holder.job_id
+                ),
+            ));
+        }
+        let owner = holder.owner.clone().unwrap_or_else(|| "?".into());
+        let started = Instant::now();
+        if self.leases.request_cancel(&lock, holder.job_id).await? {
+            on_asked(&holder);
+        }
+        loop {
+            match self.leases.read(&lock, true).await? {
+                Some(h) if h.job_id == holder.job_id => {}
+                now => {
+                    return Ok(Unlocked::Released {
+                        holder,
+                        after: started.elapsed(),
+                        now_held_by: now.map(|h| h.job_id),
+                    });
+                }
+            }
+            if started.elapsed() >= wait {
+                return Err(AdminError::new(
+                    ErrorKind::Failed,
+                    format!(
+                        "{lock} is still held by job {} on {owner} after {}: its holder neither stops nor lets its lease expire (a holder that cannot be cancelled through the lock, or a stuck keeper); `hajobs unlock --force {lock}` deletes the lock anyway, which is unsafe while that job still runs",
+                        holder.job_id,
+                        humantime::format_duration(wait)
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Whether Cassandra answers and every migration is recorded.
+    pub(crate) async fn ready(&self) -> Readiness {
+        match schema::applied_versions(&self.session, &self.cassandra.keyspace).await {
+            Err(e) => Readiness {
+                cassandra: false,
+                schema_current: false,
+                problem: Some(format!(
+                    "Cassandra does not answer: {:#}",
+                    anyhow::Error::from(e)
+                )),
+            },
+            Ok(applied) => {
+                let missing: Vec<i32> = MIGRATIONS
+                    .iter()
+                    .map(|m| m.version)
+                    .filter(|v| !applied.contains(v))
+                    .collect();
+                Readiness {
+                    cassandra: true,
+                    schema_current: missing.is_empty(),
+                    problem: (!missing.is_empty()).then(|| {
+                        format!(
+                            "schema versions {missing:?} are missing: run `hajobs schema apply`"
+                        )
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn with_last_good(&self, latest: Vec<StatusEntry>) -> AdminResult<Vec<StatusEntry>> {
+        /// How far back to look for a valid status behind a corrupt one.
+        const LOOK_BACK: u32 = 50;
+        let mut out = Vec::with_capacity(latest.len());
+        for entry in latest {
+            let behind = match &entry {
+                StatusEntry::Corrupt {
+                    job_type: Some(t), ..
+                } => JobType::new(t.clone()).ok(),
+                _ => None,
+            };
+            out.push(entry);
+            if let Some(job_type) = behind {
+                if let Some(good) = self
+                    .statuses
+                    .history(&job_type, LOOK_BACK)
+                    .await?
+                    .into_iter()
+                    .find(|e| e.status().is_some())
+                {
+                    out.push(good);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Milliseconds since the epoch.
+pub(crate) fn epoch_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,530 @@
+//! # The HTTP API, the page and the metrics
+//!
+//! Routes only: every answer comes from the admin layer ([`Admin`]), the
+//! same calls the CLI makes, rendered as JSON (or the page, or Prometheus'
+//! text format). Off unless `[http]` is configured; `127.0.0.1:7070` unless
+//! an operator says otherwise.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /` | the page: jobs, holders, live progress, recent attempts, stats, Trigger / Cancel |
+//! | `GET /jobs` | every configured job type with its holder and latest attempt |
+//! | `POST /jobs/{job_type}` | trigger through the cluster: 202, 409 locked, 404 unknown |
+//! | `DELETE /jobs/{job_type}` | cancel the running attempt: 202 |
+//! | `GET /jobs/{job_type}?limit=N` | its newest attempts |
+//! | `GET /jobs/{job_type}/latest` | its newest status |
+//! | `GET /jobs/{job_type}/stats` | its figures |
+//! | `GET /jobs/{job_type}/{job_id}` | every status of one attempt |
+//! | `GET /stats`, `GET /nodes`, `GET /locks` | all job types' figures, live replicas, held locks |
+//! | `GET /health`, `GET /ready` | live; Cassandra reachable and schema current (503 otherwise) |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /openapi.json` | the OpenAPI document, generated from these handlers |
+//!
+//! With an admin token, `POST` and `DELETE` require `Authorization: Bearer
+//! TOKEN` (401 otherwise). Every error is JSON: `{"error": "…", "kind": "…"}`
+//! (and `holder` for 409).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use utoipa::OpenApi;
+
+use crate::admin::{
+    Admin, AdminError, Cancelled, ErrorKind, HolderView, JobView, Readiness, Triggered,
+};
+
+/// The largest request body accepted (no route needs one).
+const MAX_BODY: usize = 16 * 1024;
+
+/// The page, self-contained: no CDN, no external fonts.
+const PAGE: &str = include_str!("page.html");
+
+/// What every handler sees.
+#[derive(Clone)]
+pub(crate) struct ServerState {
+    admin: Admin,
+    token: Option<Arc<str>>,
+    metrics: PrometheusHandle,
+    node: Arc<str>,
+}
+
+impl ServerState {
+    pub(crate) fn new(
+        admin: Admin,
+        token: Option<String>,
+        metrics: PrometheusHandle,
+        node: &str,
+    ) -> Self {
+        Self {
+            admin,
+            token: token.map(Into::into),
+            metrics,
+            node: node.into(),
+        }
+    }
+}
+
+/// Installs the Prometheus recorder for this process.
+pub(crate) fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    // Leases take milliseconds; jobs take seconds to hours.
+    const FAST: [f64; 12] = [
+        0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+    ];
+    const SLOW: [f64; 12] = [
+        0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0,
+    ];
+    let mut builder = PrometheusBuilder::new();
+    for name in hajobs_core::metrics::HISTOGRAMS {
+        let buckets: &[f64] = if name.starts_with("hajobs_lease_") {
+            &FAST
+        } else {
+            &SLOW
+        };
+        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)?;
+    }
+    let handle = builder.install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// The running server.
+pub(crate) struct Server {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops accepting and ends the open connections.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+/// Serves the routes on `listener` until stopped.
+pub(crate) fn spawn(listener: tokio::net::TcpListener, state: ServerState) -> Server {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Server { stop, task }
+}
+
+/// Every route.
+pub(crate) fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/jobs", get(jobs))
+        .route(
+            "/jobs/{job_type}",
+            get(history).post(trigger).delete(cancel),
+        )
+        .route("/jobs/{job_type}/latest", get(latest))
+        .route("/jobs/{job_type}/stats", get(job_stats))
+        .route("/jobs/{job_type}/{job_id}", get(attempt))
+        .route("/stats", get(stats))
+        .route("/nodes", get(nodes))
+        .route("/locks", get(locks))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// An error as every route answers it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ApiError {
+    /// What went wrong, naming the problem.
+    error: String,
+    /// `bad_input`, `unknown_job`, `not_found`, `locked`, `unavailable`,
+    /// `failed`, `unauthorized`, `too_large`, `method_not_allowed`.
+    kind: String,
+    /// The holder of the lock, for `locked`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holder: Option<Box<HolderView>>,
+}
+
+struct Failure(StatusCode, Box<ApiError>);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut response = (self.0, Json(*self.1)).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl Failure {
+    fn new(status: StatusCode, kind: &str, error: impl Into<String>) -> Self {
+        Self(
+            status,
+            Box::new(ApiError {
+                error: error.into(),
+                kind: kind.to_owned(),
+                holder: None,
+            }),
+        )
+    }
+}
+
+impl From<AdminError> for Failure {
+    fn from(e: AdminError) -> Self {
+        let (status, kind) = match e.kind {
+            ErrorKind::BadInput => (StatusCode::BAD_REQUEST, "bad_input"),
+            ErrorKind::UnknownJob => (StatusCode::NOT_FOUND, "unknown_job"),
+            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorKind::Locked => (StatusCode::CONFLICT, "locked"),
+            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ErrorKind::Failed => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
+        };
+        Self(
+            status,
+            Box::new(ApiError {
+                error: e.message,
+                kind: kind.to_owned(),
+                holder: e.holder,
+            }),
+        )
+    }
+}
+
+impl From<PathRejection> for Failure {
+    fn from(e: PathRejection) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad_input",
+            format!("path: {}", e.body_text()),
+        )
+    }
+}
+
+impl From<QueryRejection> for Failure {
+    fn from(e: QueryRejection) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad_input",
+            format!("query: {}", e.body_text()),
+        )
+    }
+}
+
+impl From<BytesRejection> for Failure {
+    fn from(e: BytesRejection) -> Self {
+        let status = e.status();
+        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "bad_input"
+        };
+        Self::new(
+            status,
+            kind,
+            format!("body: {} (at most {MAX_BODY} bytes)", e.body_text()),
+        )
+    }
+}
+
+type ApiResult<T> = Result<T, Failure>;
+
+/// Mutating routes with a token set: `Authorization: Bearer TOKEN` or 401.
+fn authorize(state: &ServerState, headers: &HeaderMap) -> ApiResult<()> {
+    let Some(token) = &state.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the admin token does not match",
+        )),
+        None => Err(Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this route needs `Authorization: Bearer TOKEN` (the admin token)",
+        )),
+    }
+}
+
+/// Compares without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `?limit=N`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct Limit {
+    /// How many attempts, newest first (1 to 10000; default 20).
+    limit: Option<u32>,
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn not_found() -> Failure {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route (see /openapi.json)",
+    )
+}
+
+async fn method_not_allowed() -> Failure {
+    Failure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method (see /openapi.json)",
+    )
+}
+
+/// Liveness.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    /// Always `live`.
+    status: String,
+    /// This replica.
+    node: String,
+}
+
+/// This process answers.
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
+async fn health(State(state): State<ServerState>) -> Json<Health> {
+    Json(Health {
+        status: "live".into(),
+        node: state.node.to_string(),
+    })
+}
+
+/// Cassandra answers and the schema is current.
+#[utoipa::path(get, path = "/ready", responses(
+    (status = 200, body = Readiness), (status = 503, body = Readiness)))]
+async fn ready(State(state): State<ServerState>) -> (StatusCode, Json<Readiness>) {
+    let r = state.admin.ready().await;
+    let status = if r.cassandra && r.schema_current {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(r))
+}
+
+/// The metrics in Prometheus' text format.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+async fn metrics(State(state): State<ServerState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// This document.
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Every configured job type: spec, cron in words, next firing, holder, latest attempt.
+#[utoipa::path(get, path = "/jobs", responses((status = 200, body = [JobView])))]
+async fn jobs(State(state): State<ServerState>) -> ApiResult<Json<Vec<JobView>>> {
+    Ok(Json(state.admin.jobs().await?))
+}
+
+/// Runs the job now on one live replica (through the cluster).
+#[utoipa::path(post, path = "/jobs/{job_type}",
+    params(("job_type" = String, Path, description = "the job type")),
+    responses(
+        (status = 202, body = Triggered, description = "started on a replica"),
+        (status = 401, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, body = ApiError, description = "the lock is held: `holder` says by whom"),
+        (status = 413, body = ApiError), (status = 503, body = ApiError, description = "no live replica has the job")),
+    security(("admin_token" = [])))]
+async fn trigger(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    job_type: Result<Path<String>, PathRejection>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Triggered>)> {
+    authorize(&state, &headers)?;
+    let Path(job_type) = job_type?;
+    body?;
+    let by = format!("http@{}", state.node);
+    let t = state.admin.trigger(&job_type, &by).await?;
+    Ok((StatusCode::ACCEPTED, Json(t)))
+}
+
+/// Cancels the running attempt, wherever it runs.
+#[utoipa::path(delete, path = "/jobs/{job_type}",
+    params(("job_type" = String, Path, description = "the job type")),
+    responses((status = 202, body = Cancelled), (status = 401, body = ApiError),
+        (status = 404, body = ApiError), (status = 409, body = ApiError)),
+    security(("admin_token" = [])))]
+async fn cancel(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    job_type: Result<Path<String>, PathRejection>,
+) -> ApiResult<(StatusCode, Json<Cancelled>)> {
+    authorize(&state, &headers)?;
+    let Path(job_type) = job_type?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(state.admin.cancel(&job_type).await?),
+    ))
+}
+
+/// The newest attempts of a job type (each its newest status).
+#[utoipa::path(get, path = "/jobs/{job_type}",
+    params(("job_type" = String, Path, description = "the job type"), Limit),
+    responses((status = 200, body = [serde_json::Value], description = "statuses, newest first"),
+        (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn history(
+    State(state): State<ServerState>,
+    job_type: Result<Path<String>, PathRejection>,
+    limit: Result<Query<Limit>, QueryRejection>,
+) -> ApiResult<Json<Vec<hajobs_core::StatusEntry>>> {
+    let Path(job_type) = job_type?;
+    let Query(limit) = limit?;
+    state.admin.job_type(&job_type)?;
+    Ok(Json(
+        state
+            .admin
+            .status(Some(&job_type), limit.limit.unwrap_or(20))
+            .await?,
+    ))
+}
+
+/// The newest status of a job type.
+#[utoipa::path(get, path = "/jobs/{job_type}/latest",
+    params(("job_type" = String, Path, description = "the job type")),
+    responses((status = 200, body = serde_json::Value), (status = 404, body = ApiError)))]
+async fn latest(
+    State(state): State<ServerState>,
+    job_type: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<hajobs_core::StatusEntry>> {
+    let Path(job_type) = job_type?;
+    state.admin.job_type(&job_type)?;
+    Ok(Json(state.admin.latest(&job_type).await?))
+}
+
+/// Every status one attempt went through, oldest first.
+#[utoipa::path(get, path = "/jobs/{job_type}/{job_id}",
+    params(("job_type" = String, Path, description = "the job type"),
+        ("job_id" = String, Path, description = "the attempt's job id (a time-based UUID)")),
+    responses((status = 200, body = [serde_json::Value]), (status = 400, body = ApiError),
+        (status = 404, body = ApiError)))]
+async fn attempt(
+    State(state): State<ServerState>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Json<Vec<hajobs_core::StatusEntry>>> {
+    let Path((job_type, job_id)) = ids?;
+    state.admin.job_type(&job_type)?;
+    Ok(Json(state.admin.attempt(&job_type, &job_id).await?))
+}
+
+/// A job type's figures over its newest attempts.
+#[utoipa::path(get, path = "/jobs/{job_type}/stats",
+    params(("job_type" = String, Path, description = "the job type")),
+    responses((status = 200, body = serde_json::Value), (status = 404, body = ApiError)))]
+async fn job_stats(
+    State(state): State<ServerState>,
+    job_type: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<hajobs_core::JobStats>> {
+    let Path(job_type) = job_type?;
+    state.admin.job_type(&job_type)?;
+    let mut stats = state.admin.stats(Some(&job_type)).await?;
+    stats
+        .pop()
+        .map(Json)
+        .ok_or_else(|| Failure::new(StatusCode::NOT_FOUND, "not_found", "no figures"))
+}
+
+/// Every job type's figures.
+#[utoipa::path(get, path = "/stats", responses((status = 200, body = [serde_json::Value])))]
+async fn stats(State(state): State<ServerState>) -> ApiResult<Json<Vec<hajobs_core::JobStats>>> {
+    Ok(Json(state.admin.stats(None).await?))
+}
+
+/// The live replicas.
+#[utoipa::path(get, path = "/nodes", responses((status = 200, body = [serde_json::Value])))]
+async fn nodes(State(state): State<ServerState>) -> ApiResult<Json<Vec<hajobs_core::NodeRecord>>> {
+    Ok(Json(state.admin.nodes().await?))
+}
+
+/// The held locks.
+#[utoipa::path(get, path = "/locks", responses((status = 200, body = [HolderView])))]
+async fn locks(State(state): State<ServerState>) -> ApiResult<Json<Vec<HolderView>>> {
+    Ok(Json(
+        state
+            .admin
+            .locks()
+            .await?
+            .iter()
+            .map(HolderView::from)
+            .collect(),
+    ))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "hajobs", description = "Jobs that run on exactly one replica at a time: the admin API of a replica."),
+    paths(health, ready, metrics, jobs, trigger, cancel, history, latest, attempt, job_stats, stats, nodes, locks),
+    components(schemas(ApiError, HolderView, JobView, Triggered, Cancelled, Readiness, Health)),
+    modifiers(&BearerToken)
+)]
+struct ApiDoc;
+
+/// The `admin_token` security scheme.
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document as JSON (for `hajobs openapi`).
+pub(crate) fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
