@@ -13,6 +13,7 @@
 //! `fenced-write` (the fencing example, see `docs/guarantees.md`).
 
 pub mod chaos;
+pub mod http;
 
 use std::path::PathBuf;
 use std::process::Command;

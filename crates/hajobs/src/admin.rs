@@ -530,10 +530,10 @@ impl Admin {
         }
     }
 
-    /// The newest status of `job`.
+    /// The newest status of `job` (with its progress while it runs).
     pub(crate) async fn latest(&self, job: &str) -> AdminResult<StatusEntry> {
         let job_type = JobType::new(job).map_err(|e| AdminError::bad_input(e.to_string()))?;
-        self.statuses.latest(&job_type).await?.ok_or_else(|| {
+        self.latest_with_progress(&job_type).await?.ok_or_else(|| {
             AdminError::new(ErrorKind::NotFound, format!("no attempt of {job} recorded"))
         })
     }

@@ -1,0 +1,415 @@
+//! The HTTP API, `/metrics` and the page of real `hajobs serve` daemons on
+//! the real Cassandra: every route with its errors (401, 404, 409, 400,
+//! 413), the OpenAPI document read by a parser of the specification, the
+//! Prometheus series after a run (kill -9 included), and the page in a real
+//! headless Chromium: Trigger clicked, the attempt seen RUNNING then FINISHED.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hajobs_core::testing::unique_keyspace;
+use hajobs_tests::chaos::{Daemons, eventually};
+use hajobs_tests::http::{Browser, Reply, addresses, request};
+use serde_json::Value;
+
+const TOKEN: &str = "test-admin-token-7f3a";
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_hajobs-under-test"))
+}
+
+const JOBS: &str = r#"
+shutdown_grace = "5s"
+[http]
+listen = "127.0.0.1:0"
+admin_token = "test-admin-token-7f3a"
+[supervisor]
+interval = "1s"
+retrigger_backoff = "0s"
+[[job]]
+name = "slow"
+command = ["sh", "-c", "echo 'HAJOBS_PROGRESS {\"step\": 1, \"of\": 2}'; sleep 30"]
+lease_ttl = "4s"
+retrigger_count = 1
+[[job]]
+name = "quick"
+command = ["sh", "-c", "echo quick"]
+[[job]]
+name = "tick"
+command = ["true"]
+cron = "*/2 * * * * *"
+"#;
+
+fn get(addr: &str, path: &str) -> Reply {
+    request(addr, "GET", path, None, b"")
+}
+
+/// The newest state of `job` as `GET /jobs/{job}/latest` says it.
+fn latest(addr: &str, job: &str) -> Option<Value> {
+    let r = get(addr, &format!("/jobs/{job}/latest"));
+    (r.status == 200).then(|| r.json())
+}
+
+fn assert_error(r: &Reply, status: u16, kind: &str) -> Value {
+    assert_eq!(r.status, status, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["kind"], kind, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "an error names the problem: {v}"
+    );
+    v
+}
+
+/// Parses Prometheus' text format: every sample line is `name{labels} value`.
+fn samples(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line `{l}`"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|e| panic!("bad value in `{l}`: {e}"));
+            let name = series.split('{').next().unwrap();
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "bad metric name in `{l}`"
+            );
+            (series.to_owned(), value)
+        })
+        .collect()
+}
+
+fn metric_total(addrs: &[(String, String)], prefix: &str) -> f64 {
+    addrs
+        .iter()
+        .flat_map(|(_, a)| samples(&get(a, "/metrics").body))
+        .filter(|(s, _)| s.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn http_api_every_route_over_three_daemons() {
+    let keyspace = unique_keyspace("http");
+    let mut d = Daemons::start(bin(), keyspace, 3, JOBS);
+    let addrs = addresses(&d, 3);
+    let a = addrs[0].1.as_str();
+    let b = addrs[1].1.as_str();
+
+    // Liveness, readiness, the jobs.
+    let h = get(a, "/health");
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json()["status"], "live");
+    let r = get(a, "/ready");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["schema_current"], true);
+    let jobs = get(a, "/jobs").json();
+    let names: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["slow", "quick", "tick"]);
+    let tick = &jobs[2];
+    assert!(tick["cron_in_words"].as_str().is_some(), "{tick}");
+    assert!(tick["next_firing"].as_str().is_some(), "{tick}");
+
+    // Mutating routes need the token.
+    let r = request(a, "POST", "/jobs/slow", None, b"");
+    assert_error(&r, 401, "unauthorized");
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert_error(
+        &request(a, "POST", "/jobs/slow", Some("wrong"), b""),
+        401,
+        "unauthorized",
+    );
+    assert_error(
+        &request(a, "DELETE", "/jobs/slow", None, b""),
+        401,
+        "unauthorized",
+    );
+    // Unknown job, oversized body, unknown route, wrong method.
+    assert_error(
+        &request(a, "POST", "/jobs/nope", Some(TOKEN), b""),
+        404,
+        "unknown_job",
+    );
+    assert_error(
+        &request(a, "POST", "/jobs/slow", Some(TOKEN), &vec![b'x'; 100_000]),
+        413,
+        "too_large",
+    );
+    assert_error(&get(a, "/nope"), 404, "not_found");
+    assert_error(
+        &request(a, "PUT", "/jobs", None, b""),
+        405,
+        "method_not_allowed",
+    );
+
+    // Trigger through the cluster: 202, then 409 naming the holder.
+    let t = request(a, "POST", "/jobs/slow", Some(TOKEN), b"");
+    assert_eq!(t.status, 202, "{}", t.body);
+    let t = t.json();
+    let job_id = t["job_id"].as_str().unwrap().to_owned();
+    assert!(t["fencing_token"].as_i64().unwrap() > 0, "{t}");
+    assert!(
+        addrs.iter().any(|(n, _)| n == t["node"].as_str().unwrap()),
+        "{t}"
+    );
+    let again = request(b, "POST", "/jobs/slow", Some(TOKEN), b"");
+    let v = assert_error(&again, 409, "locked");
+    assert_eq!(v["holder"]["job_id"], job_id.as_str(), "{v}");
+    assert_eq!(v["holder"]["owner"], t["node"], "{v}");
+
+    // The running attempt, its progress, its history.
+    let running = eventually(Duration::from_secs(15), "slow's progress", || {
+        latest(b, "slow").filter(|l| l["content"]["step"] == 1)
+    });
+    assert_eq!(running["state"], "RUNNING");
+    assert_eq!(running["job_id"], job_id.as_str());
+    let history = get(b, &format!("/jobs/slow/{job_id}")).json();
+    assert!(
+        history.as_array().unwrap().len() >= 2,
+        "PREPARING/RUNNING steps: {history}"
+    );
+    let jobs = get(b, "/jobs").json();
+    assert_eq!(jobs[0]["holder"]["job_id"], job_id.as_str(), "{jobs}");
+    assert_eq!(jobs[0]["latest"]["content"]["step"], 1, "{jobs}");
+
+    // Bad input on reading routes.
+    assert_error(&get(a, "/jobs/slow?limit=abc"), 400, "bad_input");
+    assert_error(&get(a, "/jobs/slow?limit=0"), 400, "bad_input");
+    assert_error(&get(a, "/jobs/slow/not-a-uuid"), 400, "bad_input");
+    assert_error(
+        &get(a, "/jobs/slow/0b3e2a40-e7e0-11f1-8000-000000000000"),
+        404,
+        "not_found",
+    );
+    assert_error(&get(a, "/jobs/nope/latest"), 404, "unknown_job");
+    let list = get(a, "/jobs/slow?limit=5").json();
+    assert_eq!(list[0]["job_id"], job_id.as_str(), "{list}");
+
+    // Cancel through any daemon: 202, and the attempt ends CANCELED.
+    let c = request(a, "DELETE", "/jobs/slow", Some(TOKEN), b"");
+    assert_eq!(c.status, 202, "{}", c.body);
+    assert_eq!(c.json()["job_id"], job_id.as_str());
+    eventually(Duration::from_secs(20), "slow CANCELED", || {
+        latest(a, "slow").filter(|l| l["state"] == "CANCELED")
+    });
+
+    // A quick job to its end; its figures.
+    let q = request(b, "POST", "/jobs/quick", Some(TOKEN), b"");
+    assert_eq!(q.status, 202, "{}", q.body);
+    eventually(Duration::from_secs(20), "quick FINISHED", || {
+        latest(a, "quick").filter(|l| l["state"] == "FINISHED")
+    });
+    let s = get(a, "/jobs/quick/stats").json();
+    assert_eq!(s["finished"], 1, "{s}");
+    assert!(get(a, "/stats").json().as_array().unwrap().len() >= 2);
+    assert_eq!(get(a, "/nodes").json().as_array().unwrap().len(), 3);
+    assert!(get(a, "/locks").json().is_array());
+
+    // The OpenAPI document, by a parser of the specification.
+    let doc = get(a, "/openapi.json");
+    assert_eq!(doc.status, 200);
+    let spec = oas3::from_json(&doc.body).expect("a valid OpenAPI 3.1 document");
+    let paths = spec.paths.expect("paths");
+    for p in [
+        "/jobs",
+        "/jobs/{job_type}",
+        "/jobs/{job_type}/latest",
+        "/jobs/{job_type}/{job_id}",
+        "/jobs/{job_type}/stats",
+        "/nodes",
+        "/health",
+        "/ready",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(p), "{p} documented");
+    }
+    let trigger = paths["/jobs/{job_type}"]
+        .post
+        .as_ref()
+        .expect("POST documented");
+    let codes: Vec<&String> = trigger.responses.as_ref().unwrap().keys().collect();
+    for code in ["202", "401", "404", "409"] {
+        assert!(codes.iter().any(|c| *c == code), "{code} documented");
+    }
+
+    // A replica killed while it runs slow: a survivor records it DEAD and
+    // re-runs it; every named series is there.
+    let t = request(a, "POST", "/jobs/slow", Some(TOKEN), b"").json();
+    let holder = t["node"].as_str().unwrap().to_owned();
+    let victim = Daemons::index_of(&holder);
+    eventually(Duration::from_secs(15), "a renewal of slow's lease", || {
+        let addr = &addrs[victim].1;
+        samples(&get(addr, "/metrics").body)
+            .iter()
+            .any(|(s, v)| s.starts_with("hajobs_lease_renew_seconds_count") && *v > 0.0)
+            .then_some(())
+    });
+    let mut all: String = addrs.iter().map(|(_, a)| get(a, "/metrics").body).collect();
+    d.kill9(victim);
+    let survivors: Vec<(String, String)> = addrs
+        .iter()
+        .filter(|(n, _)| *n != holder)
+        .cloned()
+        .collect();
+    eventually(Duration::from_secs(30), "a survivor re-ran slow", || {
+        (metric_total(&survivors, "hajobs_supervisor_retriggers_total") >= 1.0).then_some(())
+    });
+    assert!(metric_total(&survivors, "hajobs_supervisor_dead_total") >= 1.0);
+    for (_, addr) in &survivors {
+        let m = get(addr, "/metrics");
+        assert_eq!(m.status, 200);
+        assert!(
+            m.header("content-type")
+                .is_some_and(|c| c.starts_with("text/plain")),
+            "{:?}",
+            m.headers
+        );
+        samples(&m.body);
+        all.push_str(&m.body);
+    }
+    for series in [
+        "hajobs_lease_acquire_seconds_bucket",
+        "hajobs_lease_release_seconds_count",
+        "hajobs_attempts_started_total",
+        "hajobs_attempts_ended_total",
+        "hajobs_job_duration_seconds_bucket",
+        "hajobs_cron_firing_lag_seconds_bucket",
+        "hajobs_trigger_requests_claimed_total",
+        "hajobs_trigger_requests_total",
+        "hajobs_supervisor_dead_total",
+        "hajobs_supervisor_retriggers_total",
+        "# TYPE hajobs_lease_acquire_seconds histogram",
+    ] {
+        assert!(all.contains(series), "{series} exported");
+    }
+    d.stop();
+}
+
+const PAGE_JOBS: &str = r#"
+shutdown_grace = "5s"
+[http]
+listen = "127.0.0.1:0"
+admin_token = "test-admin-token-7f3a"
+[[job]]
+name = "nightly-import"
+command = ["sh", "-c", "for i in 1 2 3; do echo \"HAJOBS_PROGRESS {\\\"rows\\\": $((i * 1000))}\"; sleep 1; done"]
+[[job]]
+name = "report"
+command = ["true"]
+cron = "0 0 6 * * Mon-Fri"
+time_zone = "Europe/Berlin"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn page_in_chromium_triggers_and_shows_running_then_finished() {
+    let keyspace = unique_keyspace("page");
+    let mut d = tokio::task::spawn_blocking(move || {
+        let d = Daemons::start(bin(), keyspace, 1, PAGE_JOBS);
+        let addrs = addresses(&d, 1);
+        (d, addrs)
+    })
+    .await
+    .unwrap();
+    let addr = d.1[0].1.clone();
+    let profile = d.0.dir.join("chromium-profile");
+    let mut browser = Browser::start(&profile).await;
+    browser
+        .call(
+            "Page.navigate",
+            serde_json::json!({"url": format!("http://{addr}/")}),
+        )
+        .await;
+    wait_for(
+        &mut browser,
+        "document.body.dataset.loaded === 'true'",
+        "the page loaded",
+    )
+    .await;
+    let row = "tr[data-job=\"nightly-import\"]";
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "document.querySelector('{row} .state-cell').textContent"
+            ))
+            .await,
+        "never ran"
+    );
+    // The admin token as an operator types it, then a real click on Trigger.
+    browser
+        .eval(&format!(
+            "(() => {{ const t = document.getElementById('token'); t.value = '{TOKEN}'; t.dispatchEvent(new Event('change')); return true; }})()"
+        ))
+        .await;
+    browser
+        .click("button.trigger[data-job=\"nightly-import\"]")
+        .await;
+    wait_for(
+        &mut browser,
+        &format!("document.querySelector('{row} .state-cell').textContent === 'RUNNING'"),
+        "nightly-import RUNNING on the page",
+    )
+    .await;
+    let message = browser
+        .eval("document.getElementById('message').textContent")
+        .await;
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .starts_with("started nightly-import on node-0"),
+        "{message}"
+    );
+    wait_for(
+        &mut browser,
+        &format!("document.querySelector('{row} .progress').textContent.includes('rows')"),
+        "live progress on the page",
+    )
+    .await;
+    let shot = browser.screenshot().await;
+    wait_for(
+        &mut browser,
+        &format!("document.querySelector('{row} .state-cell').textContent === 'FINISHED'"),
+        "nightly-import FINISHED on the page",
+    )
+    .await;
+    assert!(shot.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hajobs-page.png");
+    std::fs::write(&out, &shot).unwrap();
+    println!("page screenshot: {}", out.display());
+    // Nothing on the page comes from elsewhere: no CDN, no external fonts.
+    let external = browser
+        .eval("performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith(location.origin)).length")
+        .await;
+    assert_eq!(external, 0);
+    drop(browser);
+    tokio::task::spawn_blocking(move || d.0.stop())
+        .await
+        .unwrap();
+}
+
+async fn wait_for(browser: &mut Browser, condition: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // While the page loads, a condition may not be computable yet.
+        let guarded = format!(
+            "(() => {{ try {{ return ({condition}); }} catch (e) {{ return false; }} }})()"
+        );
+        if browser.eval(&guarded).await == true {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what} ({condition})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
