@@ -660,10 +660,82 @@ missed_runs = "skip"
             &Overrides::default(),
         )
         .unwrap();
-        assert_eq!(c.jobs.len(), 4);
+        assert_eq!(c.jobs.len(), 5);
         assert_eq!(
             c.jobs[1].spec.lock_type, c.jobs[2].spec.lock_type,
             "report and cleanup share a lock"
+        );
+        let http = c.http.expect("the example serves the page");
+        assert_eq!(http.listen.to_string(), DEFAULT_HTTP_LISTEN);
+        assert!(http.admin_token.is_none());
+    }
+
+    #[test]
+    fn http_section_errors_are_placed_and_the_environment_wins() {
+        let err = parse(
+            Path::new("f.toml"),
+            "[http]\nlisten = \"everywhere\"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("f.toml:2: field `http.listen`: `everywhere` is not an address"),
+            "{err}"
+        );
+        let err = parse(
+            Path::new("f.toml"),
+            "[http]\nadmin_token = \" \"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("f.toml:2: field `http.admin_token`: empty"),
+            "{err}"
+        );
+        let err = parse(
+            Path::new("f.toml"),
+            "[http]\nport = 1\n",
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `port`"), "{err}");
+        // Off unless configured; the environment turns it on and wins.
+        let off = parse(Path::new("f"), "", &Overrides::default()).unwrap();
+        assert!(off.http.is_none());
+        let o = Overrides {
+            http_listen: Some("0.0.0.0:9999".into()),
+            admin_token: Some("from-env".into()),
+            ..Overrides::default()
+        };
+        let on = parse(
+            Path::new("f"),
+            "[http]\nlisten = \"127.0.0.1:1\"\nadmin_token = \"from-file\"\n",
+            &o,
+        )
+        .unwrap();
+        let http = on.http.unwrap();
+        assert_eq!(http.listen.to_string(), "0.0.0.0:9999");
+        assert_eq!(http.admin_token.as_deref(), Some("from-env"));
+        assert!(
+            !format!("{http:?}").contains("from-env"),
+            "the token is never shown"
+        );
+        let err = parse(
+            Path::new("f"),
+            "",
+            &Overrides {
+                http_listen: Some("x".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("HAJOBS_HTTP_LISTEN: `x` is not an address"),
+            "{err}"
         );
     }
 

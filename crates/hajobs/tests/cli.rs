@@ -124,7 +124,7 @@ async fn admin_commands_do_what_they_say_and_exit_with_their_codes() {
     expect(
         &env.run(&["trigger", "nope"]),
         2,
-        "unknown job type `nope` (registered: echo, fails)",
+        "unknown job type `nope` (configured: echo, fails)",
     );
 
     let out = env.run(&["status"]);
