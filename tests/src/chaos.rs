@@ -351,6 +351,21 @@ impl Daemons {
         }
     }
 
+    /// Stops daemon `i` with SIGTERM (a graceful stop) and waits for it to exit.
+    pub fn terminate(&mut self, i: usize) {
+        self.signal(i, "TERM");
+        if let Some(mut c) = self.procs[i].take() {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while c.try_wait().unwrap().is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "node-{i} did not stop on SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     /// Every record so far.
     pub fn records(&self) -> Vec<Record> {
         read_records(&self.records)

@@ -911,3 +911,117 @@ fn chaos_triggers_through_the_cluster_run_once_on_a_replica() {
     );
     drop_keyspace(&keyspace);
 }
+
+/// One long manual job: triggered once, handed from replica to replica.
+const HANDOVER: &str = r#"
+shutdown_grace = "10s"
+[supervisor]
+interval = "1s"
+# Far beyond the measured handover: a re-run within it is the handover's.
+retrigger_backoff = "60s"
+[[job]]
+name = "handed"
+lock_type = "chaos"
+command = ["sh", "{script}", "{records}", "900"]
+lease_ttl = "4s"
+retrigger_count = 100
+[[job]]
+name = "once"
+lock_type = "chaos-once"
+# Its own records: another lock, not part of the one-holder verdict.
+command = ["sh", "{script}", "{records}.once", "900"]
+lease_ttl = "4s"
+retrigger_count = 0
+"#;
+
+/// `started JOB on NODE as JOB_ID (trigger T, …)` → (job id, trigger id).
+fn started(out: &std::process::Output) -> (String, String) {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "trigger: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let job_id = words[words.iter().position(|w| *w == "as").unwrap() + 1].to_owned();
+    let trigger = words[words.iter().position(|w| *w == "(trigger").unwrap() + 1]
+        .trim_end_matches(',')
+        .to_owned();
+    (job_id, trigger)
+}
+
+#[test]
+fn chaos_sigterm_hands_the_attempt_over_to_a_survivor_within_about_1s() {
+    let n = trials(3, 10);
+    let keyspace = unique_keyspace("chaos_handover");
+    let mut d = Daemons::start(bin(), keyspace.clone(), 3, HANDOVER);
+    let (job_id, trigger) = started(&d.cli(&["trigger", "handed"]).output().unwrap());
+    let mut old = eventually(Duration::from_secs(30), "the triggered run", || {
+        runs(&d.records()).into_iter().find(|r| r.job_id == job_id)
+    });
+    let (mut from_stop, mut gap) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let i = Daemons::index_of(&old.node);
+        let t = now_nanos();
+        d.terminate(i);
+        let next = eventually(Duration::from_secs(30), "the handed-over run", || {
+            successor(&d, t, &old)
+        });
+        let ended = run_of(&d, &old.job_id);
+        assert_eq!(next.trigger_id, trigger, "the same trigger, resumed");
+        assert_ne!(next.node, old.node, "resumed on another replica");
+        assert!(next.first > ended.last, "never two runs at once");
+        from_stop.push(ms(next.first - t));
+        gap.push(ms(next.first - ended.last));
+        assert!(
+            next.first - t < 10_000_000_000,
+            "resumed {} ms after SIGTERM: not by the handover",
+            ms(next.first - t)
+        );
+        d.spawn(i);
+        old = next;
+    }
+    gap.sort_unstable();
+    // p50/max above: SIGTERM → the resumed run's first line; the gap: the
+    // stopped run's last line → the resumed run's first.
+    let extra = format!(
+        " gap_p50_ms={} gap_max_ms={}",
+        percentile(&gap, 0.5),
+        gap.last().unwrap_or(&0)
+    );
+    // A trigger whose retriggers are used up (retrigger_count 0) stays as
+    // it ended: no request resumes it.
+    let (once_id, once_trigger) = started(&d.cli(&["trigger", "once"]).output().unwrap());
+    let once_records = d.records.with_extension("once");
+    let once = eventually(Duration::from_secs(30), "the run of `once`", || {
+        runs(&hajobs_tests::chaos::read_records(&once_records))
+            .into_iter()
+            .find(|r| r.job_id == once_id)
+    });
+    d.terminate(Daemons::index_of(&once.node));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let resumed = rt.block_on(async {
+        let config =
+            hajobs_core::CassandraConfig::from_contact_list(&hajobs_core::testing::contact_list())
+                .with_keyspace(keyspace.clone());
+        let store = hajobs_core::RequestStore::new(config.connect().await.unwrap(), &config)
+            .await
+            .unwrap();
+        store.recent(Duration::from_secs(600)).await.unwrap()
+    });
+    let resumes: Vec<String> = resumed
+        .iter()
+        .filter_map(|r| r.resumes.map(|t| t.to_string()))
+        .collect();
+    assert!(
+        resumes.iter().all(|t| *t == trigger),
+        "only `handed` was handed over: {resumes:?} (`once` is {once_trigger})"
+    );
+    assert_eq!(resumes.len(), n, "one handover per SIGTERM of `handed`");
+    summary("sigterm_handover", n, &d, from_stop, &extra);
+    d.stop();
+    drop_keyspace(&keyspace);
+}

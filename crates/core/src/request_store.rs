@@ -61,12 +61,16 @@ pub struct TriggerRequest {
     pub withdrawn: bool,
     /// What became of it, once known.
     pub outcome: Option<RequestOutcome>,
+    /// The earlier trigger this request resumes (a handover): the attempt
+    /// runs under it instead of the request's own id.
+    pub resumes: Option<TriggerId>,
 }
 
 /// The `trigger_request` table.
 pub struct RequestStore {
     session: Arc<Session>,
     insert: PreparedStatement,
+    insert_resuming: PreparedStatement,
     recent: PreparedStatement,
     get: PreparedStatement,
     claim: PreparedStatement,
@@ -84,7 +88,7 @@ impl std::fmt::Debug for RequestStore {
 /// The one partition requests live in (a time range of it is read).
 const SHARD: i32 = 0;
 
-const COLUMNS: &str = "trigger_id, job_type, requested_by, claimed_by, claimed_at, withdrawn, outcome, job_id, fencing_token, detail";
+const COLUMNS: &str = "trigger_id, job_type, requested_by, claimed_by, claimed_at, withdrawn, outcome, job_id, fencing_token, detail, resumes";
 
 type Row = (
     CqlTimeuuid,
@@ -97,6 +101,7 @@ type Row = (
     Option<CqlTimeuuid>,
     Option<i64>,
     Option<String>,
+    Option<CqlTimeuuid>,
 );
 
 fn decode(row: Row) -> TriggerRequest {
@@ -111,6 +116,7 @@ fn decode(row: Row) -> TriggerRequest {
         job_id,
         token,
         detail,
+        resumes,
     ) = row;
     let job_id = job_id.map(|u| JobId::from_uuid(u.into()));
     let outcome = match (outcome.as_deref(), job_id) {
@@ -135,6 +141,7 @@ fn decode(row: Row) -> TriggerRequest {
         claimed_at: claimed_at.map(cql::from_timestamp),
         withdrawn: withdrawn.unwrap_or(false),
         outcome,
+        resumes: resumes.map(|u| TriggerId::from_uuid(u.into())),
     }
 }
 
@@ -150,6 +157,10 @@ impl RequestStore {
         Ok(Self {
             insert: prepare(format!(
                 "INSERT INTO {ks}.trigger_request (shard, trigger_id, job_type, requested_by) VALUES ({SHARD}, ?, ?, ?)"
+            ))
+            .await?,
+            insert_resuming: prepare(format!(
+                "INSERT INTO {ks}.trigger_request (shard, trigger_id, job_type, requested_by, resumes) VALUES ({SHARD}, ?, ?, ?, ?)"
             ))
             .await?,
             recent: prepare(format!(
@@ -197,6 +208,30 @@ impl RequestStore {
             )
             .await
             .map_err(|e| StoreError::request(format!("requesting a trigger of {job_type}"), e))?;
+        Ok(())
+    }
+
+    /// Records a request, `request_id`, to run `job_type` again under the
+    /// earlier trigger `resumes` (a handover at shutdown).
+    pub async fn request_resuming(
+        &self,
+        job_type: &str,
+        request_id: TriggerId,
+        resumes: TriggerId,
+        requested_by: &str,
+    ) -> Result<(), StoreError> {
+        self.session
+            .execute_unpaged(
+                &self.insert_resuming,
+                (
+                    CqlTimeuuid::from(request_id.uuid()),
+                    job_type,
+                    requested_by,
+                    CqlTimeuuid::from(resumes.uuid()),
+                ),
+            )
+            .await
+            .map_err(|e| StoreError::request(format!("handing over a trigger of {job_type}"), e))?;
         Ok(())
     }
 

@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trigger_request",
         cql: include_str!("../../../schema/0006_trigger_request.cql"),
     },
+    Migration {
+        version: 7,
+        name: "trigger_request_resumes",
+        cql: include_str!("../../../schema/0007_trigger_request_resumes.cql"),
+    },
 ];
 
 /// The keyspace's replication.

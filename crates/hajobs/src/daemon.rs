@@ -12,8 +12,10 @@
 //!    CLI.
 //!
 //! SIGTERM / Ctrl-C stops them in reverse: no new work is taken (supervisor,
-//! watcher), the running attempts end within the shutdown grace, then the
-//! registry entry and the HTTP server go.
+//! watcher), the running attempts end within the shutdown grace, each one
+//! cancelled by the shutdown is handed over (a request resuming its trigger,
+//! which a live replica claims within a watch interval), then the registry
+//! entry and the HTTP server go.
 
 use std::time::Duration;
 
@@ -129,9 +131,14 @@ pub(crate) async fn serve(settings: &Settings) -> Result<(), CliError> {
     if let Some(s) = supervisor {
         s.stop().await;
     }
-    // No new requests claimed here from now on; then the attempts end.
+    // No new requests claimed here from now on; then the attempts end, and
+    // those cancelled by the shutdown are handed to the other replicas.
     watcher.stop().await;
+    let running = manager.running_triggers();
     manager.shutdown(daemon.shutdown_grace).await;
+    if !running.is_empty() {
+        hajobs_scheduler::hand_over(&manager, admin.requests(), &running).await;
+    }
     registry.stop().await;
     if let Some(server) = server {
         server.stop().await;

@@ -22,7 +22,7 @@
 //! | [`spec`] | [`JobSpec`]: lock type, cron, timeout, retrigger count, lease TTL |
 //! | [`cron`] | [`CronSchedule`] (croner, with seconds, time zones) and [`MissedRuns`] |
 //! | [`manager`] | [`JobManager`]: trigger, retrigger, cancel, start, shutdown |
-//! | [`requests`] | [`RequestWatcher`]: triggers asked of the cluster, claimed once and started here |
+//! | [`requests`] | [`RequestWatcher`]: triggers asked of the cluster, claimed once and started here; [`hand_over()`]: a stopping replica's cancelled attempts resumed elsewhere |
 //! | [`clock`] | [`Clock`]: the wall clock that names cron firings |
 //! | [`error`] | [`ManagerError`] |
 //! | `attempt` | one attempt from RUNNING to its final status |
@@ -82,5 +82,5 @@ pub use job::{Done, FinalState, Job, JobError, JobOutcome};
 pub use manager::{
     CancelOutcome, DEFAULT_CANCEL_GRACE, JobManager, JobManagerBuilder, StartOutcome,
 };
-pub use requests::{RequestWatcher, WatchConfig};
+pub use requests::{Handover, RequestWatcher, WatchConfig, hand_over};
 pub use spec::JobSpec;

@@ -85,6 +85,7 @@ struct Registered {
 /// it has recorded its end and released its lease).
 struct Running {
     job_id: JobId,
+    trigger_id: TriggerId,
     cancellation: Cancellation,
 }
 
@@ -500,6 +501,7 @@ impl JobManager {
                 job_type.clone(),
                 Running {
                     job_id,
+                    trigger_id,
                     cancellation,
                 },
             );
@@ -553,6 +555,15 @@ impl JobManager {
             running.iter().map(|(t, r)| (t.clone(), r.job_id)).collect();
         all.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         all
+    }
+
+    /// Every attempt running on this replica now, with the trigger it serves.
+    pub fn running_triggers(&self) -> Vec<(JobType, JobId, TriggerId)> {
+        let running = self.inner.running.lock().expect("running map poisoned");
+        running
+            .iter()
+            .map(|(t, r)| (t.clone(), r.job_id, r.trigger_id))
+            .collect()
     }
 
     /// The attempt of `job_type` running on this replica, if any.

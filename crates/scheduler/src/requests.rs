@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hajobs_core::{
-    JobId, JobState, JobStatus, JobType, RequestOutcome, RequestStore, TriggerRequest,
+    JobId, JobState, JobStatus, JobType, RequestOutcome, RequestStore, TriggerId, TriggerRequest,
 };
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -62,7 +62,7 @@ impl RequestWatcher {
     pub fn spawn(manager: JobManager, store: Arc<RequestStore>, config: WatchConfig) -> Self {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         // Claimed here and still starting: not stale, whatever the clocks say.
-        let in_flight: Arc<Mutex<HashSet<hajobs_core::TriggerId>>> = Arc::default();
+        let in_flight: Arc<Mutex<HashSet<TriggerId>>> = Arc::default();
         let task = tokio::spawn(async move {
             let mut failing = false;
             loop {
@@ -137,7 +137,7 @@ async fn handle(
 }
 
 async fn start(manager: &JobManager, store: &RequestStore, r: &TriggerRequest) {
-    let outcome = match manager.retrigger(&r.job_type, r.trigger_id).await {
+    let outcome = match manager.retrigger(&r.job_type, runs_under(r)).await {
         Ok(StartOutcome::Started {
             job_id,
             fencing_token,
@@ -181,7 +181,7 @@ async fn close_stale(
             let status = JobStatus {
                 job_type,
                 job_id: JobId::new(),
-                trigger_id: r.trigger_id,
+                trigger_id: runs_under(r),
                 timestamp: SystemTime::now(),
                 state: JobState::Failed,
                 owner: Some(manager.node().clone()),
@@ -198,4 +198,108 @@ async fn close_stale(
             tracing::warn!(trigger_id = %r.trigger_id, error = %e, "closing a stale trigger request failed")
         }
     }
+}
+
+/// The trigger a request's attempt runs under: its own id, or the earlier
+/// trigger it resumes (a handover).
+fn runs_under(r: &TriggerRequest) -> TriggerId {
+    r.resumes.unwrap_or(r.trigger_id)
+}
+
+/// What [`hand_over`] did with one cancelled attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handover {
+    /// A request to resume its trigger was recorded; another replica
+    /// claims it within one watch interval.
+    Requested {
+        /// The job type.
+        job_type: JobType,
+        /// The trigger resumed.
+        trigger_id: TriggerId,
+    },
+    /// Its trigger has used its retrigger count: it stays as it ended.
+    Exhausted(JobType, TriggerId),
+    /// It did not end CANCELED by the shutdown (it finished, failed, or was
+    /// cancelled by an operator): nothing to resume.
+    NotNeeded(JobType, JobId),
+    /// The handover could not be recorded; the supervisor's retrigger rule
+    /// still applies.
+    Failed(JobType, String),
+}
+
+/// Hands the attempts a stopping replica cancelled to the others: for each
+/// attempt of `attempts` (taken before [`JobManager::shutdown`]) that ended
+/// CANCELED by the shutdown and whose trigger has attempts left under its
+/// job's retrigger count (the supervisor's rule), a request that resumes its
+/// trigger. Call it after the shutdown released the leases, so that the
+/// replica claiming a request finds the lock free.
+pub async fn hand_over(
+    manager: &JobManager,
+    store: &RequestStore,
+    attempts: &[(JobType, JobId, TriggerId)],
+) -> Vec<Handover> {
+    /// How many of a job type's newest attempts are read to count a trigger's.
+    const DEPTH: u32 = 100;
+    let mut out = Vec::with_capacity(attempts.len());
+    for (job_type, job_id, trigger_id) in attempts {
+        let Ok(spec) = manager.spec(job_type.as_str()) else {
+            continue;
+        };
+        let ended = match manager.statuses().get(job_type, *job_id).await {
+            Ok(Some(hajobs_core::StatusEntry::Status(s))) => s,
+            Ok(_) => {
+                out.push(Handover::NotNeeded(job_type.clone(), *job_id));
+                continue;
+            }
+            Err(e) => {
+                out.push(Handover::Failed(job_type.clone(), e.to_string()));
+                continue;
+            }
+        };
+        let by_shutdown = ended.state == JobState::Canceled
+            && ended
+                .content
+                .as_ref()
+                .and_then(|c| c.get("reason"))
+                .and_then(|r| r.as_str())
+                .is_some_and(|r| r == hajobs_core::CancelReason::Shutdown.to_string());
+        if !by_shutdown {
+            out.push(Handover::NotNeeded(job_type.clone(), *job_id));
+            continue;
+        }
+        let attempts_of_trigger = match manager.statuses().history(job_type, DEPTH).await {
+            Ok(h) => h
+                .iter()
+                .filter_map(|e| e.status())
+                .filter(|s| s.trigger_id == *trigger_id)
+                .count(),
+            Err(e) => {
+                out.push(Handover::Failed(job_type.clone(), e.to_string()));
+                continue;
+            }
+        };
+        if attempts_of_trigger > spec.retrigger_count as usize {
+            tracing::info!(%job_type, %trigger_id, attempts = attempts_of_trigger, "not handed over: retriggers used up");
+            out.push(Handover::Exhausted(job_type.clone(), *trigger_id));
+            continue;
+        }
+        let by = format!("handover from {}", manager.node());
+        match store
+            .request_resuming(job_type.as_str(), TriggerId::new(), *trigger_id, &by)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(%job_type, %trigger_id, "attempt handed over to the other replicas");
+                out.push(Handover::Requested {
+                    job_type: job_type.clone(),
+                    trigger_id: *trigger_id,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(%job_type, %trigger_id, error = %e, "handover not recorded; the supervisor's retrigger rule applies");
+                out.push(Handover::Failed(job_type.clone(), e.to_string()));
+            }
+        }
+    }
+    out
 }

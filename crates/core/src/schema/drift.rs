@@ -123,6 +123,7 @@ pub const EXPECTED: &[TableSpec] = &[
             ("job_id", "timeuuid"),
             ("fencing_token", "bigint"),
             ("detail", "text"),
+            ("resumes", "timeuuid"),
         ],
         partition_key: &["shard"],
         clustering: &[("trigger_id", Order::Desc)],
