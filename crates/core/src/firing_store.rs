@@ -4,6 +4,12 @@
 //! insert `(job_type, instant)` with `IF NOT EXISTS` runs it; the others see
 //! the claim and do nothing, however late their clock makes them fire, and
 //! however short the job was.
+//!
+//! The claimant then says what became of its claim: `seen_at` while it waits
+//! for a held lock, `outcome` once decided ([`FiringOutcome`]). A claim that
+//! stays without an outcome and unseen belongs to a replica that died between
+//! claim and start; [`FiringStore::close_lost`] closes it once, so that a
+//! supervisor records its trigger FAILED and re-runs it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use scylla::client::session::Session;
 use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlTimeuuid, CqlValue};
+use scylla::value::{CqlTimestamp, CqlTimeuuid, CqlValue};
 
 use crate::config::CassandraConfig;
 use crate::cql;
@@ -20,10 +26,53 @@ use crate::ids::{NodeId, TriggerId};
 use crate::lwt::LwtOutcome;
 use crate::status::JobType;
 
+/// What became of a claimed firing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FiringOutcome {
+    /// Its attempt started.
+    Started,
+    /// Its lock stayed held for a whole period: skipped, by design.
+    Skipped,
+    /// Its claimant died or stalled before starting it; closed by another.
+    Lost,
+}
+
+impl FiringOutcome {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Skipped => "skipped",
+            Self::Lost => "lost",
+        }
+    }
+}
+
+/// One claimed firing, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Firing {
+    /// The scheduled instant.
+    pub instant: SystemTime,
+    /// Its trigger id.
+    pub trigger_id: TriggerId,
+    /// The replica that claimed it.
+    pub owner: Option<String>,
+    /// What became of it, if recorded (`None` also for claims made before
+    /// schema 8).
+    pub outcome: Option<String>,
+    /// When its claimant last said it still works on it (claims made before
+    /// schema 8 have none).
+    pub seen_at: Option<SystemTime>,
+}
+
 /// Cron firing claims.
 pub struct FiringStore {
     session: Arc<Session>,
     claim: PreparedStatement,
+    touch: PreparedStatement,
+    record: PreparedStatement,
+    recent: PreparedStatement,
+    close: PreparedStatement,
     read_serial: PreparedStatement,
     last: PreparedStatement,
     /// TTL of a claim, in seconds (the status retention).
@@ -53,7 +102,35 @@ impl FiringStore {
         Ok(Self {
             claim: prepare(
                 format!(
-                    "INSERT INTO {ks}.cron_firing (job_type, instant, trigger_id, owner) VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
+                    "INSERT INTO {ks}.cron_firing (job_type, instant, trigger_id, owner, seen_at) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
+                ),
+                config.consistency,
+            )
+            .await?,
+            touch: prepare(
+                format!(
+                    "UPDATE {ks}.cron_firing USING TTL ? SET seen_at = ? WHERE job_type = ? AND instant = ?"
+                ),
+                config.consistency,
+            )
+            .await?,
+            record: prepare(
+                format!(
+                    "UPDATE {ks}.cron_firing USING TTL ? SET outcome = ? WHERE job_type = ? AND instant = ?"
+                ),
+                config.consistency,
+            )
+            .await?,
+            recent: prepare(
+                format!(
+                    "SELECT instant, trigger_id, owner, outcome, seen_at FROM {ks}.cron_firing WHERE job_type = ? LIMIT ?"
+                ),
+                config.consistency,
+            )
+            .await?,
+            close: prepare(
+                format!(
+                    "UPDATE {ks}.cron_firing USING TTL ? SET outcome = 'lost' WHERE job_type = ? AND instant = ? IF outcome = null"
                 ),
                 config.consistency,
             )
@@ -90,6 +167,7 @@ impl FiringStore {
             ts,
             CqlTimeuuid::from(trigger_id.uuid()),
             owner.as_str(),
+            cql::to_timestamp(SystemTime::now()),
             self.retention_secs,
         );
         let what = || format!("claiming the cron firing of `{job_type}` at {ts:?}");
@@ -128,5 +206,106 @@ impl FiringStore {
             Some((Some(CqlValue::Timestamp(t)),)) => Some(cql::from_timestamp(t)),
             _ => None,
         })
+    }
+
+    /// The claimant still works on the firing (it waits for a held lock).
+    pub async fn touch(&self, job_type: &JobType, instant: SystemTime) -> Result<(), StoreError> {
+        let values = (
+            self.retention_secs,
+            cql::to_timestamp(SystemTime::now()),
+            job_type.as_str(),
+            cql::to_timestamp(instant),
+        );
+        self.session
+            .execute_unpaged(&self.touch, values)
+            .await
+            .map_err(|e| {
+                StoreError::request(format!("marking the cron firing of `{job_type}` seen"), e)
+            })?;
+        Ok(())
+    }
+
+    /// Records what became of the firing.
+    pub async fn record(
+        &self,
+        job_type: &JobType,
+        instant: SystemTime,
+        outcome: FiringOutcome,
+    ) -> Result<(), StoreError> {
+        let values = (
+            self.retention_secs,
+            outcome.as_str(),
+            job_type.as_str(),
+            cql::to_timestamp(instant),
+        );
+        self.session
+            .execute_unpaged(&self.record, values)
+            .await
+            .map_err(|e| {
+                StoreError::request(format!("recording the cron firing of `{job_type}`"), e)
+            })?;
+        Ok(())
+    }
+
+    /// The newest `limit` claimed firings of `job_type`, newest first.
+    pub async fn recent(&self, job_type: &JobType, limit: i32) -> Result<Vec<Firing>, StoreError> {
+        let what = || format!("reading the recent cron firings of `{job_type}`");
+        type Row = (
+            CqlTimestamp,
+            Option<CqlTimeuuid>,
+            Option<String>,
+            Option<String>,
+            Option<CqlTimestamp>,
+        );
+        let rows = self
+            .session
+            .execute_unpaged(&self.recent, (job_type.as_str(), limit))
+            .await
+            .map_err(|e| StoreError::request(what(), e))?
+            .into_rows_result()
+            .map_err(|e| StoreError::request(what(), e))?;
+        let mut out = Vec::new();
+        for row in rows
+            .rows::<Row>()
+            .map_err(|e| StoreError::request(what(), e))?
+        {
+            let (instant, trigger_id, owner, outcome, seen_at) =
+                row.map_err(|e| StoreError::request(what(), e))?;
+            let instant = cql::from_timestamp(instant);
+            out.push(Firing {
+                instant,
+                trigger_id: trigger_id.map_or_else(
+                    || TriggerId::for_firing(job_type.as_str(), instant),
+                    |t| TriggerId::from_uuid(t.into()),
+                ),
+                owner,
+                outcome,
+                seen_at: seen_at.map(cql::from_timestamp),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Closes a firing nobody started: `true` for exactly one caller, and
+    /// never once its claimant recorded an outcome.
+    pub async fn close_lost(
+        &self,
+        job_type: &JobType,
+        instant: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let what = || format!("closing a lost cron firing of `{job_type}`");
+        let result = self
+            .session
+            .execute_unpaged(
+                &self.close,
+                (
+                    self.retention_secs,
+                    job_type.as_str(),
+                    cql::to_timestamp(instant),
+                ),
+            )
+            .await
+            .map_err(|e| StoreError::request(what(), e))?;
+        Ok(LwtOutcome::from_result(result, &what())?.applied)
     }
 }

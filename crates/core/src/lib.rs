@@ -59,7 +59,7 @@ pub mod testing;
 pub use cancel::{CancelReason, Cancellation};
 pub use config::CassandraConfig;
 pub use error::{InvalidInput, StoreError};
-pub use firing_store::FiringStore;
+pub use firing_store::{Firing, FiringOutcome, FiringStore};
 pub use ids::{JobId, NodeId, TriggerId};
 pub use lease::{Acquired, FencingToken, Holder, Lease, LeaseTtl, Released, Renewed};
 pub use lease_store::LeaseStore;

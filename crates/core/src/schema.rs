@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trigger_request_resumes",
         cql: include_str!("../../../schema/0007_trigger_request_resumes.cql"),
     },
+    Migration {
+        version: 8,
+        name: "cron_firing_outcome",
+        cql: include_str!("../../../schema/0008_cron_firing_outcome.cql"),
+    },
 ];
 
 /// The keyspace's replication.

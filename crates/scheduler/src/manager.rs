@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use hajobs_core::status_store::DEFAULT_RETENTION;
 use hajobs_core::{
-    Acquired, CancelReason, Cancellation, CassandraConfig, FencingToken, FiringStore, Holder,
-    JobId, JobResult, JobType, LeaseStore, NodeId, StatusEntry, StatusStore, TriggerId,
+    Acquired, CancelReason, Cancellation, CassandraConfig, FencingToken, FiringOutcome,
+    FiringStore, Holder, JobId, JobResult, JobState, JobStatus, JobType, LeaseStore, NodeId,
+    StatusEntry, StatusStore, TriggerId,
 };
 use scylla::client::session::Session;
 
@@ -29,6 +30,10 @@ pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// How often a claimed cron firing retries a held lock.
 const FIRING_RETRY: Duration = Duration::from_millis(200);
+/// How often a firing waiting for its lock says it is still waiting.
+const FIRING_TOUCH: Duration = Duration::from_secs(5);
+/// How many of a job type's newest firings are checked for lost claims.
+const RECENT_FIRINGS: i32 = 10;
 
 /// The outcome of a trigger (ha-jobs' `JobStartStatus`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,6 +362,7 @@ impl JobManager {
             .and_then(|next| (next - instant).to_std().ok())
             .unwrap_or_default();
         let give_up = tokio::time::Instant::now() + period;
+        let mut touched = tokio::time::Instant::now();
         let outcome = loop {
             let outcome = self.start_attempt(job_type, trigger_id).await;
             let retry = matches!(outcome, Ok(StartOutcome::Locked { .. }))
@@ -365,8 +371,28 @@ impl JobManager {
             if !retry {
                 break outcome;
             }
+            // Still ours: said now and then, so that no supervisor closes
+            // the claim as lost while this replica waits for the lock.
+            if touched.elapsed() >= FIRING_TOUCH {
+                touched = tokio::time::Instant::now();
+                if let Err(e) = self.inner.firings.touch(job_type, at).await {
+                    tracing::warn!(%job_type, %instant, error = %e, "cron firing not marked as waiting");
+                }
+            }
             tokio::time::sleep(FIRING_RETRY).await;
         };
+        // What became of the claim. An attempt that could not start leaves it
+        // open: a supervisor closes it as lost and re-runs its trigger.
+        let decided = match &outcome {
+            Ok(StartOutcome::Started { .. }) => Some(FiringOutcome::Started),
+            Ok(StartOutcome::Locked { .. }) => Some(FiringOutcome::Skipped),
+            _ => None,
+        };
+        if let Some(decided) = decided {
+            if let Err(e) = self.inner.firings.record(job_type, at, decided).await {
+                tracing::warn!(%job_type, %instant, error = %e, "outcome of a cron firing not recorded");
+            }
+        }
         match &outcome {
             Ok(StartOutcome::Started { job_id, .. }) => {
                 let lag = (self.inner.clock.now() - instant)
@@ -413,6 +439,74 @@ impl JobManager {
                 self.fire(job_type, missed).await;
             }
         }
+    }
+
+    /// Closes the claimed cron firings of `job_type` that no replica started:
+    /// claims among its newest that have no outcome, whose claimant has not
+    /// said it still waits for `after`, and of whose trigger no attempt was
+    /// recorded. Each is closed once (an LWT) and its trigger recorded
+    /// FAILED, so that the supervisor's retrigger rule re-runs it. Returns
+    /// the triggers closed here.
+    pub async fn close_lost_firings(
+        &self,
+        job_type: &JobType,
+        after: Duration,
+    ) -> Result<Vec<TriggerId>, ManagerError> {
+        if self.registered(job_type.as_str())?.spec.schedule.is_none() {
+            return Ok(Vec::new());
+        }
+        let now = SystemTime::now();
+        let firings = self.inner.firings.recent(job_type, RECENT_FIRINGS).await?;
+        let mut closed = Vec::new();
+        for f in firings {
+            // Claims from before schema 8 carry neither; decided ones are done.
+            let (None, Some(seen)) = (&f.outcome, f.seen_at) else {
+                continue;
+            };
+            let quiet = now
+                .duration_since(seen.max(f.instant))
+                .is_ok_and(|age| age >= after);
+            if !quiet {
+                continue;
+            }
+            let history = self.inner.statuses.history(job_type, 50).await?;
+            if history
+                .iter()
+                .filter_map(StatusEntry::status)
+                .any(|s| s.trigger_id == f.trigger_id)
+            {
+                // It started; only its outcome went unrecorded.
+                self.inner
+                    .firings
+                    .record(job_type, f.instant, FiringOutcome::Started)
+                    .await?;
+                continue;
+            }
+            if !self.inner.firings.close_lost(job_type, f.instant).await? {
+                continue;
+            }
+            let instant = DateTime::<Utc>::from(f.instant);
+            let owner = f.owner.as_deref().unwrap_or("?");
+            let message = format!(
+                "the cron firing at {instant} was claimed by {owner} but never started (that replica died or stalled before starting it)"
+            );
+            tracing::warn!(%job_type, %instant, trigger_id = %f.trigger_id, owner, "claimed cron firing never started: recorded FAILED");
+            self.inner
+                .statuses
+                .write(&JobStatus {
+                    job_type: job_type.clone(),
+                    job_id: JobId::new(),
+                    trigger_id: f.trigger_id,
+                    timestamp: now,
+                    state: JobState::Failed,
+                    owner: Some(self.inner.node.clone()),
+                    fencing_token: None,
+                    content: Some(serde_json::json!({ "error": message, "lost_firing": instant.to_rfc3339() })),
+                })
+                .await?;
+            closed.push(f.trigger_id);
+        }
+        Ok(closed)
     }
 
     /// Triggers `job_type` by hand: a new trigger id, then an attempt.

@@ -25,6 +25,10 @@ pub struct SupervisorConfig {
     /// Wait at least this long after a failed attempt before re-running its
     /// trigger (default 0).
     pub retrigger_backoff: Duration,
+    /// A claimed cron firing without an outcome whose claimant has been
+    /// silent this long is closed as lost and its trigger recorded FAILED
+    /// (default 20 s; its claimant says it still waits every 5 s).
+    pub lost_firing_after: Duration,
 }
 
 impl Default for SupervisorConfig {
@@ -36,6 +40,7 @@ impl Default for SupervisorConfig {
             history_depth: 20,
             max_retriggers_per_pass: 10,
             retrigger_backoff: Duration::ZERO,
+            lost_firing_after: Duration::from_secs(20),
         }
     }
 }

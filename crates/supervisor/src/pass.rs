@@ -23,6 +23,8 @@ pub struct PassReport {
     /// Attempts whose final status was in their history but not in the
     /// listing, written again.
     pub repaired: usize,
+    /// Claimed cron firings that no replica started, recorded FAILED.
+    pub lost_firings: Vec<(JobType, TriggerId)>,
 }
 
 /// Runs one pass over every registered job type of `manager`.
@@ -50,6 +52,14 @@ async fn supervise(
     report: &mut PassReport,
 ) -> Result<(), SupervisorError> {
     let job_type = &spec.job_type;
+    // 0. A cron firing claimed by a replica that died before starting it
+    // becomes a FAILED trigger, which the retrigger rule below re-runs.
+    for trigger_id in manager
+        .close_lost_firings(job_type, config.lost_firing_after)
+        .await?
+    {
+        report.lost_firings.push((job_type.clone(), trigger_id));
+    }
     // 1. Statuses first, at quorum …
     let entries = manager
         .statuses()

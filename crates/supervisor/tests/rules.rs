@@ -149,3 +149,99 @@ async fn a_cancelled_attempt_is_not_rerun_and_a_live_one_not_marked_dead() {
     assert_eq!(attempts(&m, "stoppable").await[0].job_id, job_id);
     ks.drop().await;
 }
+
+#[tokio::test]
+async fn a_cron_firing_claimed_by_a_replica_that_died_before_starting_it_reruns_once() {
+    let ks = TestKeyspace::new("sup_lost_firing").await;
+    let node = |n: &str| NodeId::new(n).unwrap();
+    let build = |n: NodeId| {
+        let ks_config = ks.config();
+        async move {
+            JobManager::builder(ks_config, n)
+                .session(connect().await)
+                .job(
+                    // Scheduled, but not firing during the test (the managers are not started).
+                    JobSpec::new("nightly", "nightly")
+                        .unwrap()
+                        .cron("0 0 0 1 1 *", "UTC")
+                        .unwrap(),
+                    |_c: JobContext| async { Ok(Done::finished()) },
+                )
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    let (a, b) = (build(node("survivor")).await, build(node("other")).await);
+    let config = SupervisorConfig {
+        lost_firing_after: Duration::from_secs(1),
+        ..SupervisorConfig::default()
+    };
+    let (sa, sb) = (
+        Supervisor::new(a.clone(), config.clone()),
+        Supervisor::new(b.clone(), config),
+    );
+    let firings =
+        hajobs_core::FiringStore::new(connect().await, &ks.config(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+    let job_type = JobType::new("nightly").unwrap();
+    // A replica claims a firing and dies before starting it …
+    let lost_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    let lost = TriggerId::for_firing("nightly", lost_at);
+    assert!(
+        firings
+            .claim(&job_type, lost_at, lost, &node("gone"))
+            .await
+            .unwrap()
+    );
+    // … another claims one and skips it by design (its lock stayed held).
+    let skipped_at = lost_at + Duration::from_secs(60);
+    let skipped = TriggerId::for_firing("nightly", skipped_at);
+    assert!(
+        firings
+            .claim(&job_type, skipped_at, skipped, &node("gone"))
+            .await
+            .unwrap()
+    );
+    firings
+        .record(&job_type, skipped_at, hajobs_core::FiringOutcome::Skipped)
+        .await
+        .unwrap();
+    // Two supervisors pass until the lost firing's trigger has run here.
+    let mut closed = Vec::new();
+    for _ in 0..60 {
+        for s in [&sa, &sb] {
+            if let Some(r) = s.pass().await.unwrap() {
+                closed.extend(r.lost_firings.iter().map(|(_, t)| *t));
+            }
+        }
+        if attempts(&a, "nightly")
+            .await
+            .iter()
+            .any(|s| s.trigger_id == lost && s.state == JobState::Finished)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list = attempts(&a, "nightly").await;
+    let of_lost: Vec<JobState> = list
+        .iter()
+        .filter(|s| s.trigger_id == lost)
+        .map(|s| s.state)
+        .collect();
+    assert_eq!(
+        of_lost,
+        [JobState::Failed, JobState::Finished],
+        "recorded FAILED once, then re-run under its trigger: {list:?}"
+    );
+    assert_eq!(closed, [lost], "closed once, by one supervisor");
+    assert!(
+        list.iter().all(|s| s.trigger_id != skipped),
+        "a skipped firing is not re-run: {list:?}"
+    );
+    let recent = firings.recent(&job_type, 10).await.unwrap();
+    let lost_row = recent.iter().find(|f| f.trigger_id == lost).unwrap();
+    assert_eq!(lost_row.outcome.as_deref(), Some("lost"));
+}

@@ -89,6 +89,8 @@ pub const EXPECTED: &[TableSpec] = &[
             ("instant", "timestamp"),
             ("trigger_id", "timeuuid"),
             ("owner", "text"),
+            ("outcome", "text"),
+            ("seen_at", "timestamp"),
         ],
         partition_key: &["job_type"],
         clustering: &[("instant", Order::Desc)],
