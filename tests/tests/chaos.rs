@@ -180,6 +180,16 @@ fn chaos_unlock_under_a_running_command_frees_the_lock_only_after_it_is_gone() {
             String::from_utf8_lossy(&out.stderr)
         );
         unlocked.push(ms(now_nanos() - t));
+        // Who released it is in the released attempt's history.
+        let history = d
+            .cli(&["history", &old.job_type, &old.job_id])
+            .output()
+            .unwrap();
+        let history = String::from_utf8_lossy(&history.stdout);
+        assert!(
+            history.contains("\"unlocked_by\"") && history.contains("\"state\":\"CANCELED\""),
+            "the unlock is recorded in the attempt's history: {history}"
+        );
         let next = eventually(Duration::from_secs(30), "a successor", || {
             successor(&d, t, &old)
         });

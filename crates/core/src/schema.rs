@@ -508,7 +508,12 @@ async fn ddl(session: &Session, statement: &str) -> Result<(), StoreError> {
         // (a migration interrupted after it ran) is what we wanted.
         let exists = e.to_string().to_lowercase().contains("already exist")
             || e.to_string().contains("conflicts with an existing column");
-        if !(is_add_column(statement) && exists) {
+        // Nor a table that is missing altogether (a keyspace whose record
+        // says more than its tables): the reconciliation that follows every
+        // apply creates it with all its columns, or names what it cannot.
+        let table_missing =
+            e.to_string().contains("doesn't exist") || e.to_string().contains("unconfigured table");
+        if !(is_add_column(statement) && (exists || table_missing)) {
             return Err(StoreError::request(format!("running `{head}…`"), e));
         }
     }

@@ -599,17 +599,23 @@ impl Admin {
     /// Releases `lock`: by default a cancel request through the lock and a
     /// wait (at most `wait`) until its holder lets it go; with `force`, a
     /// delete (unsafe while the holder still runs).
+    /// Each release is recorded in the released attempt's history: who
+    /// (`requested_by`), when, how.
     pub(crate) async fn unlock(
         &self,
         lock: &str,
         wait: Duration,
         force: bool,
+        requested_by: &str,
         mut on_asked: impl FnMut(&Holder),
     ) -> AdminResult<Unlocked> {
         let lock = LockType::new(lock).map_err(|e| AdminError::bad_input(e.to_string()))?;
         if force {
             return Ok(match self.leases.force_release(&lock).await? {
-                Some(h) => Unlocked::Forced(h),
+                Some(h) => {
+                    self.audit_unlock(&h, requested_by, true).await;
+                    Unlocked::Forced(h)
+                }
                 None => Unlocked::NotHeld,
             });
         }
@@ -634,6 +640,7 @@ impl Admin {
             match self.leases.read(&lock, true).await? {
                 Some(h) if h.job_id == holder.job_id => {}
                 now => {
+                    self.audit_unlock(&holder, requested_by, false).await;
                     return Ok(Unlocked::Released {
                         holder,
                         after: started.elapsed(),
@@ -652,6 +659,56 @@ impl Admin {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Records in `holder`'s attempt that `by` released its lock: a status
+    /// with the attempt's own newest state, its content kept under
+    /// `content`. Best effort: the unlock happened whatever this write does.
+    async fn audit_unlock(&self, holder: &Holder, by: &str, forced: bool) {
+        // The attempt's job type: among those configured on its lock type,
+        // else among every job type's latest attempt.
+        let mut candidates: Vec<JobType> = self
+            .jobs
+            .as_ref()
+            .map(|c| {
+                c.jobs
+                    .iter()
+                    .filter(|j| j.spec.lock_type == holder.lock_type)
+                    .map(|j| j.spec.job_type.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if candidates.is_empty() {
+            if let Ok(latest) = self.statuses.latest_of_all().await {
+                candidates = latest
+                    .iter()
+                    .filter_map(StatusEntry::status)
+                    .filter(|s| s.job_id == holder.job_id)
+                    .map(|s| s.job_type.clone())
+                    .collect();
+            }
+        }
+        for job_type in candidates {
+            let Ok(Some(StatusEntry::Status(s))) =
+                self.statuses.get(&job_type, holder.job_id).await
+            else {
+                continue;
+            };
+            let audit = JobStatus {
+                timestamp: SystemTime::now().max(s.timestamp + Duration::from_millis(1)),
+                content: Some(serde_json::json!({
+                    "unlocked_by": by,
+                    "unlock": if forced { "forced: the lock was deleted" } else { "safe: the holder stopped and released it" },
+                    "lock_type": holder.lock_type.as_str(),
+                    "content": s.content,
+                })),
+                ..s
+            };
+            if let Err(e) = self.statuses.write(&audit).await {
+                tracing::warn!(job_id = %holder.job_id, error = %e, "unlock not recorded in the attempt's history");
+            }
+            return;
         }
     }
 

@@ -641,7 +641,7 @@ impl Cli {
             } => {
                 let admin = settings.admin(false).await?;
                 let unlocked = admin
-                    .unlock(&lock_type, wait, force, |h| {
+                    .unlock(&lock_type, wait, force, &requested_by(), |h| {
                         eprintln!(
                             "asked job {} on {} to stop; waiting for it to release {lock_type} (at most {})",
                             h.job_id,

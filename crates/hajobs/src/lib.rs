@@ -51,7 +51,7 @@ pub fn main() -> ExitCode {
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HAJOBS_LOG")
-        .unwrap_or_else(|_| "info,scylla=warn,tokio_cron_scheduler=warn".into());
+        .unwrap_or_else(|_| "info,scylla=warn".into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -1,9 +1,9 @@
 //! [`CronSchedule`]: a cron expression with seconds, in a time zone, and
 //! how its firings run exactly once across replicas.
 //!
-//! Every replica's cron (tokio-cron-scheduler) fires. A firing at wall-clock
-//! time `now` serves the *scheduled instant* `latest_at(now)`; the replica
-//! claims `(job type, instant)` in the `cron_firing` table with an LWT, and
+//! Every replica's cron fires: one timer task per scheduled job type sleeps
+//! on tokio's timer (millisecond resolution) until the next *scheduled
+//! instant* on the replica's clock, then fires it; the replica claims `(job type, instant)` in the `cron_firing` table with an LWT, and
 //! only the winner starts it, under `TriggerId::for_firing(job type,
 //! instant)` — the same trigger id on every replica. A replica whose clock
 //! is a few seconds off, or that fires after a short run already finished,

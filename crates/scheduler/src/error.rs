@@ -37,9 +37,6 @@ pub enum ManagerError {
     /// The precondition hook refused to start scheduling.
     #[error("precondition failed, scheduling not started: {0}")]
     Precondition(String),
-    /// The cron scheduler failed.
-    #[error("cron scheduler: {0}")]
-    Cron(String),
     /// Cassandra failed.
     #[error(transparent)]
     Store(#[from] StoreError),

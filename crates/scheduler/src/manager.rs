@@ -104,7 +104,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     cancel_grace: Duration,
     shutting_down: AtomicBool,
-    cron: tokio::sync::Mutex<Option<tokio_cron_scheduler::JobScheduler>>,
+    /// One timer task per scheduled job type; `true` stops them.
+    timers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    stop_timers: tokio::sync::watch::Sender<bool>,
     precondition: Option<Precondition>,
 }
 
@@ -207,7 +209,8 @@ impl JobManagerBuilder {
                 clock: self.clock,
                 cancel_grace: self.cancel_grace,
                 shutting_down: AtomicBool::new(false),
-                cron: tokio::sync::Mutex::new(None),
+                timers: Mutex::new(Vec::new()),
+                stop_timers: tokio::sync::watch::channel(false).0,
                 precondition: self.precondition,
             }),
         })
@@ -278,54 +281,60 @@ impl JobManager {
             check().await.map_err(ManagerError::Precondition)?;
         }
         self.catch_up_missed_runs().await;
-        let scheduler = tokio_cron_scheduler::JobScheduler::new()
-            .await
-            .map_err(|e| ManagerError::Cron(e.to_string()))?;
+        let mut timers = self.inner.timers.lock().expect("timers poisoned");
         for registered in self.inner.jobs.values() {
-            let Some(schedule) = &registered.spec.schedule else {
-                continue;
-            };
-            let manager = self.clone();
-            let job_type = registered.spec.job_type.clone();
-            let cron_job = tokio_cron_scheduler::Job::new_async_tz(
-                schedule.expression(),
-                schedule.time_zone(),
-                move |_, _| {
-                    let manager = manager.clone();
-                    let job_type = job_type.clone();
-                    Box::pin(async move { manager.on_cron_tick(&job_type).await })
-                },
-            )
-            .map_err(|e| ManagerError::InvalidCron {
-                job_type: registered.spec.job_type.to_string(),
-                problem: e.to_string(),
-            })?;
-            scheduler
-                .add(cron_job)
-                .await
-                .map_err(|e| ManagerError::Cron(e.to_string()))?;
+            if registered.spec.schedule.is_some() {
+                let manager = self.clone();
+                let job_type = registered.spec.job_type.clone();
+                timers.push(tokio::spawn(async move { manager.timer(job_type).await }));
+            }
         }
-        scheduler
-            .start()
-            .await
-            .map_err(|e| ManagerError::Cron(e.to_string()))?;
-        *self.inner.cron.lock().await = Some(scheduler);
+        drop(timers);
         tracing::info!(node = %self.inner.node, jobs = self.inner.jobs.len(), "job manager started");
         Ok(())
     }
 
-    async fn on_cron_tick(&self, job_type: &JobType) {
+    /// The cron of one job type: sleeps until its next scheduled instant
+    /// on tokio's timer (millisecond resolution), then fires that instant
+    /// in a task of its own, so that a firing waiting for a held lock never
+    /// delays the next. The instant is read on this replica's clock; the
+    /// firing's claim makes it run once cluster-wide whatever the clocks say.
+    async fn timer(&self, job_type: JobType) {
         let Ok(registered) = self.registered(job_type.as_str()) else {
             return;
         };
-        let Some(schedule) = &registered.spec.schedule else {
+        let Some(schedule) = registered.spec.schedule.clone() else {
             return;
         };
-        let now = self.inner.clock.now();
-        let Some(instant) = schedule.latest_at(now) else {
-            return;
-        };
-        self.fire(job_type, instant).await;
+        let mut stop = self.inner.stop_timers.subscribe();
+        let mut after = self.inner.clock.now();
+        loop {
+            let Some(next) = schedule.next_after(after) else {
+                tracing::info!(%job_type, "the schedule has no further firings");
+                return;
+            };
+            // Sleep to the instant; the wall clock may be slewed meanwhile,
+            // so sleep again until it agrees (never fire early).
+            loop {
+                let left = (next - self.inner.clock.now()).to_std().unwrap_or_default();
+                if left.is_zero() {
+                    break;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(left) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let manager = self.clone();
+            let job = job_type.clone();
+            tokio::spawn(async move {
+                manager.fire(&job, next).await;
+            });
+            after = next.max(self.inner.clock.now());
+        }
     }
 
     /// Claims the firing of `job_type` at `instant` and, if this replica won
@@ -729,10 +738,10 @@ impl JobManager {
                 r.cancellation.cancel(CancelReason::Shutdown);
             }
         }
-        if let Some(mut scheduler) = self.inner.cron.lock().await.take() {
-            if let Err(e) = scheduler.shutdown().await {
-                tracing::warn!(error = %e, "cron scheduler did not shut down cleanly");
-            }
+        self.inner.stop_timers.send_replace(true);
+        let timers = std::mem::take(&mut *self.inner.timers.lock().expect("timers poisoned"));
+        for timer in timers {
+            let _ = timer.await;
         }
         // Each attempt leaves the map once it has recorded its end and
         // released its lease.

@@ -262,6 +262,16 @@ async fn an_earlier_hajobs_status_layout_is_copied_into_ha_jobs_key_with_its_ttl
         schema::check(&session, &ks).await.unwrap().drifts,
         vec![
             schema::drift::Drift::OldStatusDataKey,
+            schema::drift::Drift::MissingColumn {
+                table: "cron_firing",
+                column: "outcome",
+                cql_type: "text"
+            },
+            schema::drift::Drift::MissingColumn {
+                table: "cron_firing",
+                column: "seen_at",
+                cql_type: "timestamp"
+            },
             schema::drift::Drift::MissingTable { table: "node" },
             schema::drift::Drift::MissingTable {
                 table: "trigger_request"
