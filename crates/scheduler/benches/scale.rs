@@ -7,6 +7,11 @@
 //! - `fire_lag`: two job managers (two replicas) on a per-second cron of a
 //!   Rust job; lag = the job's first poll − the scheduled instant (read back
 //!   from the firing's trigger id, which encodes it).
+//! - `throughput`: 1 and 3 job managers, each with 8 no-op job types on
+//!   distinct lock types, each job type triggered again as soon as its last
+//!   attempt ended (acquire, RUNNING, FINISHED, release); beside it, the raw
+//!   LWTs per second the same number of concurrent loops get from the node
+//!   (`INSERT … IF NOT EXISTS` then `DELETE … IF EXISTS`), the physical limit.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,6 +86,98 @@ async fn fire_lag(secs: u64) {
     );
 }
 
+/// Job types per replica in the throughput measurement.
+const LOOPS: usize = 8;
+
+async fn throughput(replicas: usize, secs: u64) {
+    let ks = TestKeyspace::new("bench_tput").await;
+    let mut managers = Vec::new();
+    for r in 0..replicas {
+        let mut b = JobManager::builder(ks.config(), NodeId::new(format!("r{r}")).unwrap())
+            .session(ks.session.clone());
+        for j in 0..LOOPS {
+            let name = format!("noop-{r}-{j}");
+            b = b.job(JobSpec::new(&name, &name).unwrap(), |_c: JobContext| async {
+                Ok(Done::finished())
+            });
+        }
+        let m = b.build().await.unwrap();
+        m.start().await.unwrap();
+        managers.push(m);
+    }
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    let mut loops = Vec::new();
+    for (r, m) in managers.iter().enumerate() {
+        for j in 0..LOOPS {
+            let m = m.clone();
+            let name = format!("noop-{r}-{j}");
+            loops.push(tokio::spawn(async move {
+                let mut done = 0u64;
+                while std::time::Instant::now() < deadline {
+                    if let Ok(hajobs_scheduler::StartOutcome::Started { job_id, .. }) =
+                        m.trigger(&name).await
+                    {
+                        while m.running_here(&name) == Some(job_id) {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        done += 1;
+                    }
+                }
+                done
+            }));
+        }
+    }
+    let mut total = 0;
+    for l in loops {
+        total += l.await.unwrap();
+    }
+    let per_s = total as f64 / started.elapsed().as_secs_f64();
+    for m in &managers {
+        m.shutdown(Duration::from_secs(5)).await;
+    }
+    // The physical limit: raw LWT pairs from as many concurrent loops.
+    let k = &ks.name;
+    let insert = ks
+        .session
+        .prepare(format!(
+            "INSERT INTO {k}.lock (lock_type, job_lock) VALUES (?, now()) IF NOT EXISTS"
+        ))
+        .await
+        .unwrap();
+    let delete = ks
+        .session
+        .prepare(format!("DELETE FROM {k}.lock WHERE lock_type = ? IF EXISTS"))
+        .await
+        .unwrap();
+    let raw_start = std::time::Instant::now();
+    let raw_deadline = raw_start + Duration::from_secs(secs.min(10));
+    let mut raws = Vec::new();
+    for l in 0..replicas * LOOPS {
+        let (session, insert, delete) = (ks.session.clone(), insert.clone(), delete.clone());
+        raws.push(tokio::spawn(async move {
+            let key = format!("raw-{l}");
+            let mut n = 0u64;
+            while std::time::Instant::now() < raw_deadline {
+                session.execute_unpaged(&insert, (&key,)).await.unwrap();
+                session.execute_unpaged(&delete, (&key,)).await.unwrap();
+                n += 2;
+            }
+            n
+        }));
+    }
+    let mut lwts = 0;
+    for r in raws {
+        lwts += r.await.unwrap();
+    }
+    let raw_per_s = lwts as f64 / raw_start.elapsed().as_secs_f64();
+    println!(
+        "scale-bench throughput replicas={replicas} job_types={} triggers_per_s={per_s:.0} raw_lwt_per_s={raw_per_s:.0} ratio={:.2}",
+        replicas * LOOPS,
+        per_s / raw_per_s
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let secs: u64 = std::env::var("HAJOBS_BENCH_SECS")
@@ -88,4 +185,6 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
     fire_lag(secs).await;
+    throughput(1, secs.min(20)).await;
+    throughput(3, secs.min(20)).await;
 }

@@ -286,7 +286,10 @@ impl JobManager {
             if registered.spec.schedule.is_some() {
                 let manager = self.clone();
                 let job_type = registered.spec.job_type.clone();
-                timers.push(tokio::spawn(async move { manager.timer(job_type).await }));
+                // Subscribed before the task runs: a shutdown right after
+                // start is seen, however late the task is first polled.
+                let stop = self.inner.stop_timers.subscribe();
+                timers.push(tokio::spawn(async move { manager.timer(job_type, stop).await }));
             }
         }
         drop(timers);
@@ -299,16 +302,18 @@ impl JobManager {
     /// in a task of its own, so that a firing waiting for a held lock never
     /// delays the next. The instant is read on this replica's clock; the
     /// firing's claim makes it run once cluster-wide whatever the clocks say.
-    async fn timer(&self, job_type: JobType) {
+    async fn timer(&self, job_type: JobType, mut stop: tokio::sync::watch::Receiver<bool>) {
         let Ok(registered) = self.registered(job_type.as_str()) else {
             return;
         };
         let Some(schedule) = registered.spec.schedule.clone() else {
             return;
         };
-        let mut stop = self.inner.stop_timers.subscribe();
         let mut after = self.inner.clock.now();
         loop {
+            if *stop.borrow() {
+                return;
+            }
             let Some(next) = schedule.next_after(after) else {
                 tracing::info!(%job_type, "the schedule has no further firings");
                 return;
