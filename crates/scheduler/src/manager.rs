@@ -34,6 +34,8 @@ const FIRING_RETRY: Duration = Duration::from_millis(200);
 const FIRING_TOUCH: Duration = Duration::from_secs(5);
 /// How many of a job type's newest firings are checked for lost claims.
 const RECENT_FIRINGS: i32 = 10;
+/// How long after a scheduled instant its claim is checked for being lost.
+const LOST_WINDOW: Duration = Duration::from_secs(600);
 
 /// The outcome of a trigger (ha-jobs' `JobStartStatus`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,7 +291,9 @@ impl JobManager {
                 // Subscribed before the task runs: a shutdown right after
                 // start is seen, however late the task is first polled.
                 let stop = self.inner.stop_timers.subscribe();
-                timers.push(tokio::spawn(async move { manager.timer(job_type, stop).await }));
+                timers.push(tokio::spawn(
+                    async move { manager.timer(job_type, stop).await },
+                ));
             }
         }
         drop(timers);
@@ -466,7 +470,19 @@ impl JobManager {
         job_type: &JobType,
         after: Duration,
     ) -> Result<Vec<TriggerId>, ManagerError> {
-        if self.registered(job_type.as_str())?.spec.schedule.is_none() {
+        let Some(schedule) = &self.registered(job_type.as_str())?.spec.schedule else {
+            return Ok(Vec::new());
+        };
+        // Only a job type with a firing in the last LOST_WINDOW (before
+        // `after`) is read for lost claims: a daily job costs nothing
+        // between its firings.
+        let horizon = self.inner.clock.now()
+            - chrono::TimeDelta::from_std(after).unwrap_or(chrono::TimeDelta::zero());
+        let recent_firing = schedule
+            .latest_at(horizon)
+            .and_then(|t| (horizon - t).to_std().ok())
+            .is_some_and(|age| age <= LOST_WINDOW);
+        if !recent_firing {
             return Ok(Vec::new());
         }
         let now = SystemTime::now();

@@ -160,10 +160,11 @@ async fn a_cron_firing_claimed_by_a_replica_that_died_before_starting_it_reruns_
             JobManager::builder(ks_config, n)
                 .session(connect().await)
                 .job(
-                    // Scheduled, but not firing during the test (the managers are not started).
+                    // Every minute, but not firing during the test (the
+                    // managers are not started): the claims below stand in.
                     JobSpec::new("nightly", "nightly")
                         .unwrap()
-                        .cron("0 0 0 1 1 *", "UTC")
+                        .cron("0 * * * * *", "UTC")
                         .unwrap(),
                     |_c: JobContext| async { Ok(Done::finished()) },
                 )

@@ -1,8 +1,9 @@
-//! `cargo bench -p hajobs-scheduler --bench scale`: how hajobs' scheduling
+//! `cargo bench -p hajobs-tests --bench scale`: how hajobs' scheduling
 //! scales and how precisely it fires, on the cluster of `HAJOBS_CQL_NODES`.
 //! Each measurement prints one `scale-bench …` line (see
 //! `docs/performance.md`). `HAJOBS_BENCH_SECS` sets how long the timed
-//! measurements run (default 30).
+//! measurements run (default 30), `HAJOBS_BENCH_IDLE_SECS` the idle window
+//! of the footprint (default 60).
 //!
 //! - `fire_lag`: two job managers (two replicas) on a per-second cron of a
 //!   Rust job; lag = the job's first poll − the scheduled instant (read back
@@ -12,6 +13,8 @@
 //!   attempt ended (acquire, RUNNING, FINISHED, release); beside it, the raw
 //!   LWTs per second the same number of concurrent loops get from the node
 //!   (`INSERT … IF NOT EXISTS` then `DELETE … IF EXISTS`), the physical limit.
+//! - `footprint`: the real `hajobs serve` (release build) with 100 cron jobs
+//!   and the HTTP server on, idle: its RSS, and its CPU over 60 s.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,9 +100,10 @@ async fn throughput(replicas: usize, secs: u64) {
             .session(ks.session.clone());
         for j in 0..LOOPS {
             let name = format!("noop-{r}-{j}");
-            b = b.job(JobSpec::new(&name, &name).unwrap(), |_c: JobContext| async {
-                Ok(Done::finished())
-            });
+            b = b.job(
+                JobSpec::new(&name, &name).unwrap(),
+                |_c: JobContext| async { Ok(Done::finished()) },
+            );
         }
         let m = b.build().await.unwrap();
         m.start().await.unwrap();
@@ -147,7 +151,9 @@ async fn throughput(replicas: usize, secs: u64) {
         .unwrap();
     let delete = ks
         .session
-        .prepare(format!("DELETE FROM {k}.lock WHERE lock_type = ? IF EXISTS"))
+        .prepare(format!(
+            "DELETE FROM {k}.lock WHERE lock_type = ? IF EXISTS"
+        ))
         .await
         .unwrap();
     let raw_start = std::time::Instant::now();
@@ -178,13 +184,85 @@ async fn throughput(replicas: usize, secs: u64) {
     );
 }
 
+/// `hajobs serve` with 100 daily cron jobs and HTTP on, idle for `secs`.
+async fn footprint(secs: u64) {
+    let ks = TestKeyspace::new("bench_footprint").await;
+    let dir = std::env::temp_dir().join(format!("hajobs-footprint-{}", ks.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut toml = String::from("[http]\nlisten = \"127.0.0.1:0\"\n");
+    for j in 0..100 {
+        toml.push_str(&format!(
+            "[[job]]\nname = \"job-{j}\"\ncommand = [\"true\"]\ncron = \"0 {} 3 * * *\"\n",
+            j % 60
+        ));
+    }
+    let config = dir.join("hajobs.toml");
+    std::fs::write(&config, toml).unwrap();
+    let bin = env!("CARGO_BIN_EXE_hajobs-under-test");
+    let mut child = std::process::Command::new(bin)
+        .args(["--keyspace", &ks.name, "--config"])
+        .arg(&config)
+        .arg("serve")
+        .env("HAJOBS_CQL_NODES", hajobs_core::testing::contact_list())
+        .env("HAJOBS_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let cpu_ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let rss_kib = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    // Warm-up: connected, schedules armed, registry written.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (t0, c0) = (std::time::Instant::now(), cpu_ticks());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let ticks = cpu_ticks() - c0;
+    // Clock ticks are 1/100 s on Linux.
+    let cpu_pct = ticks as f64 / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
+    let rss = rss_kib();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "scale-bench footprint jobs=100 http=on secs={secs} rss_kib={rss} cpu_pct={cpu_pct:.2}"
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let secs: u64 = std::env::var("HAJOBS_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
-    fire_lag(secs).await;
-    throughput(1, secs.min(20)).await;
-    throughput(3, secs.min(20)).await;
+    // `HAJOBS_BENCH_ONLY=footprint` (or fire_lag, throughput): one measurement.
+    let only = std::env::var("HAJOBS_BENCH_ONLY").unwrap_or_default();
+    let run = |name: &str| only.is_empty() || only == name;
+    if run("fire_lag") {
+        fire_lag(secs).await;
+    }
+    if run("throughput") {
+        throughput(1, secs.min(20)).await;
+        throughput(3, secs.min(20)).await;
+    }
+    if !run("footprint") {
+        return;
+    }
+    let idle = std::env::var("HAJOBS_BENCH_IDLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    footprint(idle).await;
 }
