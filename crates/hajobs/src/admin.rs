@@ -44,6 +44,9 @@ pub(crate) enum ErrorKind {
     NotFound,
     /// The lock is held by another attempt.
     Locked,
+    /// The operation conflicts with the state (a holder that cannot be
+    /// cancelled through the lock).
+    Conflict,
     /// The operation cannot be done now (no replica, Cassandra down).
     Unavailable,
     /// The operation failed.
@@ -492,7 +495,7 @@ impl Admin {
             CancelOutcome::NotRunning => {}
             CancelOutcome::ForeignHolder(h) => {
                 let mut e = AdminError::new(
-                    ErrorKind::Locked,
+                    ErrorKind::Conflict,
                     format!(
                         "{job} attempt {} is held by a holder that cannot be cancelled through the lock (ha-jobs?); use its own API or `hajobs unlock {}`",
                         h.job_id, h.lock_type
@@ -624,7 +627,7 @@ impl Admin {
         };
         if holder.is_foreign() {
             return Err(AdminError::new(
-                ErrorKind::Locked,
+                ErrorKind::Conflict,
                 format!(
                     "{lock} is held by job {} whose holder cannot be cancelled through the lock (ha-jobs?): stop it through its own API, or `hajobs unlock --force {lock}` once it has stopped",
                     holder.job_id

@@ -164,7 +164,7 @@ pub(crate) struct ApiError {
     /// What went wrong, naming the problem.
     error: String,
     /// `bad_input`, `unknown_job`, `not_found`, `locked`, `unavailable`,
-    /// `failed`, `unauthorized`, `too_large`, `method_not_allowed`.
+    /// `failed`, `unauthorized`, `too_large`, `method_not_allowed`, `conflict`.
     kind: String,
     /// The holder of the lock, for `locked`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -206,6 +206,7 @@ impl From<AdminError> for Failure {
             ErrorKind::UnknownJob => (StatusCode::NOT_FOUND, "unknown_job"),
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ErrorKind::Locked => (StatusCode::CONFLICT, "locked"),
+            ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
             ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ErrorKind::Failed => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
         };
