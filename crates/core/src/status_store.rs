@@ -26,6 +26,10 @@ const WRITE_ATTEMPTS: u32 = 4;
 /// The first pause between attempts; it doubles.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
+/// How many statuses of one attempt `get` reads to find the newest: more
+/// than one attempt can write in one millisecond (one row per state).
+const SAME_MILLISECOND_ROWS: usize = 16;
+
 const META_COLUMNS: &str =
     "job_type, job_id, trigger_id, job_status_ts, job_state, job_result, owner, fencing_token";
 
@@ -90,7 +94,12 @@ impl StatusStore {
              VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?"
         ))
         .await?;
-        let data = format!("{META_COLUMNS}, content FROM {ks}.job_status_data");
+        // The cell write time is the status's own time in microseconds; it
+        // orders two statuses of one attempt written in the same millisecond,
+        // which the key (job_status_ts, job_state, job_result) orders by
+        // state name instead.
+        let data =
+            format!("{META_COLUMNS}, content, WRITETIME(trigger_id) FROM {ks}.job_status_data");
         Ok(Self {
             history: prepare(format!(
                 "SELECT {META_COLUMNS} FROM {ks}.job_status_meta WHERE job_type = ? LIMIT ?"
@@ -102,7 +111,7 @@ impl StatusStore {
             .await?,
             run: prepare(format!("SELECT {data} WHERE job_type = ? AND job_id = ?")).await?,
             run_latest: prepare(format!(
-                "SELECT {data} WHERE job_type = ? AND job_id = ? LIMIT 1"
+                "SELECT {data} WHERE job_type = ? AND job_id = ? LIMIT {SAME_MILLISECOND_ROWS}"
             ))
             .await?,
             session,
@@ -285,10 +294,30 @@ impl StatusStore {
             .await
             .map_err(|e| StoreError::request(what, e))?
         {
-            entries.push(decode(row, table, with_content));
+            let order = newest_first_key(&row);
+            entries.push((order, decode(row, table, with_content)));
         }
-        Ok(entries)
+        if table == "job_status_data" {
+            // One attempt's statuses come newest millisecond first; within
+            // one millisecond the write time puts them in writing order.
+            entries.sort_by_key(|(order, _)| std::cmp::Reverse(*order));
+        }
+        Ok(entries.into_iter().map(|(_, entry)| entry).collect())
     }
+}
+
+/// A row's (job_status_ts, write time), when the query selected the write
+/// time (column 9); sorting by it descending puts the newest status first.
+fn newest_first_key(row: &Row) -> (Option<i64>, Option<i64>) {
+    let ts = match row.columns.get(3) {
+        Some(Some(CqlValue::Timestamp(t))) => Some(t.0),
+        _ => None,
+    };
+    let written = match row.columns.get(9) {
+        Some(Some(CqlValue::BigInt(w))) => Some(*w),
+        _ => None,
+    };
+    (ts, written)
 }
 
 /// Decodes a status row, or names what is wrong with it.

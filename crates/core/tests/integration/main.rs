@@ -4,3 +4,4 @@
 mod cassandra;
 mod leases;
 mod schema;
+mod statuses;
