@@ -21,6 +21,7 @@
 //! | [`firing_store`] | [`FiringStore`]: each cron firing claimed once cluster-wide |
 //! | [`request_store`] | [`RequestStore`]: triggers asked of the cluster, claimed once by a replica that runs the job |
 //! | [`node_store`] | [`NodeStore`]: the registry of live replicas, rows with a TTL |
+//! | [`watch_store`] | [`WatchStore`]: per replica, the attempts and claimed firings supervisors watch (a pass reads it, not every job type) |
 //! | [`metrics`] | the metrics hajobs records (leases, attempts, supervisor, cron lag, triggers), named once |
 //! | [`error`] | [`StoreError`], what went wrong talking to the cluster |
 //!
@@ -55,6 +56,7 @@ pub mod status;
 pub mod status_store;
 #[cfg(feature = "test-util")]
 pub mod testing;
+pub mod watch_store;
 
 pub use cancel::{CancelReason, Cancellation};
 pub use config::CassandraConfig;
@@ -69,3 +71,4 @@ pub use request_store::{RequestOutcome, RequestStore, TriggerRequest};
 pub use stats::JobStats;
 pub use status::{JobResult, JobState, JobStatus, JobType, StatusEntry};
 pub use status_store::StatusStore;
+pub use watch_store::{WatchList, WatchStore, WriteClock};

@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "cron_firing_outcome",
         cql: include_str!("../../../schema/0008_cron_firing_outcome.cql"),
     },
+    Migration {
+        version: 9,
+        name: "watch_list",
+        cql: include_str!("../../../schema/0009_watch_list.cql"),
+    },
 ];
 
 /// The keyspace's replication.

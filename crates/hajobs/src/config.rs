@@ -51,6 +51,7 @@ struct RawSupervisor {
     enabled: Option<bool>,
     interval: Option<Spanned<String>>,
     retrigger_backoff: Option<Spanned<String>>,
+    sweep_period: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -295,6 +296,11 @@ pub(crate) fn parse(
         }
         if let Some(b) = &raw.supervisor.retrigger_backoff {
             s = s.with_retrigger_backoff(src.duration(b, None, "supervisor.retrigger_backoff")?);
+        }
+        if let Some(p) = &raw.supervisor.sweep_period {
+            s = s
+                .with_sweep_period(src.duration(p, None, "supervisor.sweep_period")?)
+                .map_err(|e| src.error(p, None, "supervisor.sweep_period", e))?;
         }
         Some(s)
     } else {

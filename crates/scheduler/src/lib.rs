@@ -26,6 +26,7 @@
 //! | [`clock`] | [`Clock`]: the wall clock that names cron firings |
 //! | [`error`] | [`ManagerError`] |
 //! | `attempt` | one attempt from RUNNING to its final status |
+//! | `watch` | this replica's row of `watch_list`: the attempts and waiting firings supervisors look at |
 //!
 //! ## Example
 //!
@@ -73,6 +74,7 @@ pub mod job;
 pub mod manager;
 pub mod requests;
 pub mod spec;
+mod watch;
 
 pub use clock::{Clock, OffsetClock, SystemClock};
 pub use context::{JobContext, LeaseCheck};
@@ -84,3 +86,4 @@ pub use manager::{
 };
 pub use requests::{Handover, RequestWatcher, WatchConfig, hand_over};
 pub use spec::JobSpec;
+pub use watch::ENDED_HOLD;

@@ -12,7 +12,7 @@ use hajobs_core::status_store::DEFAULT_RETENTION;
 use hajobs_core::{
     Acquired, CancelReason, Cancellation, CassandraConfig, FencingToken, FiringOutcome,
     FiringStore, Holder, JobId, JobResult, JobState, JobStatus, JobType, LeaseStore, NodeId,
-    StatusEntry, StatusStore, TriggerId,
+    StatusEntry, StatusStore, TriggerId, WatchStore,
 };
 use scylla::client::session::Session;
 
@@ -23,6 +23,7 @@ use crate::cron::MissedRuns;
 use crate::error::ManagerError;
 use crate::job::Job;
 use crate::spec::JobSpec;
+use crate::watch::Watch;
 
 /// How long a cancelled job (by request, timeout or shutdown) may take to
 /// return before its future is dropped.
@@ -101,6 +102,8 @@ struct Inner {
     leases: Arc<LeaseStore>,
     statuses: Arc<StatusStore>,
     firings: FiringStore,
+    /// What this replica asks the supervisors to watch.
+    watch: Arc<Watch>,
     jobs: BTreeMap<JobType, Registered>,
     running: Mutex<HashMap<JobType, Running>>,
     clock: Arc<dyn Clock>,
@@ -199,9 +202,11 @@ impl JobManagerBuilder {
         let leases = Arc::new(LeaseStore::new(session.clone(), &self.config).await?);
         let statuses =
             Arc::new(StatusStore::new(session.clone(), &self.config, self.retention).await?);
-        let firings = FiringStore::new(session, &self.config, self.retention).await?;
+        let firings = FiringStore::new(session.clone(), &self.config, self.retention).await?;
+        let watches = Arc::new(WatchStore::new(session, &self.config).await?);
         Ok(JobManager {
             inner: Arc::new(Inner {
+                watch: Watch::new(self.node.clone(), watches),
                 node: self.node,
                 leases,
                 statuses,
@@ -252,6 +257,11 @@ impl JobManager {
     /// The status store (for reading history).
     pub fn statuses(&self) -> &Arc<StatusStore> {
         &self.inner.statuses
+    }
+
+    /// Every replica's watch list (what a supervisor pass looks at).
+    pub fn watches(&self) -> &Arc<WatchStore> {
+        self.inner.watch.store()
     }
 
     /// The lease store (for reading locks).
@@ -381,6 +391,7 @@ impl JobManager {
             .unwrap_or_default();
         let give_up = tokio::time::Instant::now() + period;
         let mut touched = tokio::time::Instant::now();
+        let mut listed = false;
         let outcome = loop {
             let outcome = self.start_attempt(job_type, trigger_id).await;
             let retry = matches!(outcome, Ok(StartOutcome::Locked { .. }))
@@ -388,6 +399,12 @@ impl JobManager {
                 && !self.inner.shutting_down.load(Ordering::SeqCst);
             if !retry {
                 break outcome;
+            }
+            if !listed {
+                // Waiting: listed, so that a supervisor closes the claim
+                // should this replica die before starting it.
+                listed = true;
+                self.inner.watch.firing_waits(job_type, trigger_id).await;
             }
             // Still ours: said now and then, so that no supervisor closes
             // the claim as lost while this replica waits for the lock.
@@ -410,6 +427,9 @@ impl JobManager {
             if let Err(e) = self.inner.firings.record(job_type, at, decided).await {
                 tracing::warn!(%job_type, %instant, error = %e, "outcome of a cron firing not recorded");
             }
+        }
+        if listed {
+            self.inner.watch.firing_decided(trigger_id).await;
         }
         match &outcome {
             Ok(StartOutcome::Started { job_id, .. }) => {
@@ -521,11 +541,12 @@ impl JobManager {
                 "the cron firing at {instant} was claimed by {owner} but never started (that replica died or stalled before starting it)"
             );
             tracing::warn!(%job_type, %instant, trigger_id = %f.trigger_id, owner, "claimed cron firing never started: recorded FAILED");
+            let job_id = JobId::new();
             self.inner
                 .statuses
                 .write(&JobStatus {
                     job_type: job_type.clone(),
-                    job_id: JobId::new(),
+                    job_id,
                     trigger_id: f.trigger_id,
                     timestamp: now,
                     state: JobState::Failed,
@@ -534,6 +555,8 @@ impl JobManager {
                     content: Some(serde_json::json!({ "error": message, "lost_firing": instant.to_rfc3339() })),
                 })
                 .await?;
+            // Listed, so that the next passes apply the retrigger rule.
+            self.inner.watch.ended_elsewhere(job_type, job_id).await;
             closed.push(f.trigger_id);
         }
         Ok(closed)
@@ -630,6 +653,9 @@ impl JobManager {
                 },
             );
         }
+        // Listed for the supervisors before RUNNING can be seen, so that
+        // a pass that reads the lists finds every attempt that can die.
+        self.inner.watch.attempt_starts(job_type, job_id).await;
         if let Err(e) = self
             .inner
             .statuses
@@ -639,6 +665,7 @@ impl JobManager {
             // Not recorded, so not run: a job nobody can see must not run.
             self.finished(job_type, job_id);
             let _ = kept.release().await;
+            self.inner.watch.attempt_not_started(job_id).await;
             return error(format!(
                 "RUNNING status not recorded, attempt not started: {e:#}"
             ));
@@ -655,6 +682,8 @@ impl JobManager {
             async move {
                 let state = attempt::run(job, ctx, kept, timeout, grace, statuses).await;
                 manager.finished(&job_type, job_id);
+                let success = state.result() == JobResult::Success;
+                manager.inner.watch.attempt_ended(job_id, success).await;
                 state
             }
         });

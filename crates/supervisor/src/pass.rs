@@ -1,5 +1,6 @@
 //! One supervisor pass: find dead attempts, record them DEAD, retrigger.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use hajobs_core::{JobId, JobResult, JobState, JobStatus, JobType, StatusEntry, TriggerId};
@@ -27,38 +28,111 @@ pub struct PassReport {
     pub lost_firings: Vec<(JobType, TriggerId)>,
 }
 
-/// Runs one pass over every registered job type of `manager`.
+/// A replica's watch list unchanged this long, whose attempts have all
+/// ended, belongs to a replica that is gone: its row is removed.
+const STALE_LIST: Duration = Duration::from_secs(600);
+
+/// Runs one pass: over the job types the replicas' watch lists name, and
+/// this pass's slice of the sweep over every registered job type.
 pub(crate) async fn run(
     manager: &JobManager,
     config: &SupervisorConfig,
 ) -> Result<PassReport, SupervisorError> {
     let mut report = PassReport::default();
+    let lists = manager.watches().list().await?;
+    // Job type → whether a claimed firing of it is listed.
+    let mut watched: BTreeMap<&JobType, bool> = BTreeMap::new();
+    for list in &lists {
+        for job_type in list.attempts.values() {
+            watched.entry(job_type).or_insert(false);
+        }
+        for job_type in list.firings.values() {
+            watched.insert(job_type, true);
+        }
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     for spec in manager.specs() {
+        let swept = config.sweeps(spec.job_type.as_str(), now_ms);
+        let listed = watched.get(&spec.job_type);
+        if !swept && listed.is_none() {
+            continue;
+        }
         if report.retriggered.len() >= config.max_retriggers_per_pass {
             tracing::info!(
                 "retrigger budget of this pass used up; the rest waits for the next pass"
             );
             break;
         }
-        supervise(manager, config, spec, &mut report).await?;
+        let firings = swept || listed == Some(&true);
+        supervise(manager, config, spec, firings, &mut report).await?;
+    }
+    if config.sweep_slice(now_ms).0 == 0 {
+        remove_stale_lists(manager, &lists).await?;
     }
     Ok(report)
+}
+
+/// Removes the rows of replicas that are gone: unchanged for
+/// [`STALE_LIST`] (longer than an ending stays listed) with every listed
+/// attempt ended. Only the version read is removed: a replica that writes
+/// again keeps its newer row.
+async fn remove_stale_lists(
+    manager: &JobManager,
+    lists: &[hajobs_core::WatchList],
+) -> Result<(), SupervisorError> {
+    let now = SystemTime::now();
+    for list in lists {
+        if list.node_id == manager.node().as_str() {
+            continue;
+        }
+        let stale = list
+            .written_at
+            .is_some_and(|t| now.duration_since(t).is_ok_and(|age| age >= STALE_LIST));
+        if !stale {
+            continue;
+        }
+        let mut ended = true;
+        for (job_id, job_type) in &list.attempts {
+            let status = manager.statuses().get(job_type, *job_id).await?;
+            if matches!(&status, Some(StatusEntry::Status(s)) if s.result() == JobResult::Pending) {
+                ended = false;
+                break;
+            }
+        }
+        if ended {
+            manager
+                .watches()
+                .remove(&list.node_id, list.write_time)
+                .await?;
+            tracing::info!(
+                node = list.node_id,
+                "watch list of a replica gone for {STALE_LIST:?} removed"
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn supervise(
     manager: &JobManager,
     config: &SupervisorConfig,
     spec: &JobSpec,
+    firings: bool,
     report: &mut PassReport,
 ) -> Result<(), SupervisorError> {
     let job_type = &spec.job_type;
     // 0. A cron firing claimed by a replica that died before starting it
     // becomes a FAILED trigger, which the retrigger rule below re-runs.
-    for trigger_id in manager
-        .close_lost_firings(job_type, config.lost_firing_after)
-        .await?
-    {
-        report.lost_firings.push((job_type.clone(), trigger_id));
+    if firings {
+        for trigger_id in manager
+            .close_lost_firings(job_type, config.lost_firing_after)
+            .await?
+        {
+            report.lost_firings.push((job_type.clone(), trigger_id));
+        }
     }
     // 1. Statuses first, at quorum …
     let entries = manager

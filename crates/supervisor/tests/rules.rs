@@ -30,6 +30,15 @@ async fn manager(ks: &TestKeyspace) -> JobManager {
         .unwrap()
 }
 
+/// A supervisor whose every pass sweeps every job type, as if no replica
+/// listed anything: what finds an attempt whose replica died unlisted.
+fn sweeping() -> SupervisorConfig {
+    SupervisorConfig {
+        sweep_period: Duration::ZERO,
+        ..SupervisorConfig::default()
+    }
+}
+
 async fn attempts(m: &JobManager, job: &str) -> Vec<JobStatus> {
     let mut list: Vec<JobStatus> = m
         .statuses()
@@ -65,7 +74,7 @@ async fn passes_until(
 async fn a_running_attempt_without_a_lease_is_dead_and_its_trigger_reruns_here() {
     let ks = TestKeyspace::new("sup_dead").await;
     let m = manager(&ks).await;
-    let s = Supervisor::new(m.clone(), SupervisorConfig::default());
+    let s = Supervisor::new(m.clone(), sweeping());
     // What a replica killed mid-run leaves: RUNNING, and no lease.
     let (dead, trigger) = (JobId::new(), TriggerId::new());
     m.statuses()
@@ -176,7 +185,7 @@ async fn a_cron_firing_claimed_by_a_replica_that_died_before_starting_it_reruns_
     let (a, b) = (build(node("survivor")).await, build(node("other")).await);
     let config = SupervisorConfig {
         lost_firing_after: Duration::from_secs(1),
-        ..SupervisorConfig::default()
+        ..sweeping()
     };
     let (sa, sb) = (
         Supervisor::new(a.clone(), config.clone()),
@@ -245,4 +254,80 @@ async fn a_cron_firing_claimed_by_a_replica_that_died_before_starting_it_reruns_
     let recent = firings.recent(&job_type, 10).await.unwrap();
     let lost_row = recent.iter().find(|f| f.trigger_id == lost).unwrap();
     assert_eq!(lost_row.outcome.as_deref(), Some("lost"));
+}
+
+#[tokio::test]
+async fn a_pass_looks_at_what_the_watch_lists_name_and_the_sweep_at_the_rest() {
+    let ks = TestKeyspace::new("sup_watch").await;
+    let m = manager(&ks).await;
+    // A pass sweeps 1/43,200 of the job types: in effect, only the lists.
+    let config = SupervisorConfig {
+        sweep_period: Duration::from_secs(86_400),
+        ..SupervisorConfig::default()
+    };
+    let s = Supervisor::new(m.clone(), config.clone());
+    let now_ms = || {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    // Two replicas killed mid-run: "listed" wrote its watch list before its
+    // RUNNING status, as every replica does; "unlisted" died in between.
+    let running = |job_type: &str, node: &str| JobStatus {
+        job_type: JobType::new(job_type).unwrap(),
+        job_id: JobId::new(),
+        trigger_id: TriggerId::new(),
+        timestamp: SystemTime::now(),
+        state: JobState::Running,
+        owner: Some(NodeId::new(node).unwrap()),
+        fencing_token: Some(FencingToken(3)),
+        content: None,
+    };
+    let (listed, unlisted) = (
+        running("steady", "listed"),
+        running("stoppable", "unlisted"),
+    );
+    m.watches()
+        .write(
+            &NodeId::new("listed").unwrap(),
+            &[(listed.job_id, listed.job_type.clone())]
+                .into_iter()
+                .collect(),
+            &Default::default(),
+            1,
+        )
+        .await
+        .unwrap();
+    for status in [&listed, &unlisted] {
+        m.statuses().write(status).await.unwrap();
+    }
+    let before = now_ms();
+    let report = s
+        .pass()
+        .await
+        .unwrap()
+        .expect("the supervisor lease was free");
+    assert_eq!(
+        report.dead,
+        vec![(listed.job_type.clone(), listed.job_id)],
+        "the listed attempt is found by the first pass"
+    );
+    // The unlisted one waits for the sweep (unless this very pass swept it).
+    if !config.sweeps("stoppable", before) && !config.sweeps("stoppable", now_ms()) {
+        assert_eq!(attempts(&m, "stoppable").await[0].state, JobState::Running);
+    }
+    // A sweeping pass finds it.
+    let report = Supervisor::new(m.clone(), sweeping())
+        .pass()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        report
+            .dead
+            .contains(&(unlisted.job_type.clone(), unlisted.job_id)),
+        "{report:?}"
+    );
+    ks.drop().await;
 }

@@ -112,6 +112,17 @@ pub const EXPECTED: &[TableSpec] = &[
         clustering: &[],
     },
     TableSpec {
+        name: "watch_list",
+        columns: &[
+            ("node_id", "text"),
+            ("attempts", "frozen<map<timeuuid, text>>"),
+            ("firings", "frozen<map<timeuuid, text>>"),
+            ("written_at", "timestamp"),
+        ],
+        partition_key: &["node_id"],
+        clustering: &[],
+    },
+    TableSpec {
         name: "trigger_request",
         columns: &[
             ("shard", "int"),

@@ -1,0 +1,185 @@
+//! What this replica asks the supervisors to watch: its row of
+//! `watch_list` ([`hajobs_core::WatchStore`]).
+//!
+//! An attempt is listed before its RUNNING status is written and stays
+//! listed until it ends; an ending the retrigger rule may act on (anything
+//! but a success) stays [`ENDED_HOLD`] longer, so that a supervisor pass
+//! sees it. A claimed cron firing that waits for its lock is listed until
+//! it starts or is skipped. The row is written whole on every change, with
+//! a strictly increasing write time; concurrent changes share a write.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hajobs_core::{JobId, JobType, NodeId, TriggerId, WatchStore, WriteClock};
+
+/// How long an attempt that did not succeed stays listed after its end.
+pub const ENDED_HOLD: Duration = Duration::from_secs(300);
+
+/// How long after a failed write of the row it is written again.
+const REWRITE_AFTER: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct State {
+    /// Listed attempts: job type, and when the attempt ended (if it has).
+    attempts: BTreeMap<JobId, (JobType, Option<Instant>)>,
+    firings: BTreeMap<TriggerId, JobType>,
+    /// Bumped by every change.
+    version: u64,
+    /// The newest version known written.
+    written: u64,
+}
+
+pub(crate) struct Watch {
+    node: NodeId,
+    store: Arc<WatchStore>,
+    state: Mutex<State>,
+    writer: tokio::sync::Mutex<()>,
+    clock: WriteClock,
+}
+
+impl Watch {
+    pub(crate) fn new(node: NodeId, store: Arc<WatchStore>) -> Arc<Self> {
+        Arc::new(Self {
+            node,
+            store,
+            state: Mutex::new(State::default()),
+            writer: tokio::sync::Mutex::new(()),
+            clock: WriteClock::default(),
+        })
+    }
+
+    pub(crate) fn store(&self) -> &Arc<WatchStore> {
+        &self.store
+    }
+
+    fn change(&self, f: impl FnOnce(&mut State)) -> u64 {
+        let mut s = self.state.lock().expect("watch state poisoned");
+        f(&mut s);
+        s.version += 1;
+        s.version
+    }
+
+    /// An attempt is about to record RUNNING.
+    pub(crate) async fn attempt_starts(self: &Arc<Self>, job_type: &JobType, job_id: JobId) {
+        let v = self.change(|s| {
+            s.attempts.insert(job_id, (job_type.clone(), None));
+        });
+        self.write(v).await;
+    }
+
+    /// An attempt did not record RUNNING after all.
+    pub(crate) async fn attempt_not_started(self: &Arc<Self>, job_id: JobId) {
+        let v = self.change(|s| {
+            s.attempts.remove(&job_id);
+        });
+        self.write(v).await;
+    }
+
+    /// An attempt ended (its final status written, its lease released). A
+    /// success leaves the list; anything else stays for [`ENDED_HOLD`].
+    pub(crate) async fn attempt_ended(self: &Arc<Self>, job_id: JobId, success: bool) {
+        let v = self.change(|s| {
+            if success {
+                s.attempts.remove(&job_id);
+            } else if let Some(entry) = s.attempts.get_mut(&job_id) {
+                entry.1 = Some(Instant::now());
+            }
+        });
+        self.write(v).await;
+        if !success {
+            self.forget_later();
+        }
+    }
+
+    /// An ending this replica recorded for an attempt it did not run (a
+    /// lost cron firing recorded FAILED): listed for [`ENDED_HOLD`].
+    pub(crate) async fn ended_elsewhere(self: &Arc<Self>, job_type: &JobType, job_id: JobId) {
+        let v = self.change(|s| {
+            s.attempts
+                .insert(job_id, (job_type.clone(), Some(Instant::now())));
+        });
+        self.write(v).await;
+        self.forget_later();
+    }
+
+    /// A claimed cron firing waits for its lock.
+    pub(crate) async fn firing_waits(self: &Arc<Self>, job_type: &JobType, trigger_id: TriggerId) {
+        let v = self.change(|s| {
+            s.firings.insert(trigger_id, job_type.clone());
+        });
+        self.write(v).await;
+    }
+
+    /// A claimed cron firing started or was skipped.
+    pub(crate) async fn firing_decided(self: &Arc<Self>, trigger_id: TriggerId) {
+        let v = self.change(|s| {
+            s.firings.remove(&trigger_id);
+        });
+        self.write(v).await;
+    }
+
+    /// Drops the endings older than [`ENDED_HOLD`] once it has passed.
+    fn forget_later(self: &Arc<Self>) {
+        let watch = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ENDED_HOLD).await;
+            let v = watch.change(|s| {
+                s.attempts
+                    .retain(|_, (_, ended)| ended.is_none_or(|t| t.elapsed() < ENDED_HOLD));
+            });
+            watch.write(v).await;
+        });
+    }
+
+    /// Writes the row as of version `v` or later, unless a write already
+    /// did. A failed write is tried again later, in the background, until
+    /// one succeeds.
+    async fn write(self: &Arc<Self>, v: u64) {
+        if !self.try_write(v).await {
+            let watch = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(REWRITE_AFTER).await;
+                    if watch.try_write(v).await {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    /// One write as of version `v` or later; whether the row now holds it.
+    async fn try_write(&self, v: u64) -> bool {
+        let _writing = self.writer.lock().await;
+        let (attempts, firings, version) = {
+            let s = self.state.lock().expect("watch state poisoned");
+            if s.written >= v {
+                return true;
+            }
+            let attempts: BTreeMap<JobId, JobType> = s
+                .attempts
+                .iter()
+                .filter(|(_, (_, ended))| ended.is_none_or(|t| t.elapsed() < ENDED_HOLD))
+                .map(|(id, (t, _))| (*id, t.clone()))
+                .collect();
+            (attempts, s.firings.clone(), s.version)
+        };
+        match self
+            .store
+            .write(&self.node, &attempts, &firings, self.clock.next())
+            .await
+        {
+            Ok(()) => {
+                let mut s = self.state.lock().expect("watch state poisoned");
+                s.written = s.written.max(version);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "watch list not written; written again in {REWRITE_AFTER:?} (a supervisor's sweep covers it meanwhile)");
+                false
+            }
+        }
+    }
+}
