@@ -13,6 +13,12 @@
 //!   attempt ended (acquire, RUNNING, FINISHED, release); beside it, the raw
 //!   LWTs per second the same number of concurrent loops get from the node
 //!   (`INSERT … IF NOT EXISTS` then `DELETE … IF EXISTS`), the physical limit.
+//! - `supervisor`: 10 / 100 / 1,000 registered job types of which 10 run
+//!   (on another job manager and session): the duration of one supervisor
+//!   pass and the Cassandra requests it makes (the driver's count, the
+//!   pass's own lease included), median of 20 passes; beside it, the same
+//!   with a sweep of every job type on each pass (what a pass cost before
+//!   the watch lists).
 //! - `footprint`: the real `hajobs serve` (release build) with 100 cron jobs
 //!   and the HTTP server on, idle: its RSS, and its CPU over 60 s.
 
@@ -241,6 +247,73 @@ async fn footprint(secs: u64) {
     );
 }
 
+/// Requests the driver has sent on `session` so far.
+fn requests(session: &scylla::client::session::Session) -> u64 {
+    let m = session.get_metrics();
+    m.get_queries_num() + m.get_queries_iter_num()
+}
+
+async fn supervisor(job_types: usize, sweep_all: bool) {
+    const RUNNING: usize = 10;
+    let ks = TestKeyspace::new("bench_sup").await;
+    let build = |node: &str, session| {
+        let mut b = JobManager::builder(ks.config(), NodeId::new(node).unwrap()).session(session);
+        for j in 0..job_types {
+            let name = format!("job-{j:04}");
+            b = b.job(
+                JobSpec::new(&name, &name).unwrap(),
+                |ctx: JobContext| async move {
+                    ctx.cancelled().await;
+                    Ok(Done::finished())
+                },
+            );
+        }
+        b.build()
+    };
+    let runner = build("runner", ks.session.clone()).await.unwrap();
+    for j in 0..RUNNING {
+        let started = runner.trigger(&format!("job-{j:04}")).await.unwrap();
+        assert!(matches!(
+            started,
+            hajobs_scheduler::StartOutcome::Started { .. }
+        ));
+    }
+    // The supervisor's replica has a session of its own: its requests alone.
+    let session = hajobs_core::testing::connect().await;
+    let watcher = build("watcher", session.clone()).await.unwrap();
+    let mut config = hajobs_supervisor::SupervisorConfig::default();
+    if sweep_all {
+        config.sweep_period = Duration::ZERO;
+    }
+    let sup = hajobs_supervisor::Supervisor::new(watcher, config);
+    let (mut millis, mut counts) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let before = requests(&session);
+        let t = std::time::Instant::now();
+        let report = sup
+            .pass()
+            .await
+            .unwrap()
+            .expect("the supervisor lease is free");
+        millis.push(t.elapsed().as_secs_f64() * 1e3);
+        counts.push((requests(&session) - before) as f64);
+        assert!(report.dead.is_empty(), "{report:?}");
+    }
+    runner.shutdown(Duration::from_secs(5)).await;
+    let mode = if sweep_all {
+        "sweep_all"
+    } else {
+        "watch_lists"
+    };
+    println!(
+        "scale-bench supervisor job_types={job_types} running={RUNNING} mode={mode} pass_ms={:.1} requests={:.0} requests_max={:.0}",
+        percentile(&mut millis, 0.5),
+        percentile(&mut counts, 0.5),
+        percentile(&mut counts, 1.0)
+    );
+    ks.drop().await;
+}
+
 #[tokio::main]
 async fn main() {
     let secs: u64 = std::env::var("HAJOBS_BENCH_SECS")
@@ -252,6 +325,12 @@ async fn main() {
     let run = |name: &str| only.is_empty() || only == name;
     if run("fire_lag") {
         fire_lag(secs).await;
+    }
+    if run("supervisor") {
+        for job_types in [10, 100, 1000] {
+            supervisor(job_types, false).await;
+            supervisor(job_types, true).await;
+        }
     }
     if run("throughput") {
         throughput(1, secs.min(20)).await;
