@@ -19,6 +19,13 @@
 //!   pass's own lease included), median of 20 passes; beside it, the same
 //!   with a sweep of every job type on each pass (what a pass cost before
 //!   the watch lists).
+//! - `cron`: 1, 3, 10 and 30 job managers in this process, each registered
+//!   in the node registry as the daemon registers itself, on a per-second
+//!   cron of a no-op job: the claims' LWTs per firing (hajobs' own
+//!   `hajobs_cron_claims_total`), firings missed and doubled in the steady
+//!   window (from the instants the jobs saw), claims that failed (Paxos
+//!   timeouts); beside it, 30 managers without registry rows, each claiming
+//!   every firing (what a firing cost before the claim order).
 //! - `footprint`: the real `hajobs serve` (release build) with 100 cron jobs
 //!   and the HTTP server on, idle: its RSS, and its CPU over 60 s.
 
@@ -314,6 +321,139 @@ async fn supervisor(job_types: usize, sweep_all: bool) {
     ks.drop().await;
 }
 
+/// The sum of a counter's series by their `outcome` label.
+fn counter_by_outcome(
+    handle: &metrics_exporter_prometheus::PrometheusHandle,
+    name: &str,
+) -> std::collections::BTreeMap<String, f64> {
+    let mut sums = std::collections::BTreeMap::new();
+    for line in handle.render().lines() {
+        let Some(rest) = line.strip_prefix(name).filter(|r| r.starts_with('{')) else {
+            continue;
+        };
+        let outcome = rest
+            .split("outcome=\"")
+            .nth(1)
+            .and_then(|o| o.split('"').next())
+            .unwrap_or("")
+            .to_owned();
+        let value: f64 = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *sums.entry(outcome).or_insert(0.0) += value;
+    }
+    sums
+}
+
+async fn cron(
+    replicas: usize,
+    registry: bool,
+    secs: u64,
+    metrics: &metrics_exporter_prometheus::PrometheusHandle,
+) {
+    let ks = TestKeyspace::new("bench_cron").await;
+    let nodes = hajobs_core::NodeStore::new(ks.session.clone(), &ks.config())
+        .await
+        .unwrap();
+    let instants: Arc<Mutex<Vec<i128>>> = Arc::default();
+    let mut managers = Vec::new();
+    for r in 0..replicas {
+        let node = format!("r{r:02}");
+        if registry {
+            let record = hajobs_core::NodeRecord {
+                node_id: node.clone(),
+                host: "bench".into(),
+                pid: 0,
+                version: String::new(),
+                http: None,
+                started_at_ms: hajobs_core::node_store::now_millis(),
+                seen_at_ms: 0,
+                job_types: vec!["tick".into()],
+                running: Vec::new(),
+            };
+            nodes
+                .refresh(&record, Duration::from_secs(secs + 120))
+                .await
+                .unwrap();
+        }
+        let instants = instants.clone();
+        let m = JobManager::builder(ks.config(), NodeId::new(node).unwrap())
+            .session(ks.session.clone())
+            .job(
+                JobSpec::new("tick", "tick")
+                    .unwrap()
+                    .cron("* * * * * *", "UTC")
+                    .unwrap(),
+                move |ctx: JobContext| {
+                    let instants = instants.clone();
+                    async move {
+                        if let Some(at) = instant_of(&ctx) {
+                            instants.lock().unwrap().push(at);
+                        }
+                        Ok(Done::finished())
+                    }
+                },
+            )
+            .build()
+            .await
+            .unwrap();
+        managers.push(m);
+    }
+    let claims_before = counter_by_outcome(metrics, "hajobs_cron_claims_total");
+    let checks_before = counter_by_outcome(metrics, "hajobs_cron_claim_checks_total");
+    let started = now_ns();
+    for m in &managers {
+        m.start().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let ended = now_ns();
+    for m in &managers {
+        m.shutdown(Duration::from_secs(5)).await;
+    }
+    let delta = |now: std::collections::BTreeMap<String, f64>,
+                 before: &std::collections::BTreeMap<String, f64>| {
+        now.into_iter()
+            .map(|(k, v)| {
+                let b = before.get(&k).copied().unwrap_or(0.0);
+                (k, v - b)
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let claims = delta(
+        counter_by_outcome(metrics, "hajobs_cron_claims_total"),
+        &claims_before,
+    );
+    let checks = delta(
+        counter_by_outcome(metrics, "hajobs_cron_claim_checks_total"),
+        &checks_before,
+    );
+    let all = instants.lock().unwrap().clone();
+    let distinct: std::collections::BTreeSet<i128> = all.iter().copied().collect();
+    // The steady window: whole seconds from 3 s after the start to 3 s
+    // before the end.
+    let (from, to) = (started / 1_000_000_000 + 3, ended / 1_000_000_000 - 3);
+    let in_window = |at: &i128| (from..=to).contains(&(at / 1_000_000_000));
+    let expected = (to - from + 1).max(0);
+    let seen = distinct.iter().filter(|at| in_window(at)).count() as i128;
+    let doubled = all.len() - distinct.len();
+    // (An empty f64 sum is -0.0.)
+    let lwts: f64 = claims.values().sum::<f64>() + 0.0;
+    let reads: f64 = checks.values().sum::<f64>() + 0.0;
+    let firings = distinct.len().max(1) as f64;
+    let mode = if registry { "ordered" } else { "all_claim" };
+    println!(
+        "scale-bench cron replicas={replicas} mode={mode} secs={secs} firings={} lwt_per_firing={:.2} reads_per_firing={:.2} missed={} doubled={doubled} timeouts={:.0}",
+        distinct.len(),
+        lwts / firings,
+        reads / firings,
+        expected - seen,
+        claims.get("error").copied().unwrap_or(0.0) + checks.get("error").copied().unwrap_or(0.0),
+    );
+    ks.drop().await;
+}
+
 #[tokio::main]
 async fn main() {
     let secs: u64 = std::env::var("HAJOBS_BENCH_SECS")
@@ -331,6 +471,15 @@ async fn main() {
             supervisor(job_types, false).await;
             supervisor(job_types, true).await;
         }
+    }
+    if run("cron") {
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap();
+        for replicas in [1, 3, 10, 30] {
+            cron(replicas, true, secs, &metrics).await;
+        }
+        cron(30, false, secs, &metrics).await;
     }
     if run("throughput") {
         throughput(1, secs.min(20)).await;

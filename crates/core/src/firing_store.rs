@@ -73,6 +73,7 @@ pub struct FiringStore {
     record: PreparedStatement,
     recent: PreparedStatement,
     close: PreparedStatement,
+    read: PreparedStatement,
     read_serial: PreparedStatement,
     last: PreparedStatement,
     /// TTL of a claim, in seconds (the status retention).
@@ -135,6 +136,11 @@ impl FiringStore {
                 config.consistency,
             )
             .await?,
+            read: prepare(
+                format!("SELECT owner FROM {ks}.cron_firing WHERE job_type = ? AND instant = ?"),
+                config.consistency,
+            )
+            .await?,
             read_serial: prepare(
                 format!("SELECT owner FROM {ks}.cron_firing WHERE job_type = ? AND instant = ?"),
                 serial,
@@ -188,6 +194,28 @@ impl FiringStore {
                 Ok(owner_read.as_deref() == Some(owner.as_str()))
             }
         }
+    }
+
+    /// Who claimed the firing of `job_type` at `instant`, read at the
+    /// configured consistency (one read, no Paxos round): a claim whose LWT
+    /// has completed is seen; one still in flight may not be.
+    pub async fn claimed_by(
+        &self,
+        job_type: &JobType,
+        instant: SystemTime,
+    ) -> Result<Option<String>, StoreError> {
+        let ts = cql::to_timestamp(instant);
+        let what = || format!("reading the claim of the cron firing of `{job_type}` at {ts:?}");
+        Ok(self
+            .session
+            .execute_unpaged(&self.read, (job_type.as_str(), ts))
+            .await
+            .map_err(|e| StoreError::request(what(), e))?
+            .into_rows_result()
+            .map_err(|e| StoreError::request(what(), e))?
+            .maybe_first_row::<(Option<String>,)>()
+            .map_err(|e| StoreError::request(what(), e))?
+            .map(|(owner,)| owner.unwrap_or_default()))
     }
 
     /// The latest instant claimed for `job_type`, if any.

@@ -17,6 +17,8 @@
 //! | `hajobs_supervisor_dead_total` | counter | `job_type` |
 //! | `hajobs_supervisor_retriggers_total` | counter | `job_type` |
 //! | `hajobs_cron_firing_lag_seconds` | histogram | `job_type` (scheduled instant → attempt running) |
+//! | `hajobs_cron_claims_total` | counter | `job_type`, `outcome` = won, lost, error (one LWT each) |
+//! | `hajobs_cron_claim_checks_total` | counter | `job_type`, `outcome` = claimed, free, error (one read each) |
 //! | `hajobs_trigger_requests_claimed_total` | counter | `job_type` |
 //! | `hajobs_trigger_requests_total` | counter | `job_type`, `outcome` (as seen by the requester) |
 
@@ -85,6 +87,18 @@ pub fn supervisor_retrigger(job_type: &str) {
 pub fn cron_firing_lag(job_type: &str, lag: Duration) {
     histogram!("hajobs_cron_firing_lag_seconds", "job_type" => job_type.to_owned())
         .record(lag.as_secs_f64());
+}
+
+/// This replica sent a cron firing's claim (an LWT).
+pub fn cron_claim(job_type: &str, outcome: &'static str) {
+    counter!("hajobs_cron_claims_total", "job_type" => job_type.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// This replica read whether a cron firing was claimed, instead of claiming.
+pub fn cron_claim_check(job_type: &str, outcome: &'static str) {
+    counter!("hajobs_cron_claim_checks_total", "job_type" => job_type.to_owned(), "outcome" => outcome)
+        .increment(1);
 }
 
 /// This replica claimed a trigger request.

@@ -26,6 +26,7 @@
 //! | [`clock`] | [`Clock`]: the wall clock that names cron firings |
 //! | [`error`] | [`ManagerError`] |
 //! | `attempt` | one attempt from RUNNING to its final status |
+//! | `claim_order` | which replica claims a cron firing first (one LWT per firing; the others read) |
 //! | `watch` | this replica's row of `watch_list`: the attempts and waiting firings supervisors look at |
 //!
 //! ## Example
@@ -66,6 +67,7 @@
 //! ```
 
 mod attempt;
+mod claim_order;
 pub mod clock;
 pub mod context;
 pub mod cron;

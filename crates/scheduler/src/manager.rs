@@ -12,11 +12,12 @@ use hajobs_core::status_store::DEFAULT_RETENTION;
 use hajobs_core::{
     Acquired, CancelReason, Cancellation, CassandraConfig, FencingToken, FiringOutcome,
     FiringStore, Holder, JobId, JobResult, JobState, JobStatus, JobType, LeaseStore, NodeId,
-    StatusEntry, StatusStore, TriggerId, WatchStore,
+    NodeStore, StatusEntry, StatusStore, TriggerId, WatchStore,
 };
 use scylla::client::session::Session;
 
 use crate::attempt;
+use crate::claim_order::{self, Peers};
 use crate::clock::{Clock, SystemClock};
 use crate::context::JobContext;
 use crate::cron::MissedRuns;
@@ -104,6 +105,9 @@ struct Inner {
     firings: FiringStore,
     /// What this replica asks the supervisors to watch.
     watch: Arc<Watch>,
+    /// The node registry, and what it says of the other replicas.
+    nodes: NodeStore,
+    peers: Peers,
     jobs: BTreeMap<JobType, Registered>,
     running: Mutex<HashMap<JobType, Running>>,
     clock: Arc<dyn Clock>,
@@ -203,10 +207,13 @@ impl JobManagerBuilder {
         let statuses =
             Arc::new(StatusStore::new(session.clone(), &self.config, self.retention).await?);
         let firings = FiringStore::new(session.clone(), &self.config, self.retention).await?;
-        let watches = Arc::new(WatchStore::new(session, &self.config).await?);
+        let watches = Arc::new(WatchStore::new(session.clone(), &self.config).await?);
+        let nodes = NodeStore::new(session, &self.config).await?;
         Ok(JobManager {
             inner: Arc::new(Inner {
                 watch: Watch::new(self.node.clone(), watches),
+                nodes,
+                peers: Peers::default(),
                 node: self.node,
                 leases,
                 statuses,
@@ -292,8 +299,25 @@ impl JobManager {
         if let Some(check) = &self.inner.precondition {
             check().await.map_err(ManagerError::Precondition)?;
         }
+        let scheduled = self.inner.jobs.values().any(|r| r.spec.schedule.is_some());
+        if scheduled {
+            self.refresh_peers().await;
+        }
         self.catch_up_missed_runs().await;
         let mut timers = self.inner.timers.lock().expect("timers poisoned");
+        if scheduled {
+            let manager = self.clone();
+            let mut stop = self.inner.stop_timers.subscribe();
+            timers.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(claim_order::PEERS_REFRESH) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    manager.refresh_peers().await;
+                }
+            }));
+        }
         for registered in self.inner.jobs.values() {
             if registered.spec.schedule.is_some() {
                 let manager = self.clone();
@@ -309,6 +333,17 @@ impl JobManager {
         drop(timers);
         tracing::info!(node = %self.inner.node, jobs = self.inner.jobs.len(), "job manager started");
         Ok(())
+    }
+
+    /// Reads which other replicas configure which job types (the order of
+    /// cron claims); on failure, keeps what it knew.
+    async fn refresh_peers(&self) {
+        match self.inner.nodes.list().await {
+            Ok(records) => self.inner.peers.set(&records, &self.inner.node),
+            Err(e) => {
+                tracing::warn!(error = %e, "node registry not read; cron claims keep the order they had")
+            }
+        }
     }
 
     /// The cron of one job type: sleeps until its next scheduled instant
@@ -364,18 +399,47 @@ impl JobManager {
         }
         let at = SystemTime::from(instant);
         let trigger_id = TriggerId::for_firing(job_type.as_str(), at);
+        // The preferred replica claims at once; the others look a little
+        // later whether it did, and claim only if not (see `claim_order`).
+        let rank = self
+            .inner
+            .peers
+            .rank(&self.inner.node, job_type, instant.timestamp_millis());
+        if rank > 0 {
+            tokio::time::sleep(claim_order::CLAIM_STEP * rank).await;
+            if self.inner.shutting_down.load(Ordering::SeqCst) {
+                return None;
+            }
+            match self.inner.firings.claimed_by(job_type, at).await {
+                Ok(Some(owner)) => {
+                    hajobs_core::metrics::cron_claim_check(job_type.as_str(), "claimed");
+                    tracing::debug!(%job_type, %instant, owner, "cron firing claimed by another replica");
+                    return None;
+                }
+                Ok(None) => {
+                    hajobs_core::metrics::cron_claim_check(job_type.as_str(), "free");
+                    tracing::info!(%job_type, %instant, rank, "cron firing not claimed by the replicas before this one: claiming it");
+                }
+                Err(e) => {
+                    hajobs_core::metrics::cron_claim_check(job_type.as_str(), "error");
+                    tracing::warn!(%job_type, %instant, error = %e, "cron claim not read; claiming");
+                }
+            }
+        }
         match self
             .inner
             .firings
             .claim(job_type, at, trigger_id, &self.inner.node)
             .await
         {
-            Ok(true) => {}
+            Ok(true) => hajobs_core::metrics::cron_claim(job_type.as_str(), "won"),
             Ok(false) => {
+                hajobs_core::metrics::cron_claim(job_type.as_str(), "lost");
                 tracing::debug!(%job_type, %instant, "cron firing claimed by another replica");
                 return None;
             }
             Err(e) => {
+                hajobs_core::metrics::cron_claim(job_type.as_str(), "error");
                 tracing::error!(%job_type, %instant, error = %e, "cron firing not claimed: Cassandra failed; another replica may run it");
                 return None;
             }

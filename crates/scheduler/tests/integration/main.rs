@@ -234,52 +234,7 @@ async fn cron_firings_run_exactly_once_across_replicas_with_a_skewed_clock() {
     for m in managers.iter().rev() {
         m.shutdown(Duration::from_secs(5)).await;
     }
-    let history = managers[0]
-        .statuses()
-        .history(&JobType::new("tick").unwrap(), 1000)
-        .await
-        .unwrap();
-    let mut per_trigger: BTreeMap<_, Vec<&JobStatus>> = BTreeMap::new();
-    for entry in &history {
-        let s = entry.status().expect("no corrupt rows");
-        per_trigger.entry(s.trigger_id).or_default().push(s);
-    }
-    for (trigger, attempts) in &per_trigger {
-        assert_eq!(
-            attempts.len(),
-            1,
-            "firing {trigger} ran {} times: {attempts:?}",
-            attempts.len()
-        );
-        assert_eq!(attempts[0].state, JobState::Finished);
-    }
-    // Every second from the first firing to the last ran.
-    let seconds: BTreeSet<u64> = per_trigger
-        .keys()
-        .map(|t| t.uuid().get_timestamp().unwrap().to_unix().0)
-        .collect();
-    let (first, last) = (*seconds.first().unwrap(), *seconds.last().unwrap());
-    let missing: Vec<u64> = (first..=last).filter(|s| !seconds.contains(s)).collect();
-    if !missing.is_empty() {
-        for (t, a) in &per_trigger {
-            eprintln!(
-                "{} {:?} {:?}",
-                t.uuid().get_timestamp().unwrap().to_unix().0,
-                a[0].owner,
-                a[0].timestamp
-            );
-        }
-    }
-    assert!(missing.is_empty(), "firings missed: {missing:?}");
-    assert!(
-        seconds.len() >= 18,
-        "only {} firings in 20 s",
-        seconds.len()
-    );
-    let owners: BTreeSet<String> = history
-        .iter()
-        .filter_map(|e| e.status()?.owner.as_ref().map(|o| o.to_string()))
-        .collect();
+    let (seconds, owners) = every_second_ran_once(&managers[0], 18).await;
     println!("{} firings, each run once, by {owners:?}", seconds.len());
     ks.drop().await;
 }
@@ -792,5 +747,127 @@ async fn blocking_work_sees_its_lease_end_and_stops_at_its_next_check() {
     println!("cancel → blocking loop returned: {:?}", asked.elapsed());
     let status = final_status(&m, "crunch", job_id).await;
     assert_eq!(status.state, JobState::Canceled);
+    ks.drop().await;
+}
+
+/// Checks that every second from the first firing of "tick" to the last ran
+/// exactly once, FINISHED, and that there were at least `at_least`; returns
+/// the seconds and the replicas that ran them.
+async fn every_second_ran_once(
+    m: &JobManager,
+    at_least: usize,
+) -> (BTreeSet<u64>, BTreeSet<String>) {
+    let history = m
+        .statuses()
+        .history(&JobType::new("tick").unwrap(), 1000)
+        .await
+        .unwrap();
+    let mut per_trigger: BTreeMap<_, Vec<&JobStatus>> = BTreeMap::new();
+    for entry in &history {
+        let s = entry.status().expect("no corrupt rows");
+        per_trigger.entry(s.trigger_id).or_default().push(s);
+    }
+    for (trigger, attempts) in &per_trigger {
+        assert_eq!(
+            attempts.len(),
+            1,
+            "firing {trigger} ran {} times: {attempts:?}",
+            attempts.len()
+        );
+        assert_eq!(attempts[0].state, JobState::Finished);
+    }
+    // Every second from the first firing to the last ran.
+    let seconds: BTreeSet<u64> = per_trigger
+        .keys()
+        .map(|t| t.uuid().get_timestamp().unwrap().to_unix().0)
+        .collect();
+    let (first, last) = (*seconds.first().unwrap(), *seconds.last().unwrap());
+    let missing: Vec<u64> = (first..=last).filter(|s| !seconds.contains(s)).collect();
+    if !missing.is_empty() {
+        for (t, a) in &per_trigger {
+            eprintln!(
+                "{} {:?} {:?}",
+                t.uuid().get_timestamp().unwrap().to_unix().0,
+                a[0].owner,
+                a[0].timestamp
+            );
+        }
+    }
+    assert!(missing.is_empty(), "firings missed: {missing:?}");
+    assert!(seconds.len() >= at_least, "only {} firings", seconds.len());
+    let owners: BTreeSet<String> = history
+        .iter()
+        .filter_map(|e| e.status()?.owner.as_ref().map(|o| o.to_string()))
+        .collect();
+    (seconds, owners)
+}
+
+#[tokio::test]
+async fn cron_claims_follow_the_registry_order_and_a_dead_preferred_replica_loses_no_firing() {
+    let ks = TestKeyspace::new("cron_order").await;
+    // The registry as the daemons write it: three live replicas and one
+    // that died a moment ago (its row not yet expired). The dead one comes
+    // first for about a quarter of the firings: those must still run once.
+    let nodes = hajobs_core::NodeStore::new(ks.session.clone(), &ks.config())
+        .await
+        .unwrap();
+    for node in ["a", "b", "c", "dead"] {
+        let record = hajobs_core::NodeRecord {
+            node_id: node.into(),
+            host: "test".into(),
+            pid: 0,
+            version: String::new(),
+            http: None,
+            started_at_ms: 0,
+            seen_at_ms: 0,
+            job_types: vec!["tick".into()],
+            running: Vec::new(),
+        };
+        nodes
+            .refresh(&record, Duration::from_secs(120))
+            .await
+            .unwrap();
+    }
+    let mut managers = Vec::new();
+    for node in ["a", "b", "c"] {
+        let m = replica(&ks, node)
+            .await
+            .job(
+                JobSpec::new("tick", "tick")
+                    .unwrap()
+                    .cron("* * * * * *", "UTC")
+                    .unwrap(),
+                |_ctx: JobContext| async { Ok(Done::finished()) },
+            )
+            .build()
+            .await
+            .unwrap();
+        managers.push(m);
+    }
+    for m in &managers {
+        m.start().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await; // the test's length, not a synchronisation
+    for m in &managers {
+        m.shutdown(Duration::from_secs(5)).await;
+    }
+    let (seconds, owners) = every_second_ran_once(&managers[0], 10).await;
+    assert!(!owners.contains("dead"));
+    // Each claim names its replica: every live one claimed some firings
+    // (the order changes with every firing), none claimed all of them.
+    let firings =
+        hajobs_core::FiringStore::new(ks.session.clone(), &ks.config(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+    let claims = firings
+        .recent(&JobType::new("tick").unwrap(), 100)
+        .await
+        .unwrap();
+    let claimants: BTreeSet<String> = claims.iter().filter_map(|f| f.owner.clone()).collect();
+    assert!(
+        claimants.len() >= 2,
+        "claimed by {claimants:?} over {} firings",
+        seconds.len()
+    );
     ks.drop().await;
 }
