@@ -26,6 +26,11 @@
 //!   window (from the instants the jobs saw), claims that failed (Paxos
 //!   timeouts); beside it, 30 managers without registry rows, each claiming
 //!   every firing (what a firing cost before the claim order).
+//! - `renewals`: one job manager holding 1,000 leases (1,000 job types,
+//!   each attempt waiting to be cancelled), lease TTL 30 s (the default,
+//!   renewals every 10 s) and 6 s (every 2 s): the renewal lag — from when a
+//!   renewal was due (the previous confirmed one's send time + the renewal
+//!   interval) to when the job sees it confirmed.
 //! - `footprint`: the real `hajobs serve` (release build) with 100 cron jobs
 //!   and the HTTP server on, idle: its RSS, and its CPU over 60 s.
 
@@ -454,6 +459,62 @@ async fn cron(
     ks.drop().await;
 }
 
+async fn renewals(leases: usize, ttl_secs: u64, secs: u64) {
+    let ks = TestKeyspace::new("bench_renew").await;
+    let lags: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let mut b = JobManager::builder(ks.config(), NodeId::new("holder").unwrap())
+        .session(ks.session.clone());
+    for j in 0..leases {
+        let name = format!("hold-{j:04}");
+        let lags = lags.clone();
+        let spec = JobSpec::new(&name, &name)
+            .unwrap()
+            .lease_ttl(Duration::from_secs(ttl_secs))
+            .unwrap();
+        let interval = spec.keeper.renew_interval();
+        b = b.job(spec, move |ctx: JobContext| {
+            let lags = lags.clone();
+            async move {
+                let mut updates = ctx.lease_updates();
+                let mut last = updates.borrow().last_confirmed_sent;
+                loop {
+                    tokio::select! {
+                        () = ctx.cancelled() => break,
+                        changed = updates.changed() => if changed.is_err() { break },
+                    }
+                    let sent = updates.borrow().last_confirmed_sent;
+                    if sent != last {
+                        let due = last + interval;
+                        let lag = tokio::time::Instant::now().saturating_duration_since(due.into());
+                        lags.lock().unwrap().push(lag.as_secs_f64() * 1e3);
+                        last = sent;
+                    }
+                }
+                Ok(Done::finished())
+            }
+        });
+    }
+    let m = b.build().await.unwrap();
+    for j in 0..leases {
+        let started = m.trigger(&format!("hold-{j:04}")).await.unwrap();
+        assert!(matches!(
+            started,
+            hajobs_scheduler::StartOutcome::Started { .. }
+        ));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    m.shutdown(Duration::from_secs(10)).await;
+    let mut lags = lags.lock().unwrap().clone();
+    println!(
+        "scale-bench renewals leases={leases} ttl_s={ttl_secs} secs={secs} renewals={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}",
+        lags.len(),
+        percentile(&mut lags, 0.5),
+        percentile(&mut lags, 0.99),
+        percentile(&mut lags, 1.0)
+    );
+    ks.drop().await;
+}
+
 #[tokio::main]
 async fn main() {
     let secs: u64 = std::env::var("HAJOBS_BENCH_SECS")
@@ -480,6 +541,10 @@ async fn main() {
             cron(replicas, true, secs, &metrics).await;
         }
         cron(30, false, secs, &metrics).await;
+    }
+    if run("renewals") {
+        renewals(1000, 30, secs.max(30)).await;
+        renewals(1000, 6, secs).await;
     }
     if run("throughput") {
         throughput(1, secs.min(20)).await;

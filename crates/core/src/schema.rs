@@ -77,6 +77,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "watch_list",
         cql: include_str!("../../../schema/0009_watch_list.cql"),
     },
+    Migration {
+        version: 10,
+        name: "cron_firing_day",
+        cql: include_str!("../../../schema/0010_cron_firing_day.cql"),
+    },
 ];
 
 /// The keyspace's replication.

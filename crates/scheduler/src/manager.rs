@@ -336,8 +336,12 @@ impl JobManager {
     }
 
     /// Reads which other replicas configure which job types (the order of
-    /// cron claims); on failure, keeps what it knew.
+    /// cron claims) and whether cron claims have moved to their day-bucketed
+    /// table (schema 10); on failure, keeps what it knew.
     async fn refresh_peers(&self) {
+        if let Err(e) = self.inner.firings.refresh().await {
+            tracing::warn!(error = %e, "schema version of the cron claims not read; looked again later");
+        }
         match self.inner.nodes.list().await {
             Ok(records) => self.inner.peers.set(&records, &self.inner.node),
             Err(e) => {
@@ -523,24 +527,56 @@ impl JobManager {
                 continue;
             };
             let job_type = &registered.spec.job_type;
-            let last = match self.inner.firings.last_claimed(job_type).await {
-                Ok(Some(last)) => DateTime::<Utc>::from(last),
-                Ok(None) => continue, // never ran: nothing was missed
-                Err(e) => {
-                    tracing::warn!(%job_type, error = %e, "cannot check for missed runs");
-                    continue;
-                }
-            };
             let (Some(missed), Some(next)) = (schedule.latest_at(now), schedule.next_after(now))
             else {
                 continue;
             };
-            let far = (next - now).to_std().unwrap_or_default() > threshold;
-            if missed > last && far {
-                tracing::info!(%job_type, %missed, %next, "running a firing missed during downtime");
-                self.fire(job_type, missed).await;
+            if (next - now).to_std().unwrap_or_default() <= threshold {
+                continue; // the next firing comes soon enough
+            }
+            match self.missed(job_type, schedule, missed).await {
+                Ok(true) => {
+                    tracing::info!(%job_type, %missed, %next, "running a firing missed during downtime");
+                    self.fire(job_type, missed).await;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%job_type, error = %e, "cannot check for missed runs"),
             }
         }
+    }
+
+    /// Whether the firing at `missed` was missed: nobody claimed it, and the
+    /// job type ran before (a claim of the firing before it, any status, or
+    /// any claim of the last month); a job type that never ran missed
+    /// nothing.
+    async fn missed(
+        &self,
+        job_type: &JobType,
+        schedule: &crate::cron::CronSchedule,
+        missed: DateTime<Utc>,
+    ) -> Result<bool, ManagerError> {
+        let firings = &self.inner.firings;
+        if firings
+            .claimed_by(job_type, SystemTime::from(missed))
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let previous = schedule.latest_at(missed - chrono::TimeDelta::milliseconds(1));
+        if let Some(previous) = previous {
+            if firings
+                .claimed_by(job_type, SystemTime::from(previous))
+                .await?
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        if self.inner.statuses.latest(job_type).await?.is_some() {
+            return Ok(true);
+        }
+        Ok(firings.last_claimed(job_type).await?.is_some())
     }
 
     /// Closes the claimed cron firings of `job_type` that no replica started:
@@ -570,7 +606,12 @@ impl JobManager {
             return Ok(Vec::new());
         }
         let now = SystemTime::now();
-        let firings = self.inner.firings.recent(job_type, RECENT_FIRINGS).await?;
+        let since = SystemTime::from(horizon) - LOST_WINDOW;
+        let firings = self
+            .inner
+            .firings
+            .recent(job_type, since, RECENT_FIRINGS)
+            .await?;
         let mut closed = Vec::new();
         for f in firings {
             // Claims from before schema 8 carry neither; decided ones are done.

@@ -251,7 +251,10 @@ async fn a_cron_firing_claimed_by_a_replica_that_died_before_starting_it_reruns_
         list.iter().all(|s| s.trigger_id != skipped),
         "a skipped firing is not re-run: {list:?}"
     );
-    let recent = firings.recent(&job_type, 10).await.unwrap();
+    let recent = firings
+        .recent(&job_type, SystemTime::UNIX_EPOCH, 10)
+        .await
+        .unwrap();
     let lost_row = recent.iter().find(|f| f.trigger_id == lost).unwrap();
     assert_eq!(lost_row.outcome.as_deref(), Some("lost"));
 }

@@ -96,6 +96,20 @@ pub const EXPECTED: &[TableSpec] = &[
         clustering: &[("instant", Order::Desc)],
     },
     TableSpec {
+        name: "cron_firing_day",
+        columns: &[
+            ("job_type", "text"),
+            ("day", "int"),
+            ("instant", "timestamp"),
+            ("trigger_id", "timeuuid"),
+            ("owner", "text"),
+            ("outcome", "text"),
+            ("seen_at", "timestamp"),
+        ],
+        partition_key: &["job_type", "day"],
+        clustering: &[("instant", Order::Desc)],
+    },
+    TableSpec {
         name: "node",
         columns: &[
             ("node_id", "text"),

@@ -2,6 +2,7 @@
 //! (start one with `deploy/local/cassandra start`).
 
 mod cassandra;
+mod firings;
 mod leases;
 mod schema;
 mod statuses;

@@ -860,7 +860,7 @@ async fn cron_claims_follow_the_registry_order_and_a_dead_preferred_replica_lose
             .await
             .unwrap();
     let claims = firings
-        .recent(&JobType::new("tick").unwrap(), 100)
+        .recent(&JobType::new("tick").unwrap(), std::time::UNIX_EPOCH, 100)
         .await
         .unwrap();
     let claimants: BTreeSet<String> = claims.iter().filter_map(|f| f.owner.clone()).collect();
