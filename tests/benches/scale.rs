@@ -31,6 +31,12 @@
 //!   renewals every 10 s) and 6 s (every 2 s): the renewal lag — from when a
 //!   renewal was due (the previous confirmed one's send time + the renewal
 //!   interval) to when the job sees it confirmed.
+//! - `status_partition`: one job type's `job_status_meta` partition (ha-jobs'
+//!   layout, one partition per job type) with 100 rows, then 1,000,000
+//!   (14 days of a per-second job; the older half written with a 1 s TTL,
+//!   expired when read): the newest-20 read, which is both the history a
+//!   `hajobs status` shows and the supervisor's read of a job type. Only
+//!   when asked (`HAJOBS_BENCH_ONLY=status_partition`): it writes for minutes.
 //! - `footprint`: the real `hajobs serve` (release build) with 100 cron jobs
 //!   and the HTTP server on, idle: its RSS, and its CPU over 60 s.
 
@@ -515,6 +521,74 @@ async fn renewals(leases: usize, ttl_secs: u64, secs: u64) {
     ks.drop().await;
 }
 
+async fn status_partition(rows: usize) {
+    use futures::{StreamExt, TryStreamExt};
+    let ks = TestKeyspace::new("bench_part").await;
+    let statuses = hajobs_core::StatusStore::new(
+        ks.session.clone(),
+        &ks.config(),
+        Duration::from_secs(14 * 86_400),
+    )
+    .await
+    .unwrap();
+    let insert = ks
+        .session
+        .prepare(format!(
+            "INSERT INTO {}.job_status_meta (job_type, job_id, trigger_id, job_status_ts, job_state, job_result, owner, fencing_token) \
+             VALUES ('per-second', ?, ?, ?, 'FINISHED', 'SUCCESS', 'bench', 1) USING TTL ?",
+            ks.name
+        ))
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now();
+    let expired = rows / 2;
+    let written = std::time::Instant::now();
+    futures::stream::iter(0..rows)
+        .map(|i| {
+            let at = now - Duration::from_secs((rows - i) as u64);
+            let id = hajobs_core::TriggerId::for_firing("per-second", at).uuid();
+            let ms = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            let ttl: i32 = if i < expired { 1 } else { 14 * 86_400 };
+            let (session, insert) = (ks.session.clone(), insert.clone());
+            async move {
+                session
+                    .execute_unpaged(
+                        &insert,
+                        (
+                            scylla::value::CqlTimeuuid::from(id),
+                            scylla::value::CqlTimeuuid::from(id),
+                            scylla::value::CqlTimestamp(ms),
+                            ttl,
+                        ),
+                    )
+                    .await
+            }
+        })
+        .buffer_unordered(128)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let write_s = written.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await; // the 1 s TTLs run out
+    let job_type = hajobs_core::JobType::new("per-second").unwrap();
+    let mut millis = Vec::new();
+    for _ in 0..200 {
+        let t = std::time::Instant::now();
+        let got = statuses.history(&job_type, 20).await.unwrap();
+        millis.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(got.len(), 20.min(rows - expired));
+    }
+    println!(
+        "scale-bench status_partition rows={rows} expired={expired} write_s={write_s:.0} latest20_p50_ms={:.2} latest20_p99_ms={:.2}",
+        percentile(&mut millis, 0.5),
+        percentile(&mut millis, 0.99)
+    );
+    ks.drop().await;
+}
+
 #[tokio::main]
 async fn main() {
     let secs: u64 = std::env::var("HAJOBS_BENCH_SECS")
@@ -541,6 +615,11 @@ async fn main() {
             cron(replicas, true, secs, &metrics).await;
         }
         cron(30, false, secs, &metrics).await;
+    }
+    if only == "status_partition" {
+        // Not in the default run: writing a million rows takes minutes.
+        status_partition(100).await;
+        status_partition(1_000_000).await;
     }
     if run("renewals") {
         renewals(1000, 30, secs.max(30)).await;

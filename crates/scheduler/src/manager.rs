@@ -917,6 +917,7 @@ impl JobManager {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.inner.watch.close();
         tracing::info!(node = %self.inner.node, "job manager stopped");
     }
 }

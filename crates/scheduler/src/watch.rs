@@ -9,6 +9,7 @@
 //! a strictly increasing write time; concurrent changes share a write.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,10 @@ pub(crate) struct Watch {
     state: Mutex<State>,
     writer: tokio::sync::Mutex<()>,
     clock: WriteClock,
+    /// A background task is writing the row again.
+    rewriting: AtomicBool,
+    /// The manager stopped.
+    closed: AtomicBool,
 }
 
 impl Watch {
@@ -47,6 +52,8 @@ impl Watch {
             state: Mutex::new(State::default()),
             writer: tokio::sync::Mutex::new(()),
             clock: WriteClock::default(),
+            rewriting: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -134,20 +141,32 @@ impl Watch {
     }
 
     /// Writes the row as of version `v` or later, unless a write already
-    /// did. A failed write is tried again later, in the background, until
-    /// one succeeds.
+    /// did. After a failed write, one background task writes the newest
+    /// version every [`REWRITE_AFTER`] until a write succeeds or the
+    /// manager stops.
     async fn write(self: &Arc<Self>, v: u64) {
-        if !self.try_write(v).await {
-            let watch = self.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(REWRITE_AFTER).await;
-                    if watch.try_write(v).await {
-                        return;
-                    }
-                }
-            });
+        if self.try_write(v).await || self.rewriting.swap(true, Ordering::SeqCst) {
+            return;
         }
+        let watch = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REWRITE_AFTER).await;
+                if watch.closed.load(Ordering::SeqCst) {
+                    break;
+                }
+                let newest = watch.state.lock().expect("watch state poisoned").version;
+                if watch.try_write(newest).await {
+                    break;
+                }
+            }
+            watch.rewriting.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// The manager stopped: no more rewrites in the background.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     /// One write as of version `v` or later; whether the row now holds it.
@@ -177,7 +196,9 @@ impl Watch {
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "watch list not written; written again in {REWRITE_AFTER:?} (a supervisor's sweep covers it meanwhile)");
+                if !self.rewriting.load(Ordering::SeqCst) {
+                    tracing::warn!(error = %e, "watch list not written; written again every {REWRITE_AFTER:?} until it is (a supervisor's sweep covers it meanwhile)");
+                }
                 false
             }
         }
