@@ -453,6 +453,8 @@ async fn rows_written_by_another_tool_never_stop_a_replica_or_hide_a_good_run() 
         r#"
 [supervisor]
 interval = "1s"
+# Every pass sweeps every job type: the corrupt rows are read each pass.
+sweep_period = "1s"
 [[job]]
 name = "echo"
 command = ["sh", "-c", "echo hi"]
