@@ -197,7 +197,13 @@ async fn a_cron_firing_claimed_by_a_replica_that_died_before_starting_it_reruns_
             .unwrap();
     let job_type = JobType::new("nightly").unwrap();
     // A replica claims a firing and dies before starting it …
-    let lost_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    // (Two minutes ago, on the minute: a firing of this schedule.)
+    let minute = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60;
+    let lost_at = SystemTime::UNIX_EPOCH + Duration::from_secs((minute - 2) * 60);
     let lost = TriggerId::for_firing("nightly", lost_at);
     assert!(
         firings
