@@ -806,6 +806,12 @@ impl JobManager {
         }
     }
 
+    /// Lists, for the supervisors, a FAILED ending this replica recorded
+    /// for an attempt that never ran (a claim nobody followed up).
+    pub(crate) async fn watch_ending(&self, job_type: &JobType, job_id: JobId) {
+        self.inner.watch.ended_elsewhere(job_type, job_id).await;
+    }
+
     /// Every attempt running on this replica now.
     pub fn running(&self) -> Vec<(JobType, JobId)> {
         let running = self.inner.running.lock().expect("running map poisoned");

@@ -189,8 +189,13 @@ async fn close_stale(
                 content: Some(json!({ "error": message, "requested_by": r.requested_by })),
             };
             tracing::warn!(job_type = %r.job_type, trigger_id = %r.trigger_id, claimant, "trigger request claimed but never started: recorded FAILED");
-            if let Err(e) = manager.statuses().write(&status).await {
-                tracing::error!(trigger_id = %r.trigger_id, error = %e, "FAILED status of an unstarted request not recorded");
+            match manager.statuses().write(&status).await {
+                // Listed, so that the next supervisor passes apply the
+                // retrigger rule to it.
+                Ok(()) => manager.watch_ending(&status.job_type, status.job_id).await,
+                Err(e) => {
+                    tracing::error!(trigger_id = %r.trigger_id, error = %e, "FAILED status of an unstarted request not recorded")
+                }
             }
         }
         Ok(false) => {}

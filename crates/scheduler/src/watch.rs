@@ -100,8 +100,9 @@ impl Watch {
         }
     }
 
-    /// An ending this replica recorded for an attempt it did not run (a
-    /// lost cron firing recorded FAILED): listed for [`ENDED_HOLD`].
+    /// An ending this replica recorded for an attempt that never ran (a
+    /// lost cron firing or an unfollowed trigger request recorded FAILED):
+    /// listed for [`ENDED_HOLD`].
     pub(crate) async fn ended_elsewhere(self: &Arc<Self>, job_type: &JobType, job_id: JobId) {
         let v = self.change(|s| {
             s.attempts
