@@ -5,9 +5,10 @@
 //! measurements run (default 30), `HAJOBS_BENCH_IDLE_SECS` the idle window
 //! of the footprint (default 60).
 //!
-//! - `fire_lag`: two job managers (two replicas) on a per-second cron of a
-//!   Rust job; lag = the job's first poll − the scheduled instant (read back
-//!   from the firing's trigger id, which encodes it).
+//! - `fire_lag`: two job managers (two replicas, in the node registry as
+//!   daemons are) on a per-second cron of a Rust job; lag = the job's first
+//!   poll − the scheduled instant (read back from the firing's trigger id,
+//!   which encodes it).
 //! - `throughput`: 1 and 3 job managers, each with 8 no-op job types on
 //!   distinct lock types, each job type triggered again as soon as its last
 //!   attempt ended (acquire, RUNNING, FINISHED, release); beside it, the raw
@@ -68,11 +69,36 @@ fn now_ns() -> i128 {
         .as_nanos() as i128
 }
 
+/// Writes `node`'s row in the node registry as its daemon would, with the
+/// job types it configures.
+async fn register(nodes: &hajobs_core::NodeStore, node: &str, job_types: &[&str], secs: u64) {
+    let record = hajobs_core::NodeRecord {
+        node_id: node.to_owned(),
+        host: "bench".into(),
+        pid: 0,
+        version: String::new(),
+        http: None,
+        started_at_ms: hajobs_core::node_store::now_millis(),
+        seen_at_ms: 0,
+        job_types: job_types.iter().map(|t| (*t).to_owned()).collect(),
+        running: Vec::new(),
+    };
+    nodes
+        .refresh(&record, Duration::from_secs(secs + 120))
+        .await
+        .unwrap();
+}
+
 async fn fire_lag(secs: u64) {
     let ks = TestKeyspace::new("bench_lag").await;
+    let nodes = hajobs_core::NodeStore::new(ks.session.clone(), &ks.config())
+        .await
+        .unwrap();
     let lags: Arc<Mutex<Vec<f64>>> = Arc::default();
     let mut managers = Vec::new();
     for n in 0..2 {
+        // Registered as daemons register: the claim order applies.
+        register(&nodes, &format!("r{n}"), &["tick"], secs).await;
         let lags = lags.clone();
         let manager = JobManager::builder(ks.config(), NodeId::new(format!("r{n}")).unwrap())
             .session(ks.session.clone())
@@ -373,21 +399,7 @@ async fn cron(
     for r in 0..replicas {
         let node = format!("r{r:02}");
         if registry {
-            let record = hajobs_core::NodeRecord {
-                node_id: node.clone(),
-                host: "bench".into(),
-                pid: 0,
-                version: String::new(),
-                http: None,
-                started_at_ms: hajobs_core::node_store::now_millis(),
-                seen_at_ms: 0,
-                job_types: vec!["tick".into()],
-                running: Vec::new(),
-            };
-            nodes
-                .refresh(&record, Duration::from_secs(secs + 120))
-                .await
-                .unwrap();
+            register(&nodes, &node, &["tick"], secs).await;
         }
         let instants = instants.clone();
         let m = JobManager::builder(ks.config(), NodeId::new(node).unwrap())

@@ -18,6 +18,9 @@ use hajobs_core::{JobId, JobType, NodeId, TriggerId, WatchStore, WriteClock};
 /// How long an attempt that did not succeed stays listed after its end.
 pub const ENDED_HOLD: Duration = Duration::from_secs(300);
 
+/// How soon the end of a successful attempt is written.
+const LAZY_WRITE: Duration = Duration::from_millis(500);
+
 /// How long after a failed write of the row it is written again.
 const REWRITE_AFTER: Duration = Duration::from_secs(5);
 
@@ -40,6 +43,8 @@ pub(crate) struct Watch {
     clock: WriteClock,
     /// A background task is writing the row again.
     rewriting: AtomicBool,
+    /// A lazy write is due.
+    lazy: AtomicBool,
     /// The manager stopped.
     closed: AtomicBool,
 }
@@ -53,6 +58,7 @@ impl Watch {
             writer: tokio::sync::Mutex::new(()),
             clock: WriteClock::default(),
             rewriting: AtomicBool::new(false),
+            lazy: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         })
     }
@@ -85,7 +91,10 @@ impl Watch {
     }
 
     /// An attempt ended (its final status written, its lease released). A
-    /// success leaves the list; anything else stays for [`ENDED_HOLD`].
+    /// success leaves the list — written within [`LAZY_WRITE`], together
+    /// with the other changes of that time (a listed attempt that has ended
+    /// costs a supervisor one read and decides nothing); anything else stays
+    /// for [`ENDED_HOLD`] and is written at once.
     pub(crate) async fn attempt_ended(self: &Arc<Self>, job_id: JobId, success: bool) {
         let v = self.change(|s| {
             if success {
@@ -94,10 +103,27 @@ impl Watch {
                 entry.1 = Some(Instant::now());
             }
         });
-        self.write(v).await;
-        if !success {
+        if success {
+            self.write_soon();
+        } else {
+            self.write(v).await;
             self.forget_later();
         }
+    }
+
+    /// Writes the newest version within [`LAZY_WRITE`] (one write for all
+    /// the changes made meanwhile).
+    fn write_soon(self: &Arc<Self>) {
+        if self.lazy.swap(true, Ordering::SeqCst) {
+            return; // a write is already due
+        }
+        let watch = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LAZY_WRITE).await;
+            watch.lazy.store(false, Ordering::SeqCst);
+            let newest = watch.state.lock().expect("watch state poisoned").version;
+            watch.write(newest).await;
+        });
     }
 
     /// An ending this replica recorded for an attempt that never ran (a

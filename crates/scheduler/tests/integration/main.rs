@@ -767,6 +767,7 @@ async fn every_second_ran_once(
         let s = entry.status().expect("no corrupt rows");
         per_trigger.entry(s.trigger_id).or_default().push(s);
     }
+    let mut cancelled = 0;
     for (trigger, attempts) in &per_trigger {
         assert_eq!(
             attempts.len(),
@@ -774,8 +775,17 @@ async fn every_second_ran_once(
             "firing {trigger} ran {} times: {attempts:?}",
             attempts.len()
         );
-        assert_eq!(attempts[0].state, JobState::Finished);
+        // A firing running when the test stops its replicas is CANCELED.
+        match attempts[0].state {
+            JobState::Finished => {}
+            JobState::Canceled => cancelled += 1,
+            other => panic!("firing {trigger} ended {other}"),
+        }
     }
+    assert!(
+        cancelled <= 1,
+        "{cancelled} firings cancelled: only the last may be"
+    );
     // Every second from the first firing to the last ran.
     let seconds: BTreeSet<u64> = per_trigger
         .keys()
