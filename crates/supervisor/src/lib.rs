@@ -4,13 +4,16 @@
 //! passes are a singleton through the supervisor's own lease. A pass finds
 //! attempts whose status says PENDING but whose lease is gone, records them
 //! DEAD, and re-runs their trigger on this (surviving) replica, at most
-//! `retrigger_count` times per trigger.
+//! `retrigger_count` times per trigger. It looks only at the job types the
+//! replicas' watch lists name (what runs, one read per pass) plus a slice of
+//! a sweep over every job type (all of them once per `sweep_period`), so a
+//! pass costs in proportion to what runs, not to what is configured.
 //!
 //! ## Layout
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`config`] | [`SupervisorConfig`]: interval, lease, history depth, budget, backoff |
+//! | [`config`] | [`SupervisorConfig`]: interval, lease, history depth, budget, backoff, sweep period |
 //! | [`supervisor`] | [`Supervisor`]: one pass under the lease, or a loop ([`SupervisorHandle`]) |
 //! | [`pass`] | the rules, and the [`PassReport`] of what a pass decided |
 //! | [`error`] | [`SupervisorError`] |
