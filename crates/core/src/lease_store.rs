@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use futures::future::BoxFuture;
 use scylla::client::session::Session;
 use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use scylla::statement::prepared::PreparedStatement;
@@ -24,6 +25,39 @@ use crate::lwt::LwtOutcome;
 /// How often an acquisition retries when only its cached fencing token was
 /// stale (another replica acquired and released meanwhile).
 const STALE_TOKEN_RETRIES: usize = 5;
+
+/// What keeps a held lease alive: the lock keeper renews and releases
+/// through it. [`LeaseStore`] is the one for locks; a work item's check-in
+/// ([`WorkStore`](crate::work_store::WorkStore)) is another, so that both
+/// are kept by the same keeper, with the same self-fencing deadline.
+pub trait LeaseRenewer: Send + Sync + 'static {
+    /// Extends `lease` by its TTL if it is still held; see [`LeaseStore::renew`].
+    fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Renewed, StoreError>>;
+    /// Extends `lease` while its job stops after a cancel request.
+    fn renew_while_stopping<'a>(
+        &'a self,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<Renewed, StoreError>> {
+        self.renew(lease)
+    }
+    /// Gives `lease` up.
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Released, StoreError>>;
+}
+
+impl LeaseRenewer for LeaseStore {
+    fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Renewed, StoreError>> {
+        Box::pin(LeaseStore::renew(self, lease))
+    }
+    fn renew_while_stopping<'a>(
+        &'a self,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<Renewed, StoreError>> {
+        Box::pin(LeaseStore::renew_while_stopping(self, lease))
+    }
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Released, StoreError>> {
+        Box::pin(LeaseStore::release(self, lease))
+    }
+}
 
 /// Leases on Cassandra or ScyllaDB. Cheap to share behind an `Arc`.
 pub struct LeaseStore {

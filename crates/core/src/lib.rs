@@ -22,6 +22,7 @@
 //! | [`request_store`] | [`RequestStore`]: triggers asked of the cluster, claimed once by a replica that runs the job |
 //! | [`node_store`] | [`NodeStore`]: the registry of live replicas, rows with a TTL |
 //! | [`watch_store`] | [`WatchStore`]: per replica, the attempts and claimed firings supervisors watch (a pass reads it, not every job type) |
+//! | [`work_store`] | [`WorkStore`]: work items ([`WorkSet`], [`WorkKey`]) each processed exactly once: check-in, check-out, fail, check, list, purge |
 //! | [`metrics`] | the metrics hajobs records (leases, attempts, supervisor, cron lag, triggers), named once |
 //! | [`error`] | [`StoreError`], what went wrong talking to the cluster |
 //!
@@ -57,6 +58,7 @@ pub mod status_store;
 #[cfg(feature = "test-util")]
 pub mod testing;
 pub mod watch_store;
+pub mod work_store;
 
 pub use cancel::{CancelReason, Cancellation};
 pub use config::CassandraConfig;
@@ -72,3 +74,4 @@ pub use stats::JobStats;
 pub use status::{JobResult, JobState, JobStatus, JobType, StatusEntry};
 pub use status_store::StatusStore;
 pub use watch_store::{WatchList, WatchStore, WriteClock};
+pub use work_store::{CheckIn, ItemClaim, WorkItem, WorkKey, WorkSet, WorkState, WorkStore};

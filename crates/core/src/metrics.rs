@@ -21,6 +21,7 @@
 //! | `hajobs_cron_claim_checks_total` | counter | `job_type`, `outcome` = claimed, free, error (one read each) |
 //! | `hajobs_trigger_requests_claimed_total` | counter | `job_type` |
 //! | `hajobs_trigger_requests_total` | counter | `job_type`, `outcome` (as seen by the requester) |
+//! | `hajobs_work_items_total` | counter | `work_set`, `outcome` = proceed, done, failed, stale |
 
 use std::time::Duration;
 
@@ -110,5 +111,12 @@ pub fn trigger_request_claimed(job_type: &str) {
 /// A requester saw its trigger request end with `outcome`.
 pub fn trigger_requested(job_type: &str, outcome: &'static str) {
     counter!("hajobs_trigger_requests_total", "job_type" => job_type.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// A work item's check-in, check-out or failure (`outcome`: proceed, done,
+/// failed, stale).
+pub fn work_checkin(work_set: &str, outcome: &'static str) {
+    counter!("hajobs_work_items_total", "work_set" => work_set.to_owned(), "outcome" => outcome)
         .increment(1);
 }

@@ -82,6 +82,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "cron_firing_day",
         cql: include_str!("../../../schema/0010_cron_firing_day.cql"),
     },
+    Migration {
+        version: 11,
+        name: "work_item",
+        cql: include_str!("../../../schema/0011_work_item.cql"),
+    },
 ];
 
 /// The keyspace's replication.

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hajobs_core::{CancelReason, Cancellation, Lease, LeaseStore, Released, Renewed};
+use hajobs_core::lease_store::LeaseRenewer;
+use hajobs_core::{CancelReason, Cancellation, Lease, Released, Renewed};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -21,13 +22,16 @@ pub(crate) enum KeeperMsg {
     /// The job is done: release the lease and stop. The reply, when asked
     /// for, tells whether the lease was still held.
     Release(Option<RpcReplyPort<Result<Released, String>>>),
+    /// The lease was given up by other means (a work item checked out):
+    /// stop renewing without releasing.
+    Stop(RpcReplyPort<()>),
 }
 
 /// The actor itself; all its data lives in [`KeeperState`].
 pub(crate) struct LeaseKeeper;
 
 pub(crate) struct KeeperArgs {
-    pub(crate) store: Arc<LeaseStore>,
+    pub(crate) store: Arc<dyn LeaseRenewer>,
     pub(crate) lease: Lease,
     pub(crate) config: KeeperConfig,
     pub(crate) cancellation: Cancellation,
@@ -90,6 +94,17 @@ impl Actor for LeaseKeeper {
                 if let Some(reply) = reply {
                     let _ = reply.send(outcome);
                 }
+                myself.stop(None);
+            }
+            KeeperMsg::Stop(reply) => {
+                if let Some(timer) = state.timer.take() {
+                    timer.abort();
+                }
+                state
+                    .args
+                    .state
+                    .send_modify(|s| s.phase = LeasePhase::Released);
+                let _ = reply.send(());
                 myself.stop(None);
             }
         }

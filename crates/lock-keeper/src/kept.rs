@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hajobs_core::lease_store::LeaseRenewer;
 use hajobs_core::{CancelReason, Cancellation, InvalidInput, Lease, LeaseStore, Released};
 use ractor::{Actor, ActorRef};
 use tokio::sync::watch;
@@ -44,6 +45,17 @@ pub struct KeptLease {
 /// job's `cancellation` fired when the lease is lost or at its deadline.
 pub async fn keep(
     store: Arc<LeaseStore>,
+    lease: Lease,
+    config: KeeperConfig,
+    cancellation: Cancellation,
+) -> Result<KeptLease, KeeperError> {
+    keep_with(store, lease, config, cancellation).await
+}
+
+/// [`keep`] for a lease kept by any [`LeaseRenewer`] (a work item's
+/// check-in, say): the same renewals, deadline and cancellation.
+pub async fn keep_with(
+    store: Arc<dyn LeaseRenewer>,
     lease: Lease,
     config: KeeperConfig,
     cancellation: Cancellation,
@@ -119,6 +131,29 @@ impl KeptLease {
             .map_err(|e| KeeperError::Release(e.to_string()))?;
         match reply {
             ractor::rpc::CallResult::Success(outcome) => outcome.map_err(KeeperError::Release),
+            ractor::rpc::CallResult::Timeout => Err(KeeperError::Release(
+                "the keeper did not answer in time".into(),
+            )),
+            ractor::rpc::CallResult::SenderError => {
+                Err(KeeperError::Release("the keeper stopped".into()))
+            }
+        }
+    }
+}
+
+impl KeptLease {
+    /// Stops the keeper without releasing: for a lease that its holder ends
+    /// by a transaction of its own (a work item's check-out), which must not
+    /// race a renewal. The lease counts as released from here on.
+    pub async fn stop(mut self) -> Result<(), KeeperError> {
+        self.released = true;
+        match self
+            .actor
+            .call(KeeperMsg::Stop, Some(RELEASE_CALL_TIMEOUT))
+            .await
+            .map_err(|e| KeeperError::Release(e.to_string()))?
+        {
+            ractor::rpc::CallResult::Success(()) => Ok(()),
             ractor::rpc::CallResult::Timeout => Err(KeeperError::Release(
                 "the keeper did not answer in time".into(),
             )),

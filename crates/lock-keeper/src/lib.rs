@@ -26,7 +26,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`config`] | [`KeeperConfig`]: renewal interval, retry interval, safety margin |
-//! | [`kept`] | [`keep`] starts a keeper; [`KeptLease`] is the handle the job's runner holds |
+//! | [`kept`] | [`keep`] starts a keeper ([`keep_with`] for any [`LeaseRenewer`](hajobs_core::lease_store::LeaseRenewer), such as a work item's check-in); [`KeptLease`] is the handle the job's runner holds |
 //! | [`state`] | [`LeaseState`]: last confirmed renewal, deadline, counts, phase |
 //! | `actor` | the ractor actor and the deadline watchdog |
 //!
@@ -59,5 +59,5 @@ pub mod kept;
 pub mod state;
 
 pub use config::KeeperConfig;
-pub use kept::{KeeperError, KeptLease, keep};
+pub use kept::{KeeperError, KeptLease, keep, keep_with};
 pub use state::{LeasePhase, LeaseState};

@@ -24,6 +24,16 @@ pub struct LeaseCheck {
 }
 
 impl LeaseCheck {
+    pub(crate) fn new(
+        cancellation: Cancellation,
+        lease: tokio::sync::watch::Receiver<LeaseState>,
+    ) -> Self {
+        Self {
+            cancellation,
+            lease,
+        }
+    }
+
     /// True while the job may go on: not cancelled, before the deadline.
     pub fn is_valid(&self) -> bool {
         !self.cancellation.is_cancelled() && Instant::now() < self.lease.borrow().deadline

@@ -1,6 +1,6 @@
 //! [`ManagerError`]: what the job manager refuses or fails at.
 
-use hajobs_core::{InvalidInput, JobType, StoreError};
+use hajobs_core::{InvalidInput, JobId, JobType, StoreError};
 
 /// Errors of the job manager and of job specs.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,20 @@ pub enum ManagerError {
     /// The precondition hook refused to start scheduling.
     #[error("precondition failed, scheduling not started: {0}")]
     Precondition(String),
+    /// A work item's check-out or failure by a ticket that no longer holds
+    /// the item (its lease expired and another worker took it over, or it
+    /// ended already): nothing was written.
+    #[error(
+        "work item `{key}` of `{work_set}`: ticket {ticket} no longer holds it (its lease expired or it ended); nothing recorded"
+    )]
+    StaleTicket {
+        /// The work set.
+        work_set: String,
+        /// The item's key.
+        key: String,
+        /// The refused ticket.
+        ticket: JobId,
+    },
     /// Cassandra failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -23,6 +23,7 @@
 //! | [`cron`] | [`CronSchedule`] (croner, with seconds, time zones) and [`MissedRuns`] |
 //! | [`manager`] | [`JobManager`]: trigger, retrigger, cancel, start, shutdown |
 //! | [`requests`] | [`RequestWatcher`]: triggers asked of the cluster, claimed once and started here; [`hand_over()`]: a stopping replica's cancelled attempts resumed elsewhere |
+//! | [`work`] | [`WorkItems`]: work items processed exactly once — check-in with a kept lease, check-out, fail, [`WorkItems::process`] with a check-in timeout |
 //! | [`clock`] | [`Clock`]: the wall clock that names cron firings |
 //! | [`error`] | [`ManagerError`] |
 //! | `attempt` | one attempt from RUNNING to its final status |
@@ -77,6 +78,7 @@ pub mod manager;
 pub mod requests;
 pub mod spec;
 mod watch;
+pub mod work;
 
 pub use clock::{Clock, OffsetClock, SystemClock};
 pub use context::{JobContext, LeaseCheck};
@@ -89,3 +91,4 @@ pub use manager::{
 pub use requests::{Handover, RequestWatcher, WatchConfig, hand_over};
 pub use spec::JobSpec;
 pub use watch::ENDED_HOLD;
+pub use work::{Processed, WorkGrant, WorkItems, WorkOptions, WorkTicket};

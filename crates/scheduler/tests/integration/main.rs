@@ -15,6 +15,8 @@ use hajobs_scheduler::{
 };
 use serde_json::json;
 
+mod work;
+
 /// A manager for replica `node` with its own session.
 async fn replica(ks: &TestKeyspace, node: &str) -> JobManagerBuilder {
     JobManager::builder(ks.config(), NodeId::new(node).unwrap()).session(connect().await)
