@@ -14,6 +14,7 @@
 //! | [`Admin::nodes`], [`Admin::locks`] | the live replicas, the held locks |
 //! | [`Admin::unlock`] | releases a lock safely (cancel + wait) or by force |
 //! | [`Admin::ready`] | Cassandra answers and the schema is current |
+//! | [`Admin::work_check`], [`Admin::work_list`], [`Admin::work_purge`] | work items: one, a work set's, forget the ended ones |
 //!
 //! Errors are [`AdminError`]s: a kind (bad input, unknown job, not found,
 //! locked, unavailable, failed) that the CLI maps to an exit code and HTTP to
@@ -25,7 +26,8 @@ use std::time::{Duration, Instant, SystemTime};
 use hajobs_core::schema::{self, MIGRATIONS};
 use hajobs_core::{
     CassandraConfig, Holder, JobId, JobStats, JobStatus, JobType, LeaseStore, LockType, NodeRecord,
-    NodeStore, RequestOutcome, RequestStore, StatusEntry, StatusStore, TriggerId,
+    NodeStore, RequestOutcome, RequestStore, StatusEntry, StatusStore, TriggerId, WorkItem,
+    WorkKey, WorkSet, WorkStore,
 };
 use hajobs_scheduler::{CancelOutcome, JobManager};
 use scylla::client::session::Session;
@@ -239,6 +241,60 @@ pub(crate) struct Admin {
     leases: Arc<LeaseStore>,
     nodes: Arc<NodeStore>,
     requests: Arc<RequestStore>,
+    /// Prepared on first use: only the work commands need it.
+    work: Arc<tokio::sync::OnceCell<Arc<WorkStore>>>,
+}
+
+/// A work item, as shown.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct WorkItemView {
+    /// Its work set.
+    pub(crate) work_set: String,
+    /// Its key.
+    pub(crate) key: String,
+    /// IN_PROGRESS, DONE or FAILED.
+    pub(crate) state: String,
+    /// The ticket of the worker holding it now.
+    pub(crate) holder: Option<String>,
+    /// The replica that checked it in last.
+    pub(crate) node: Option<String>,
+    /// The fencing token of the last check-in.
+    pub(crate) fencing_token: i64,
+    /// Check-ins so far.
+    pub(crate) attempts: u32,
+    /// The first check-in, ms since the epoch.
+    pub(crate) created_at_ms: Option<i64>,
+    /// The last check-in, ms since the epoch.
+    pub(crate) since_ms: Option<i64>,
+    /// Until when the holder's lease runs, ms since the epoch.
+    pub(crate) lease_until_ms: Option<i64>,
+    /// When it was checked out or failed, ms since the epoch.
+    pub(crate) ended_at_ms: Option<i64>,
+    /// The result given at check-out.
+    #[schema(value_type = Option<Object>)]
+    pub(crate) result: Option<serde_json::Value>,
+    /// The last failure.
+    pub(crate) error: Option<String>,
+}
+
+impl From<WorkItem> for WorkItemView {
+    fn from(i: WorkItem) -> Self {
+        Self {
+            work_set: i.work_set.to_string(),
+            key: i.key.to_string(),
+            state: i.state.as_str().to_owned(),
+            holder: i.holder.map(|h| h.to_string()),
+            node: i.node,
+            fencing_token: i.fencing_token.0,
+            attempts: i.attempts,
+            created_at_ms: i.created_at.map(epoch_ms),
+            since_ms: i.since.map(epoch_ms),
+            lease_until_ms: i.lease_until.map(epoch_ms),
+            ended_at_ms: i.ended_at.map(epoch_ms),
+            result: i.result,
+            error: i.error,
+        }
+    }
 }
 
 impl Admin {
@@ -268,12 +324,74 @@ impl Admin {
             cassandra: cassandra.clone(),
             nodes: Arc::new(NodeStore::new(session.clone(), cassandra).await?),
             requests: Arc::new(RequestStore::new(session.clone(), cassandra).await?),
+            work: Arc::default(),
             session,
             jobs,
             manager,
             statuses,
             leases,
         })
+    }
+
+    async fn work_store(&self) -> AdminResult<&Arc<WorkStore>> {
+        self.work
+            .get_or_try_init(|| async {
+                Ok(Arc::new(
+                    WorkStore::new(
+                        self.session.clone(),
+                        &self.cassandra,
+                        hajobs_core::work_store::DEFAULT_WORK_RETENTION,
+                    )
+                    .await?,
+                ))
+            })
+            .await
+    }
+
+    fn work_set(name: &str) -> AdminResult<WorkSet> {
+        WorkSet::new(name).map_err(|e| AdminError::bad_input(e.to_string()))
+    }
+
+    /// One work item, read without taking it.
+    pub(crate) async fn work_check(&self, work_set: &str, key: &str) -> AdminResult<WorkItemView> {
+        let set = Self::work_set(work_set)?;
+        let key = WorkKey::new(key).map_err(|e| AdminError::bad_input(e.to_string()))?;
+        match self.work_store().await?.read(&set, &key, true).await? {
+            Some(item) => Ok(item.into()),
+            None => Err(AdminError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "work item `{key}` of work set `{set}` was never checked in (or is forgotten: past its retention, or purged)"
+                ),
+            )),
+        }
+    }
+
+    /// The items of a work set (at most `limit`), newest first check-in day first.
+    pub(crate) async fn work_list(
+        &self,
+        work_set: &str,
+        limit: u32,
+    ) -> AdminResult<Vec<WorkItemView>> {
+        let set = Self::work_set(work_set)?;
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(AdminError::bad_input(format!(
+                "limit {limit} is out of range: 1 to {MAX_LIMIT}"
+            )));
+        }
+        let items = self.work_store().await?.list(&set, limit as usize).await?;
+        Ok(items.into_iter().map(WorkItemView::from).collect())
+    }
+
+    /// Forgets the items of a work set that ended more than `older_than`
+    /// ago; returns how many.
+    pub(crate) async fn work_purge(
+        &self,
+        work_set: &str,
+        older_than: Duration,
+    ) -> AdminResult<usize> {
+        let set = Self::work_set(work_set)?;
+        Ok(self.work_store().await?.purge(&set, older_than).await?)
     }
 
     /// The status store.

@@ -237,6 +237,46 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Work items (processed exactly once by whichever replica checks them
+    /// in first): show one, list a work set, forget the ended ones.
+    #[command(subcommand)]
+    Work(WorkCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkCommand {
+    /// One work item: state, holder, fencing token, attempts, result, error.
+    /// Exit 1 when it was never checked in (or is forgotten).
+    Check {
+        /// The work set.
+        work_set: String,
+        /// The item's key.
+        key: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The items of a work set, newest first.
+    List {
+        /// The work set.
+        work_set: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget the items that ended (DONE or FAILED) more than OLDER_THAN ago:
+    /// their keys are processed anew by their next check-in. Items in
+    /// progress are kept.
+    Purge {
+        /// The work set.
+        work_set: String,
+        /// Age of the ending, e.g. `7d`, `12h`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -634,6 +674,7 @@ impl Cli {
                     );
                 }
             }
+            Command::Work(command) => work(&settings, command).await?,
             Command::Unlock {
                 lock_type,
                 wait,
@@ -689,6 +730,80 @@ fn requested_by() -> String {
 }
 
 /// One JSON object per line.
+async fn work(settings: &Settings, command: WorkCommand) -> Result<(), CliError> {
+    let admin = settings.admin(false).await?;
+    match command {
+        WorkCommand::Check {
+            work_set,
+            key,
+            json,
+        } => {
+            let item = admin.work_check(&work_set, &key).await?;
+            if json {
+                return print_json_lines(&[item]);
+            }
+            let time = |ms: Option<i64>| {
+                ms.map(|ms| {
+                    rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+                })
+                .unwrap_or_else(|| "-".into())
+            };
+            println!("work item     {} / {}", item.work_set, item.key);
+            println!("state         {}", item.state);
+            println!("node          {}", item.node.as_deref().unwrap_or("-"));
+            println!("holder        {}", item.holder.as_deref().unwrap_or("-"));
+            println!("fencing token {}", item.fencing_token);
+            println!("attempts      {}", item.attempts);
+            println!("first         {}", time(item.created_at_ms));
+            println!("since         {}", time(item.since_ms));
+            println!("lease until   {}", time(item.lease_until_ms));
+            println!("ended         {}", time(item.ended_at_ms));
+            if let Some(r) = &item.result {
+                println!("result        {r}");
+            }
+            if let Some(e) = &item.error {
+                println!("error         {e}");
+            }
+        }
+        WorkCommand::List {
+            work_set,
+            limit,
+            json,
+        } => {
+            let items = admin.work_list(&work_set, limit).await?;
+            if json {
+                return print_json_lines(&items);
+            }
+            println!(
+                "{:<32} {:<12} {:<20} {:>5} {:>8} ERROR",
+                "KEY", "STATE", "NODE", "TOKEN", "ATTEMPTS"
+            );
+            for i in &items {
+                println!(
+                    "{:<32} {:<12} {:<20} {:>5} {:>8} {}",
+                    i.key,
+                    i.state,
+                    i.node.as_deref().unwrap_or("-"),
+                    i.fencing_token,
+                    i.attempts,
+                    i.error.as_deref().unwrap_or("")
+                );
+            }
+        }
+        WorkCommand::Purge {
+            work_set,
+            older_than,
+        } => {
+            let removed = admin.work_purge(&work_set, older_than).await?;
+            println!(
+                "purged {removed} work item(s) of {work_set} that ended more than {} ago",
+                humantime::format_duration(older_than)
+            );
+        }
+    }
+    Ok(())
+}
+
 fn print_json_lines<T: serde::Serialize>(items: &[T]) -> Result<(), CliError> {
     for item in items {
         println!("{}", serde_json::to_string(item)?);

@@ -100,12 +100,12 @@ async fn admin_commands_do_what_they_say_and_exit_with_their_codes() {
     expect(
         &env.run(&["schema", "apply"]),
         0,
-        "applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]",
+        "applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]",
     );
     expect(
         &env.run(&["schema", "apply"]),
         0,
-        "already applied [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]",
+        "already applied [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]",
     );
 
     let out = env.run(&["trigger", "--here", "echo"]);
@@ -769,5 +769,88 @@ async fn watch_follows_a_running_attempt_to_its_end() {
         text(&out.stdout)
     );
     assert!(runner.wait_with_output().unwrap().status.success());
+    env.drop().await;
+}
+
+#[tokio::test]
+async fn work_commands_show_list_and_purge_work_items() {
+    use hajobs_core::{CheckIn, WorkKey, WorkSet, WorkStore};
+    let env = Env::new("cli_work", JOBS);
+    expect(&env.run(&["schema", "apply"]), 0, "applied migrations");
+    let store = WorkStore::new(connect().await, &env.cassandra(), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let set = WorkSet::new("orders").unwrap();
+    let (node, ttl) = (NodeId::new("w1").unwrap(), LeaseTtl::from_secs(30).unwrap());
+    let mut claims = Vec::new();
+    for key in ["4711", "4712", "4713"] {
+        match store
+            .checkin(&set, &WorkKey::new(key).unwrap(), &node, ttl)
+            .await
+            .unwrap()
+        {
+            CheckIn::Proceed(claim) => claims.push(claim),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        store
+            .checkout(&claims[0], &serde_json::json!({"shipped": true}))
+            .await
+            .unwrap()
+    );
+    assert!(store.fail(&claims[1], "carrier down").await.unwrap());
+
+    let out = env.run(&["work", "check", "orders", "4711"]);
+    expect(&out, 0, "DONE");
+    assert!(
+        text(&out.stdout).contains(r#"{"shipped":true}"#),
+        "{}",
+        text(&out.stdout)
+    );
+    expect(
+        &env.run(&["work", "check", "orders", "4712"]),
+        0,
+        "carrier down",
+    );
+    let out = env.run(&["work", "check", "orders", "4713", "--json"]);
+    expect(&out, 0, "\"state\":\"IN_PROGRESS\"");
+    assert!(text(&out.stdout).contains("\"node\":\"w1\""));
+    expect(
+        &env.run(&["work", "check", "orders", "9999"]),
+        1,
+        "work item `9999` of work set `orders` was never checked in",
+    );
+    expect(
+        &env.run(&["work", "check", "", "1"]),
+        2,
+        "work set is empty",
+    );
+    let out = env.run(&["work", "list", "orders"]);
+    expect(&out, 0, "KEY");
+    let listed = text(&out.stdout);
+    assert_eq!(listed.lines().count(), 4, "{listed}");
+    expect(
+        &env.run(&["work", "list", "orders", "--limit", "0"]),
+        2,
+        "limit 0 is out of range",
+    );
+    expect(
+        &env.run(&["work", "purge", "orders", "--older-than", "0s"]),
+        0,
+        "purged 2 work item(s)",
+    );
+    let out = env.run(&["work", "list", "orders", "--json"]);
+    expect(&out, 0, "4713");
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        1,
+        "only the item in progress is left"
+    );
+    expect(
+        &env.run(&["work", "purge", "orders", "--older-than", "soon"]),
+        2,
+        "--older-than",
+    );
     env.drop().await;
 }
