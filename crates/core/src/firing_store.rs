@@ -45,6 +45,9 @@ pub enum FiringOutcome {
     Skipped,
     /// Its claimant died or stalled before starting it; closed by another.
     Lost,
+    /// Its lock was held: queued for it (`on_locked = "queue"`); the queue
+    /// entry carries the trigger from here on.
+    Queued,
 }
 
 impl FiringOutcome {
@@ -54,6 +57,7 @@ impl FiringOutcome {
             Self::Started => "started",
             Self::Skipped => "skipped",
             Self::Lost => "lost",
+            Self::Queued => "queued",
         }
     }
 }

@@ -20,6 +20,7 @@
 //! | [`status_store`] | [`StatusStore`]: statuses written at quorum with retention, read newest first |
 //! | [`firing_store`] | [`FiringStore`]: each cron firing claimed once cluster-wide |
 //! | [`request_store`] | [`RequestStore`]: triggers asked of the cluster, claimed once by a replica that runs the job |
+//! | [`queue_store`] | [`QueueStore`]: triggers queued for a busy lock type, first in, first out, each claimed once |
 //! | [`node_store`] | [`NodeStore`]: the registry of live replicas, rows with a TTL |
 //! | [`watch_store`] | [`WatchStore`]: per replica, the attempts and claimed firings supervisors watch (a pass reads it, not every job type) |
 //! | [`work_store`] | [`WorkStore`]: work items ([`WorkSet`], [`WorkKey`]) each processed exactly once: check-in, check-out, fail, check, list, purge |
@@ -50,6 +51,7 @@ pub mod lock_type;
 pub mod lwt;
 pub mod metrics;
 pub mod node_store;
+pub mod queue_store;
 pub mod request_store;
 pub mod schema;
 pub mod stats;
@@ -69,6 +71,7 @@ pub use lease::{Acquired, FencingToken, Holder, Lease, LeaseTtl, Released, Renew
 pub use lease_store::LeaseStore;
 pub use lock_type::LockType;
 pub use node_store::{NodeRecord, NodeStore};
+pub use queue_store::{QueueEntry, QueueStore};
 pub use request_store::{RequestOutcome, RequestStore, TriggerRequest};
 pub use stats::JobStats;
 pub use status::{JobResult, JobState, JobStatus, JobType, StatusEntry};

@@ -40,6 +40,12 @@ pub enum RequestOutcome {
         /// The holder's node, when known.
         owner: Option<String>,
     },
+    /// The lock was held: the trigger was queued (`on_locked = "queue"`)
+    /// and runs when its turn comes.
+    Queued {
+        /// Its place in the queue when queued (1: next).
+        position: u32,
+    },
     /// The attempt could not start.
     Error(String),
 }
@@ -127,6 +133,9 @@ fn decode(row: Row) -> TriggerRequest {
         (Some("locked"), Some(holder)) => Some(RequestOutcome::Locked {
             holder,
             owner: detail,
+        }),
+        (Some("queued"), _) => Some(RequestOutcome::Queued {
+            position: detail.as_deref().and_then(|d| d.parse().ok()).unwrap_or(0),
         }),
         (Some(_), _) => Some(RequestOutcome::Error(
             detail.unwrap_or_else(|| "unknown".into()),
@@ -329,6 +338,9 @@ impl RequestStore {
                 None,
                 owner.clone(),
             ),
+            RequestOutcome::Queued { position } => {
+                ("queued", None, None, Some(position.to_string()))
+            }
             RequestOutcome::Error(e) => ("error", None, None, Some(e.clone())),
         }
     }

@@ -87,6 +87,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "work_item",
         cql: include_str!("../../../schema/0011_work_item.cql"),
     },
+    Migration {
+        version: 12,
+        name: "lock_queue",
+        cql: include_str!("../../../schema/0012_lock_queue.cql"),
+    },
 ];
 
 /// The keyspace's replication.

@@ -174,14 +174,17 @@ pub(crate) struct JobView {
 pub(crate) struct Triggered {
     /// The job type.
     pub(crate) job_type: String,
-    /// The replica running it.
+    /// The replica running it (or that queued it).
     pub(crate) node: String,
-    /// The attempt.
-    pub(crate) job_id: String,
+    /// The attempt (none while queued).
+    pub(crate) job_id: Option<String>,
     /// The trigger.
     pub(crate) trigger_id: String,
-    /// Its lease's fencing token.
-    pub(crate) fencing_token: i64,
+    /// Its lease's fencing token (none while queued).
+    pub(crate) fencing_token: Option<i64>,
+    /// For a job that queues, found its lock held: its place in the lock
+    /// type's queue (1: next). It runs when its turn comes.
+    pub(crate) queue_position: Option<u32>,
 }
 
 /// What a cancel did.
@@ -510,9 +513,21 @@ impl Admin {
                     return Ok(Triggered {
                         job_type: job.to_owned(),
                         node: claimant.unwrap_or_else(|| "?".into()),
-                        job_id: job_id.to_string(),
+                        job_id: Some(job_id.to_string()),
                         trigger_id: trigger_id.to_string(),
-                        fencing_token: fencing_token.0,
+                        fencing_token: Some(fencing_token.0),
+                        queue_position: None,
+                    });
+                }
+                Some(RequestOutcome::Queued { position }) => {
+                    hajobs_core::metrics::trigger_requested(job, "queued");
+                    return Ok(Triggered {
+                        job_type: job.to_owned(),
+                        node: claimant.unwrap_or_else(|| "?".into()),
+                        job_id: None,
+                        trigger_id: trigger_id.to_string(),
+                        fencing_token: None,
+                        queue_position: Some(position),
                     });
                 }
                 Some(RequestOutcome::Locked { holder, owner }) => {

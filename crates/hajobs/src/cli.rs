@@ -539,14 +539,25 @@ impl Cli {
             Command::Trigger { job, wait, .. } => {
                 let admin = settings.admin(false).await?;
                 let t = admin.trigger(&job, &requested_by()).await?;
-                println!(
-                    "started {} on {} as {} (trigger {}, fencing token {})",
-                    t.job_type, t.node, t.job_id, t.trigger_id, t.fencing_token
-                );
-                if wait {
-                    let job_type = admin.job_type(&job)?;
-                    let job_id: JobId = t.job_id.parse()?;
-                    follow(&admin, &job_type, job_id).await?;
+                match (&t.job_id, t.fencing_token, t.queue_position) {
+                    (Some(job_id), Some(token), _) => {
+                        println!(
+                            "started {} on {} as {job_id} (trigger {}, fencing token {token})",
+                            t.job_type, t.node, t.trigger_id
+                        );
+                        if wait {
+                            let job_type = admin.job_type(&job)?;
+                            let job_id: JobId = job_id.parse()?;
+                            follow(&admin, &job_type, job_id).await?;
+                        }
+                    }
+                    (_, _, position) => println!(
+                        "queued {} as trigger {} at position {} of its lock type's queue (by {}): it runs when its turn comes; `hajobs queue` shows it",
+                        t.job_type,
+                        t.trigger_id,
+                        position.unwrap_or(0),
+                        t.node
+                    ),
                 }
             }
             Command::Cancel { job } => {
@@ -928,6 +939,15 @@ async fn trigger(settings: &Settings, job: &str) -> Result<(), CliError> {
             holder.job_id,
             holder.owner.as_deref().unwrap_or("?")
         ))),
+        StartOutcome::Queued {
+            trigger_id,
+            position,
+        } => {
+            println!(
+                "{job} queued as trigger {trigger_id} at position {position}: its lock is held; a replica runs it when its turn comes"
+            );
+            Ok(())
+        }
         StartOutcome::Error { details, .. } => {
             Err(anyhow::anyhow!("{job} not started: {details}").into())
         }

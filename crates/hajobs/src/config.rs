@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hajobs_core::schema::Replication;
 use hajobs_core::{CassandraConfig, NodeId};
-use hajobs_scheduler::{JobSpec, MissedRuns};
+use hajobs_scheduler::{JobSpec, MissedRuns, OnLocked};
 use hajobs_supervisor::SupervisorConfig;
 use serde::Deserialize;
 use toml::Spanned;
@@ -74,6 +74,8 @@ struct RawJob {
     lease_ttl: Option<Spanned<String>>,
     missed_runs: Option<Spanned<String>>,
     missed_runs_threshold: Option<Spanned<String>>,
+    on_locked: Option<Spanned<String>>,
+    lock_wait_timeout: Option<Spanned<String>>,
     working_dir: Option<PathBuf>,
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -520,6 +522,30 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
     } else if let Some(threshold) = threshold {
         spec = spec.missed_runs(MissedRuns::RunOnce { threshold });
     }
+    if let Some(o) = &job.on_locked {
+        spec = spec.on_locked(match o.get_ref().as_str() {
+            "skip" => OnLocked::Skip,
+            "queue" => OnLocked::Queue,
+            other => {
+                return Err(src.error(
+                    o,
+                    Some(name),
+                    "on_locked",
+                    format!("`{other}`: expected `skip` or `queue`"),
+                ));
+            }
+        });
+    }
+    if let Some(t) = &job.lock_wait_timeout {
+        spec = spec
+            .lock_wait_timeout(src.duration(t, Some(name), "lock_wait_timeout")?)
+            .map_err(|e| match e {
+                hajobs_scheduler::ManagerError::InvalidSpec { source, .. } => {
+                    src.error(t, Some(name), "lock_wait_timeout", source)
+                }
+                other => src.error(t, Some(name), "lock_wait_timeout", other),
+            })?;
+    }
     Ok(CommandJobConfig {
         spec,
         command: job.command.get_ref().clone(),
@@ -622,6 +648,14 @@ missed_runs = "skip"
             (
                 "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nmissed_runs = \"always\"\n",
                 "jobs.toml:4: job `a`: field `missed_runs`: `always`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\non_locked = \"wait\"\n",
+                "jobs.toml:4: job `a`: field `on_locked`: `wait`: expected `skip` or `queue`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nlock_wait_timeout = \"0s\"\n",
+                "jobs.toml:4: job `a`: field `lock_wait_timeout`: lock wait timeout 0ns is invalid",
             ),
             ("[[job]\n", "jobs.toml:1:"),
             (

@@ -89,6 +89,6 @@ pub use manager::{
     CancelOutcome, DEFAULT_CANCEL_GRACE, JobManager, JobManagerBuilder, StartOutcome,
 };
 pub use requests::{Handover, RequestWatcher, WatchConfig, hand_over};
-pub use spec::JobSpec;
+pub use spec::{JobSpec, OnLocked};
 pub use watch::ENDED_HOLD;
 pub use work::{Processed, WorkGrant, WorkItems, WorkOptions, WorkTicket};

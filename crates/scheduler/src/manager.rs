@@ -11,8 +11,8 @@ use futures::future::BoxFuture;
 use hajobs_core::status_store::DEFAULT_RETENTION;
 use hajobs_core::{
     Acquired, CancelReason, Cancellation, CassandraConfig, FencingToken, FiringOutcome,
-    FiringStore, Holder, JobId, JobResult, JobState, JobStatus, JobType, LeaseStore, NodeId,
-    NodeStore, StatusEntry, StatusStore, TriggerId, WatchStore,
+    FiringStore, Holder, JobId, JobResult, JobState, JobStatus, JobType, LeaseStore, LockType,
+    NodeId, NodeStore, QueueEntry, QueueStore, StatusEntry, StatusStore, TriggerId, WatchStore,
 };
 use scylla::client::session::Session;
 
@@ -23,7 +23,7 @@ use crate::context::JobContext;
 use crate::cron::MissedRuns;
 use crate::error::ManagerError;
 use crate::job::Job;
-use crate::spec::JobSpec;
+use crate::spec::{JobSpec, OnLocked};
 use crate::watch::Watch;
 
 /// How long a cancelled job (by request, timeout or shutdown) may take to
@@ -38,6 +38,11 @@ const FIRING_TOUCH: Duration = Duration::from_secs(5);
 const RECENT_FIRINGS: i32 = 10;
 /// How long after a scheduled instant its claim is checked for being lost.
 const LOST_WINDOW: Duration = Duration::from_secs(600);
+/// How often a replica looks at the head of a lock type's queue when
+/// nothing woke it (an attempt of that lock type ending here does).
+const QUEUE_POLL: Duration = Duration::from_millis(500);
+/// How long a claimed queue entry may stay before its start counts as lost.
+const QUEUE_CLAIM_STALE: Duration = Duration::from_secs(60);
 
 /// The outcome of a trigger (ha-jobs' `JobStartStatus`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +62,14 @@ pub enum StartOutcome {
         trigger_id: TriggerId,
         /// Who holds the lock.
         holder: Holder,
+    },
+    /// The lock type was held (or others waited for it): the trigger was
+    /// queued (`on_locked = "queue"`) and runs when its turn comes.
+    Queued {
+        /// The trigger queued.
+        trigger_id: TriggerId,
+        /// Its place in the queue (1: next).
+        position: usize,
     },
     /// The attempt could not start (Cassandra failed, shutting down…).
     Error {
@@ -117,6 +130,10 @@ struct Inner {
     timers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     stop_timers: tokio::sync::watch::Sender<bool>,
     precondition: Option<Precondition>,
+    /// The queues of lock types with a job that queues (schema 12), and
+    /// what wakes their runner on this replica.
+    queues: Option<Arc<QueueStore>>,
+    queue_wake: BTreeMap<LockType, Arc<tokio::sync::Notify>>,
 }
 
 /// The job manager of one replica. Cheap to clone.
@@ -208,6 +225,18 @@ impl JobManagerBuilder {
             Arc::new(StatusStore::new(session.clone(), &self.config, self.retention).await?);
         let firings = FiringStore::new(session.clone(), &self.config, self.retention).await?;
         let watches = Arc::new(WatchStore::new(session.clone(), &self.config).await?);
+        let queue_wake: BTreeMap<LockType, Arc<tokio::sync::Notify>> = jobs
+            .values()
+            .filter(|r| r.spec.on_locked == OnLocked::Queue)
+            .map(|r| (r.spec.lock_type.clone(), Arc::default()))
+            .collect();
+        let queues = if queue_wake.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                QueueStore::new(session.clone(), &self.config).await?,
+            ))
+        };
         let nodes = NodeStore::new(session, &self.config).await?;
         Ok(JobManager {
             inner: Arc::new(Inner {
@@ -226,6 +255,8 @@ impl JobManagerBuilder {
                 timers: Mutex::new(Vec::new()),
                 stop_timers: tokio::sync::watch::channel(false).0,
                 precondition: self.precondition,
+                queues,
+                queue_wake,
             }),
         })
     }
@@ -329,6 +360,14 @@ impl JobManager {
                     async move { manager.timer(job_type, stop).await },
                 ));
             }
+        }
+        for (lock_type, wake) in &self.inner.queue_wake {
+            let manager = self.clone();
+            let (lock_type, wake) = (lock_type.clone(), wake.clone());
+            let stop = self.inner.stop_timers.subscribe();
+            timers.push(tokio::spawn(async move {
+                manager.run_queue(lock_type, wake, stop).await
+            }));
         }
         drop(timers);
         tracing::info!(node = %self.inner.node, jobs = self.inner.jobs.len(), "job manager started");
@@ -448,47 +487,58 @@ impl JobManager {
                 return None;
             }
         }
-        // A claimed firing that finds its lock held (the previous firing, or
-        // another job type sharing the lock, still runs) waits for it until
-        // one period of the schedule has passed, then is skipped.
-        let period = self
+        let queues = self
             .registered(job_type.as_str())
-            .ok()
-            .and_then(|r| r.spec.schedule.as_ref()?.next_after(instant))
-            .and_then(|next| (next - instant).to_std().ok())
-            .unwrap_or_default();
-        let give_up = tokio::time::Instant::now() + period;
-        let mut touched = tokio::time::Instant::now();
+            .is_ok_and(|r| r.spec.on_locked == OnLocked::Queue);
         let mut listed = false;
-        let outcome = loop {
-            let outcome = self.start_attempt(job_type, trigger_id).await;
-            let retry = matches!(outcome, Ok(StartOutcome::Locked { .. }))
-                && tokio::time::Instant::now() + FIRING_RETRY < give_up
-                && !self.inner.shutting_down.load(Ordering::SeqCst);
-            if !retry {
-                break outcome;
-            }
-            if !listed {
-                // Waiting: listed, so that a supervisor closes the claim
-                // should this replica die before starting it.
-                listed = true;
-                self.inner.watch.firing_waits(job_type, trigger_id).await;
-            }
-            // Still ours: said now and then, so that no supervisor closes
-            // the claim as lost while this replica waits for the lock.
-            if touched.elapsed() >= FIRING_TOUCH {
-                touched = tokio::time::Instant::now();
-                if let Err(e) = self.inner.firings.touch(job_type, at).await {
-                    tracing::warn!(%job_type, %instant, error = %e, "cron firing not marked as waiting");
+        let outcome = if queues {
+            // A firing of a job that queues joins its lock type's queue
+            // when the lock is held, like any trigger of it.
+            self.start_or_queue(job_type, trigger_id, self.inner.node.as_str())
+                .await
+        } else {
+            // A claimed firing that finds its lock held (the previous firing, or
+            // another job type sharing the lock, still runs) waits for it until
+            // one period of the schedule has passed, then is skipped.
+            let period = self
+                .registered(job_type.as_str())
+                .ok()
+                .and_then(|r| r.spec.schedule.as_ref()?.next_after(instant))
+                .and_then(|next| (next - instant).to_std().ok())
+                .unwrap_or_default();
+            let give_up = tokio::time::Instant::now() + period;
+            let mut touched = tokio::time::Instant::now();
+            loop {
+                let outcome = self.start_attempt(job_type, trigger_id, None).await;
+                let retry = matches!(outcome, Ok(StartOutcome::Locked { .. }))
+                    && tokio::time::Instant::now() + FIRING_RETRY < give_up
+                    && !self.inner.shutting_down.load(Ordering::SeqCst);
+                if !retry {
+                    break outcome;
                 }
+                if !listed {
+                    // Waiting: listed, so that a supervisor closes the claim
+                    // should this replica die before starting it.
+                    listed = true;
+                    self.inner.watch.firing_waits(job_type, trigger_id).await;
+                }
+                // Still ours: said now and then, so that no supervisor closes
+                // the claim as lost while this replica waits for the lock.
+                if touched.elapsed() >= FIRING_TOUCH {
+                    touched = tokio::time::Instant::now();
+                    if let Err(e) = self.inner.firings.touch(job_type, at).await {
+                        tracing::warn!(%job_type, %instant, error = %e, "cron firing not marked as waiting");
+                    }
+                }
+                tokio::time::sleep(FIRING_RETRY).await;
             }
-            tokio::time::sleep(FIRING_RETRY).await;
         };
         // What became of the claim. An attempt that could not start leaves it
         // open: a supervisor closes it as lost and re-runs its trigger.
         let decided = match &outcome {
             Ok(StartOutcome::Started { .. }) => Some(FiringOutcome::Started),
             Ok(StartOutcome::Locked { .. }) => Some(FiringOutcome::Skipped),
+            Ok(StartOutcome::Queued { .. }) => Some(FiringOutcome::Queued),
             _ => None,
         };
         if let Some(decided) = decided {
@@ -509,6 +559,9 @@ impl JobManager {
             }
             Ok(StartOutcome::Locked { holder, .. }) => {
                 tracing::warn!(%job_type, %instant, holder = %holder.job_id, "cron firing skipped: lock held for a whole period")
+            }
+            Ok(StartOutcome::Queued { position, .. }) => {
+                tracing::info!(%job_type, %instant, %trigger_id, position, "cron firing queued: its lock is held")
             }
             Ok(StartOutcome::Error { details, .. }) => {
                 tracing::error!(%job_type, %instant, details, "cron firing failed to start")
@@ -667,10 +720,216 @@ impl JobManager {
         Ok(closed)
     }
 
-    /// Triggers `job_type` by hand: a new trigger id, then an attempt.
+    /// Triggers `job_type` by hand: a new trigger id, then an attempt (or,
+    /// for a job that queues, a place in its lock type's queue).
     pub async fn trigger(&self, job_type: &str) -> Result<StartOutcome, ManagerError> {
         let job_type = self.registered(job_type)?.spec.job_type.clone();
-        self.start_attempt(&job_type, TriggerId::new()).await
+        self.start_or_queue(&job_type, TriggerId::new(), self.inner.node.as_str())
+            .await
+    }
+
+    /// Serves a trigger asked of the cluster (`hajobs trigger`) under
+    /// `trigger_id`: started here, or queued for a job that queues, with
+    /// `requested_by` named in the queue.
+    pub async fn trigger_request(
+        &self,
+        job_type: &str,
+        trigger_id: TriggerId,
+        requested_by: Option<&str>,
+    ) -> Result<StartOutcome, ManagerError> {
+        let job_type = self.registered(job_type)?.spec.job_type.clone();
+        let by = match requested_by {
+            Some(user) => format!("{user} via {}", self.inner.node),
+            None => self.inner.node.to_string(),
+        };
+        self.start_or_queue(&job_type, trigger_id, &by).await
+    }
+
+    /// Starts `trigger_id` of `job_type`; for a job that queues, queues it
+    /// instead when its lock is held or others already wait for it.
+    async fn start_or_queue(
+        &self,
+        job_type: &JobType,
+        trigger_id: TriggerId,
+        queued_by: &str,
+    ) -> Result<StartOutcome, ManagerError> {
+        let spec = &self.registered(job_type.as_str())?.spec;
+        let Some(queues) = self
+            .inner
+            .queues
+            .as_ref()
+            .filter(|_| spec.on_locked == OnLocked::Queue)
+        else {
+            return self.start_attempt(job_type, trigger_id, None).await;
+        };
+        // Never ahead of the triggers already waiting.
+        if queues.head(&spec.lock_type).await?.is_none() {
+            match self.start_attempt(job_type, trigger_id, None).await? {
+                StartOutcome::Locked { .. } => {}
+                other => return Ok(other),
+            }
+        }
+        let entry = queues
+            .enqueue(
+                &spec.lock_type,
+                job_type.as_str(),
+                trigger_id,
+                queued_by,
+                spec.lock_wait_timeout,
+            )
+            .await?;
+        let position = queues
+            .list(&spec.lock_type)
+            .await?
+            .iter()
+            .position(|e| e.entry_id == entry.entry_id)
+            .map_or(1, |p| p + 1);
+        tracing::info!(%job_type, %trigger_id, lock_type = %spec.lock_type, position, "lock held: trigger queued");
+        if let Some(wake) = self.inner.queue_wake.get(&spec.lock_type) {
+            wake.notify_one();
+        }
+        Ok(StartOutcome::Queued {
+            trigger_id,
+            position,
+        })
+    }
+
+    /// The queue runner of one lock type on this replica: whenever woken
+    /// (an attempt of the lock type ended here, a trigger was queued here)
+    /// or every [`QUEUE_POLL`], starts the oldest queued trigger if its job
+    /// type is registered here and the lock is free. Expired entries are
+    /// recorded SKIPPED; claimed entries whose start was lost, FAILED.
+    async fn run_queue(
+        &self,
+        lock_type: LockType,
+        wake: Arc<tokio::sync::Notify>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let Some(queues) = self.inner.queues.clone() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(QUEUE_POLL) => {}
+                () = wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if self.inner.shutting_down.load(Ordering::SeqCst) {
+                return;
+            }
+            // Several entries may be settled in a row (expired, lost).
+            for _ in 0..16 {
+                match self.serve_queue_head(&queues, &lock_type).await {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!(%lock_type, error = %e, "queue not served; trying again");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Looks at the head of `lock_type`'s queue once; `true` when it
+    /// settled an entry and the next one may be looked at at once.
+    async fn serve_queue_head(
+        &self,
+        queues: &QueueStore,
+        lock_type: &LockType,
+    ) -> Result<bool, ManagerError> {
+        let Some(entry) = queues.head(lock_type).await? else {
+            return Ok(false);
+        };
+        let now = SystemTime::now();
+        let job_type = JobType::new(entry.job_type.clone()).ok();
+        if let Some(claimed_at) = entry.claimed_at {
+            // Claimed: its attempt starts now, or its claimant died between
+            // the claim and RUNNING.
+            if now.duration_since(claimed_at).unwrap_or_default() < QUEUE_CLAIM_STALE {
+                return Ok(false);
+            }
+            let started = match &job_type {
+                Some(t) => self
+                    .inner
+                    .statuses
+                    .history(t, 50)
+                    .await?
+                    .iter()
+                    .filter_map(StatusEntry::status)
+                    .any(|s| s.trigger_id == entry.trigger_id),
+                None => false,
+            };
+            if !started {
+                if let Some(job_type) = &job_type {
+                    let job_id = JobId::new();
+                    self.inner
+                        .statuses
+                        .write(&JobStatus {
+                            job_type: job_type.clone(),
+                            job_id,
+                            trigger_id: entry.trigger_id,
+                            timestamp: now,
+                            state: JobState::Failed,
+                            owner: Some(self.inner.node.clone()),
+                            fencing_token: None,
+                            content: Some(serde_json::json!({
+                                "error": "the queued trigger was claimed but never started (its replica died or stalled before starting it)",
+                                "lock_type": lock_type.as_str(),
+                            })),
+                        })
+                        .await?;
+                    self.inner.watch.ended_elsewhere(job_type, job_id).await;
+                }
+            }
+            queues.remove(&entry).await?;
+            return Ok(true);
+        }
+        if entry.expired(now) {
+            if queues.remove_unclaimed(&entry).await? {
+                let waited = entry
+                    .queued_at()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .unwrap_or_default();
+                tracing::warn!(%lock_type, job_type = entry.job_type, trigger_id = %entry.trigger_id, ?waited, "queued trigger gave up: lock wait timeout");
+                if let Some(job_type) = &job_type {
+                    self.inner
+                        .statuses
+                        .write(&JobStatus {
+                            job_type: job_type.clone(),
+                            job_id: JobId::new(),
+                            trigger_id: entry.trigger_id,
+                            timestamp: now,
+                            state: JobState::Skipped,
+                            owner: Some(self.inner.node.clone()),
+                            fencing_token: None,
+                            content: Some(serde_json::json!({
+                                "reason": format!("lock_wait_timeout: waited {} s in the queue of lock type `{lock_type}` without getting it", waited.as_secs()),
+                                "timeout": "lock_wait_timeout",
+                                "queued_by": entry.queued_by,
+                            })),
+                        })
+                        .await?;
+                }
+            }
+            return Ok(true);
+        }
+        let Some(job_type) = job_type.filter(|t| self.inner.jobs.contains_key(t)) else {
+            // Another replica's job: it runs it.
+            return Ok(false);
+        };
+        match self
+            .start_attempt(&job_type, entry.trigger_id, Some(&entry))
+            .await?
+        {
+            StartOutcome::Started { job_id, .. } => {
+                tracing::info!(%lock_type, %job_type, trigger_id = %entry.trigger_id, %job_id, "queued trigger started");
+                Ok(false)
+            }
+            // Claimed by another replica first: look at the next.
+            StartOutcome::Error { .. } => Ok(false),
+            _ => Ok(false),
+        }
     }
 
     /// Re-runs `trigger_id` of `job_type` with a new attempt (the supervisor's retrigger).
@@ -680,13 +939,17 @@ impl JobManager {
         trigger_id: TriggerId,
     ) -> Result<StartOutcome, ManagerError> {
         let job_type = self.registered(job_type)?.spec.job_type.clone();
-        self.start_attempt(&job_type, trigger_id).await
+        self.start_attempt(&job_type, trigger_id, None).await
     }
 
+    /// Starts an attempt of `job_type` for `trigger_id` under its lease;
+    /// with `queued`, only if this attempt claims that queue entry once it
+    /// holds the lock (and the entry is removed once it runs).
     async fn start_attempt(
         &self,
         job_type: &JobType,
         trigger_id: TriggerId,
+        queued: Option<&QueueEntry>,
     ) -> Result<StartOutcome, ManagerError> {
         let registered = self.registered(job_type.as_str())?;
         let spec = &registered.spec;
@@ -711,6 +974,18 @@ impl JobManager {
             Ok(Acquired::Held(holder)) => return Ok(StartOutcome::Locked { trigger_id, holder }),
             Err(e) => return error(format!("{e:#}")),
         };
+        if let (Some(entry), Some(queues)) = (queued, &self.inner.queues) {
+            // Holding the lock, the entry is claimed once: a replica that
+            // read the same head and gets the lock later finds it claimed.
+            let claimed = queues.claim(entry, job_id).await;
+            if !matches!(claimed, Ok(true)) {
+                let _ = self.inner.leases.release(&lease).await;
+                return error(match claimed {
+                    Err(e) => format!("queued trigger not claimed: {e:#}"),
+                    _ => "the queued trigger was claimed by another replica".into(),
+                });
+            }
+        }
         let fencing_token = lease.fencing_token;
         let cancellation = Cancellation::new();
         let kept = match hajobs_lock_keeper::keep(
@@ -775,6 +1050,11 @@ impl JobManager {
                 "RUNNING status not recorded, attempt not started: {e:#}"
             ));
         }
+        if let (Some(entry), Some(queues)) = (queued, &self.inner.queues) {
+            if let Err(e) = queues.remove(entry).await {
+                tracing::warn!(trigger_id = %entry.trigger_id, error = %e, "started queue entry not removed; the next look at the queue removes it");
+            }
+        }
         tokio::spawn({
             let manager = self.clone();
             let job = registered.job.clone();
@@ -784,9 +1064,13 @@ impl JobManager {
                 self.inner.statuses.clone(),
             );
             let job_type = job_type.clone();
+            let lock_type = spec.lock_type.clone();
             async move {
                 let state = attempt::run(job, ctx, kept, timeout, grace, statuses).await;
                 manager.finished(&job_type, job_id);
+                if let Some(wake) = manager.inner.queue_wake.get(&lock_type) {
+                    wake.notify_one();
+                }
                 let success = state.result() == JobResult::Success;
                 manager.inner.watch.attempt_ended(job_id, success).await;
                 state

@@ -137,7 +137,17 @@ async fn handle(
 }
 
 async fn start(manager: &JobManager, store: &RequestStore, r: &TriggerRequest) {
-    let outcome = match manager.retrigger(&r.job_type, runs_under(r)).await {
+    // A resumed trigger (a handover) takes the lock it left; a new one
+    // queues like any trigger of its job.
+    let started = match r.resumes {
+        Some(resumed) => manager.retrigger(&r.job_type, resumed).await,
+        None => {
+            manager
+                .trigger_request(&r.job_type, r.trigger_id, r.requested_by.as_deref())
+                .await
+        }
+    };
+    let outcome = match started {
         Ok(StartOutcome::Started {
             job_id,
             fencing_token,
@@ -149,6 +159,9 @@ async fn start(manager: &JobManager, store: &RequestStore, r: &TriggerRequest) {
         Ok(StartOutcome::Locked { holder, .. }) => RequestOutcome::Locked {
             holder: holder.job_id,
             owner: holder.owner,
+        },
+        Ok(StartOutcome::Queued { position, .. }) => RequestOutcome::Queued {
+            position: u32::try_from(position).unwrap_or(u32::MAX),
         },
         Ok(StartOutcome::Error { details, .. }) => RequestOutcome::Error(details),
         Err(e) => RequestOutcome::Error(e.to_string()),

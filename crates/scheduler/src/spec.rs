@@ -13,6 +13,25 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 /// The default number of re-runs of a dead attempt (ha-jobs: 1).
 pub const DEFAULT_RETRIGGER_COUNT: u32 = 1;
 
+/// The default time a queued trigger waits for its lock before it is
+/// recorded SKIPPED.
+pub const DEFAULT_LOCK_WAIT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// What a trigger does when it finds its lock type held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnLocked {
+    /// Nothing starts ([`StartOutcome::Locked`](crate::StartOutcome)); a
+    /// cron firing keeps trying for one period of its schedule, then is
+    /// skipped. ha-jobs' behaviour, the default.
+    #[default]
+    Skip,
+    /// The trigger joins the lock type's queue in Cassandra and runs when
+    /// its turn comes, first in first out, on whichever replica gets the
+    /// lock for it ([`StartOutcome::Queued`](crate::StartOutcome)). A
+    /// trigger also queues while others wait, so that none jumps the queue.
+    Queue,
+}
+
 /// The registration of one job type. Build with [`JobSpec::new`]; every
 /// setter validates and names the job in its error.
 #[derive(Debug, Clone)]
@@ -31,6 +50,11 @@ pub struct JobSpec {
     pub retrigger_count: u32,
     /// Lease TTL and renewal timing.
     pub keeper: KeeperConfig,
+    /// What a trigger does when the lock is held.
+    pub on_locked: OnLocked,
+    /// How long a queued trigger waits for the lock before it is recorded
+    /// SKIPPED, naming this timeout.
+    pub lock_wait_timeout: Duration,
 }
 
 impl JobSpec {
@@ -50,6 +74,8 @@ impl JobSpec {
             keeper: KeeperConfig::for_ttl(
                 LeaseTtl::new(DEFAULT_LEASE_TTL).expect("the default TTL is valid"),
             ),
+            on_locked: OnLocked::default(),
+            lock_wait_timeout: DEFAULT_LOCK_WAIT_TIMEOUT,
         })
     }
 
@@ -96,6 +122,25 @@ impl JobSpec {
     pub fn retrigger_count(mut self, count: u32) -> Self {
         self.retrigger_count = count;
         self
+    }
+
+    /// Sets what a trigger does when the lock is held.
+    pub fn on_locked(mut self, policy: OnLocked) -> Self {
+        self.on_locked = policy;
+        self
+    }
+
+    /// Sets how long a queued trigger waits for the lock (at least 1 s).
+    pub fn lock_wait_timeout(mut self, timeout: Duration) -> Result<Self, ManagerError> {
+        if timeout < Duration::from_secs(1) {
+            return Err(self.invalid(hajobs_core::InvalidInput::Duration {
+                what: "lock wait timeout",
+                value: timeout,
+                rule: "it must be at least one second",
+            }));
+        }
+        self.lock_wait_timeout = timeout;
+        Ok(self)
     }
 
     /// Sets the lease TTL (whole seconds, 2 s to a day), with default timing.

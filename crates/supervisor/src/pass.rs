@@ -278,6 +278,9 @@ async fn retrigger(
         StartOutcome::Locked { holder, .. } => {
             tracing::info!(%job_type, %trigger_id, holder = %holder.job_id, "retrigger waits: lock held");
         }
+        // (A retrigger takes the lock or waits for a later pass; it never
+        // queues.)
+        StartOutcome::Queued { .. } => {}
         StartOutcome::Error { details, .. } => {
             tracing::error!(%job_type, %trigger_id, details, "retrigger failed to start");
         }

@@ -92,6 +92,10 @@ async fn main() -> anyhow::Result<()> {
                 format!("started {job} {job_id} {trigger_id}")
             }
             Ok(StartOutcome::Locked { holder, .. }) => format!("locked {job} {}", holder.job_id),
+            Ok(StartOutcome::Queued {
+                trigger_id,
+                position,
+            }) => format!("queued {job} {trigger_id} {position}"),
             Ok(StartOutcome::Error { details, .. }) => format!("error {job} {details}"),
             Err(e) => format!("error {job} {e}"),
         };

@@ -15,6 +15,7 @@ use hajobs_scheduler::{
 };
 use serde_json::json;
 
+mod queue;
 mod work;
 
 /// A manager for replica `node` with its own session.
