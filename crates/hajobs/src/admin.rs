@@ -14,6 +14,7 @@
 //! | [`Admin::nodes`], [`Admin::locks`] | the live replicas, the held locks |
 //! | [`Admin::unlock`] | releases a lock safely (cancel + wait) or by force |
 //! | [`Admin::ready`] | Cassandra answers and the schema is current |
+//! | [`Admin::queue`], [`Admin::queue_remove`] | the triggers queued for busy lock types; an operator removes one (recorded) |
 //! | [`Admin::work_check`], [`Admin::work_list`], [`Admin::work_purge`] | work items: one, a work set's, forget the ended ones |
 //!
 //! Errors are [`AdminError`]s: a kind (bad input, unknown job, not found,
@@ -26,8 +27,8 @@ use std::time::{Duration, Instant, SystemTime};
 use hajobs_core::schema::{self, MIGRATIONS};
 use hajobs_core::{
     CassandraConfig, Holder, JobId, JobStats, JobStatus, JobType, LeaseStore, LockType, NodeRecord,
-    NodeStore, RequestOutcome, RequestStore, StatusEntry, StatusStore, TriggerId, WorkItem,
-    WorkKey, WorkSet, WorkStore,
+    NodeStore, QueueStore, RequestOutcome, RequestStore, StatusEntry, StatusStore, TriggerId,
+    WorkItem, WorkKey, WorkSet, WorkStore,
 };
 use hajobs_scheduler::{CancelOutcome, JobManager};
 use scylla::client::session::Session;
@@ -246,6 +247,29 @@ pub(crate) struct Admin {
     requests: Arc<RequestStore>,
     /// Prepared on first use: only the work commands need it.
     work: Arc<tokio::sync::OnceCell<Arc<WorkStore>>>,
+    /// Prepared on first use: only the queue commands need it.
+    queues: Arc<tokio::sync::OnceCell<Arc<QueueStore>>>,
+}
+
+/// A queued trigger, as shown.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct QueuedView {
+    /// The lock type it waits for.
+    pub(crate) lock_type: String,
+    /// Its place in the queue (1: next).
+    pub(crate) position: usize,
+    /// The job type it runs.
+    pub(crate) job_type: String,
+    /// The trigger.
+    pub(crate) trigger_id: String,
+    /// When it was queued, ms since the epoch.
+    pub(crate) queued_at_ms: Option<i64>,
+    /// Who queued it.
+    pub(crate) queued_by: Option<String>,
+    /// When it gives up waiting (its lock wait timeout), ms since the epoch.
+    pub(crate) expires_at_ms: Option<i64>,
+    /// The attempt starting it, once claimed.
+    pub(crate) job_id: Option<String>,
 }
 
 /// A work item, as shown.
@@ -328,6 +352,7 @@ impl Admin {
             nodes: Arc::new(NodeStore::new(session.clone(), cassandra).await?),
             requests: Arc::new(RequestStore::new(session.clone(), cassandra).await?),
             work: Arc::default(),
+            queues: Arc::default(),
             session,
             jobs,
             manager,
@@ -349,6 +374,100 @@ impl Admin {
                 ))
             })
             .await
+    }
+
+    async fn queue_store(&self) -> AdminResult<&Arc<QueueStore>> {
+        self.queues
+            .get_or_try_init(|| async {
+                Ok(Arc::new(
+                    QueueStore::new(self.session.clone(), &self.cassandra).await?,
+                ))
+            })
+            .await
+    }
+
+    /// The queued triggers of one lock type, or of all, oldest first.
+    pub(crate) async fn queue(&self, lock_type: Option<&str>) -> AdminResult<Vec<QueuedView>> {
+        let store = self.queue_store().await?;
+        let entries = match lock_type {
+            Some(l) => {
+                let l = LockType::new(l).map_err(|e| AdminError::bad_input(e.to_string()))?;
+                store.list(&l).await?
+            }
+            None => store.list_all().await?,
+        };
+        let mut views = Vec::with_capacity(entries.len());
+        let mut position = 0;
+        for (i, e) in entries.iter().enumerate() {
+            position = match i {
+                0 => 1,
+                _ if entries[i - 1].lock_type != e.lock_type => 1,
+                _ => position + 1,
+            };
+            views.push(QueuedView {
+                lock_type: e.lock_type.to_string(),
+                position,
+                job_type: e.job_type.clone(),
+                trigger_id: e.trigger_id.to_string(),
+                queued_at_ms: e.queued_at().map(epoch_ms),
+                queued_by: e.queued_by.clone(),
+                expires_at_ms: e.expires_at.map(epoch_ms),
+                job_id: e.job_id.map(|j| j.to_string()),
+            });
+        }
+        Ok(views)
+    }
+
+    /// Removes the queued trigger `trigger_id` (an operator's decision):
+    /// recorded as a SKIPPED status of its trigger naming who removed it.
+    /// Refused once a replica has claimed it to start.
+    pub(crate) async fn queue_remove(&self, trigger_id: &str, by: &str) -> AdminResult<QueuedView> {
+        let id: TriggerId = trigger_id.parse().map_err(|e| {
+            AdminError::bad_input(format!("`{trigger_id}` is not a trigger id: {e}"))
+        })?;
+        let store = self.queue_store().await?;
+        let entry = store
+            .list_all()
+            .await?
+            .into_iter()
+            .find(|e| e.trigger_id == id)
+            .ok_or_else(|| {
+                AdminError::new(ErrorKind::NotFound, format!("trigger {id} is not queued"))
+            })?;
+        let view = self
+            .queue(Some(entry.lock_type.as_str()))
+            .await?
+            .into_iter()
+            .find(|v| v.trigger_id == entry.trigger_id.to_string());
+        if !store.remove_unclaimed(&entry).await? {
+            return Err(AdminError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "trigger {id} was claimed by a replica (it starts now) or removed meanwhile"
+                ),
+            ));
+        }
+        if let Ok(job_type) = JobType::new(entry.job_type.clone()) {
+            self.statuses
+                .write(&JobStatus {
+                    job_type,
+                    job_id: JobId::new(),
+                    trigger_id: id,
+                    timestamp: SystemTime::now(),
+                    state: hajobs_core::JobState::Skipped,
+                    owner: None,
+                    fencing_token: None,
+                    content: Some(serde_json::json!({
+                        "reason": format!("removed from the queue of lock type `{}` by {by}", entry.lock_type),
+                        "queued_by": entry.queued_by,
+                    })),
+                })
+                .await?;
+        }
+        tracing::warn!(trigger_id = %id, lock_type = %entry.lock_type, job_type = entry.job_type, by, "queued trigger removed by an operator");
+        view.ok_or_else(|| {
+            AdminError::new(ErrorKind::NotFound, format!("trigger {id} is not queued"))
+        })
     }
 
     fn work_set(name: &str) -> AdminResult<WorkSet> {

@@ -237,10 +237,34 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The triggers queued for busy lock types (jobs with `on_locked =
+    /// "queue"`), oldest first: position, job type, trigger id, queued at,
+    /// by whom. `hajobs queue rm TRIGGER_ID` removes one.
+    #[command(args_conflicts_with_subcommands = true)]
+    Queue {
+        /// One lock type (default: every queue).
+        lock_type: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<QueueCommand>,
+    },
     /// Work items (processed exactly once by whichever replica checks them
     /// in first): show one, list a work set, forget the ended ones.
     #[command(subcommand)]
     Work(WorkCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Remove a queued trigger (an operator's decision, recorded as a
+    /// SKIPPED status of the trigger naming you). Refused once a replica
+    /// claimed it to start.
+    Rm {
+        /// The trigger id, as `hajobs queue` shows it.
+        trigger_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -686,6 +710,48 @@ impl Cli {
                 }
             }
             Command::Work(command) => work(&settings, command).await?,
+            Command::Queue {
+                command: Some(QueueCommand::Rm { trigger_id }),
+                ..
+            } => {
+                let admin = settings.admin(false).await?;
+                let q = admin.queue_remove(&trigger_id, &requested_by()).await?;
+                println!(
+                    "removed trigger {} of {} from the queue of {} (it was at position {}); recorded as SKIPPED",
+                    q.trigger_id, q.job_type, q.lock_type, q.position
+                );
+            }
+            Command::Queue {
+                lock_type, json, ..
+            } => {
+                let queued = settings
+                    .admin(false)
+                    .await?
+                    .queue(lock_type.as_deref())
+                    .await?;
+                if json {
+                    return print_json_lines(&queued);
+                }
+                println!(
+                    "{:<20} {:>3} {:<20} {:<36} {:<26} BY",
+                    "LOCK TYPE", "POS", "JOB TYPE", "TRIGGER ID", "QUEUED AT (UTC)"
+                );
+                for q in &queued {
+                    println!(
+                        "{:<20} {:>3} {:<20} {:<36} {:<26} {}",
+                        q.lock_type,
+                        q.position,
+                        q.job_type,
+                        q.trigger_id,
+                        q.queued_at_ms
+                            .map(|ms| rfc3339(
+                                std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+                            ))
+                            .unwrap_or_else(|| "-".into()),
+                        q.queued_by.as_deref().unwrap_or("-")
+                    );
+                }
+            }
             Command::Unlock {
                 lock_type,
                 wait,

@@ -854,3 +854,71 @@ async fn work_commands_show_list_and_purge_work_items() {
     );
     env.drop().await;
 }
+
+#[tokio::test]
+async fn queue_commands_show_the_queue_and_remove_a_trigger_on_record() {
+    use hajobs_core::{QueueStore, TriggerId};
+    let env = Env::new("cli_queue", JOBS);
+    expect(&env.run(&["schema", "apply"]), 0, "applied migrations");
+    let queues = QueueStore::new(connect().await, &env.cassandra())
+        .await
+        .unwrap();
+    let shared = LockType::new("shared").unwrap();
+    let (first, second) = (TriggerId::new(), TriggerId::new());
+    for (job, t) in [("echo", first), ("fails", second)] {
+        queues
+            .enqueue(&shared, job, t, "node-a", Duration::from_secs(3600))
+            .await
+            .unwrap();
+    }
+    let out = env.run(&["queue"]);
+    expect(&out, 0, "POS");
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[1].contains(&first.to_string()) && lines[1].contains("  1 "),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains(&second.to_string()) && lines[2].contains("  2 "),
+        "{table}"
+    );
+    let out = env.run(&["queue", "shared", "--json"]);
+    expect(&out, 0, "\"queued_by\":\"node-a\"");
+    expect(
+        &env.run(&["queue", "rm", &first.to_string()]),
+        0,
+        "removed trigger",
+    );
+    expect(
+        &env.run(&["queue", "rm", &first.to_string()]),
+        1,
+        "is not queued",
+    );
+    expect(
+        &env.run(&["queue", "rm", "nope"]),
+        2,
+        "`nope` is not a trigger id",
+    );
+    let out = env.run(&["queue", "shared", "--json"]);
+    expect(&out, 0, "\"position\":1");
+    assert!(text(&out.stdout).contains(&second.to_string()));
+    assert_eq!(text(&out.stdout).lines().count(), 1);
+    // The removal is on record as the trigger's SKIPPED status.
+    let statuses = env.statuses().await;
+    let echo = JobType::new("echo").unwrap();
+    let history = statuses.history(&echo, 10).await.unwrap();
+    let skipped = history
+        .iter()
+        .filter_map(hajobs_core::StatusEntry::status)
+        .find(|s| s.trigger_id == first)
+        .expect("the removal is recorded");
+    assert_eq!(skipped.state, JobState::Skipped);
+    let full = statuses.get(&echo, skipped.job_id).await.unwrap();
+    assert!(
+        format!("{full:?}").contains("removed from the queue"),
+        "{full:?}"
+    );
+    env.drop().await;
+}
