@@ -213,6 +213,11 @@ fn http_api_every_route_over_three_daemons() {
     assert!(get(a, "/stats").json().as_array().unwrap().len() >= 2);
     assert_eq!(get(a, "/nodes").json().as_array().unwrap().len(), 3);
     assert!(get(a, "/locks").json().is_array());
+    assert_eq!(get(a, "/queue").json(), serde_json::json!([]));
+    assert_eq!(get(a, "/queue/slow").json(), serde_json::json!([]));
+    assert_eq!(get(a, "/work/orders").json(), serde_json::json!([]));
+    assert_error(&get(a, "/work/orders/4711"), 404, "not_found");
+    assert_error(&get(a, "/work/orders?limit=0"), 400, "bad_input");
 
     // The OpenAPI document, by a parser of the specification.
     let doc = get(a, "/openapi.json");
@@ -226,6 +231,8 @@ fn http_api_every_route_over_three_daemons() {
         "/jobs/{job_type}/{job_id}",
         "/jobs/{job_type}/stats",
         "/nodes",
+        "/queue",
+        "/work/{work_set}/{key}",
         "/health",
         "/ready",
         "/metrics",

@@ -16,6 +16,8 @@
 //! | `GET /jobs/{job_type}/stats` | its figures |
 //! | `GET /jobs/{job_type}/{job_id}` | every status of one attempt |
 //! | `GET /stats`, `GET /nodes`, `GET /locks` | all job types' figures, live replicas, held locks |
+//! | `GET /queue`, `GET /queue/{lock_type}` | the triggers queued for busy lock types |
+//! | `GET /work/{work_set}?limit=N`, `GET /work/{work_set}/{key}` | work items |
 //! | `GET /health`, `GET /ready` | live; Cassandra reachable and schema current (503 otherwise) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /openapi.json` | the OpenAPI document, generated from these handlers |
@@ -39,7 +41,8 @@ use tokio::task::JoinHandle;
 use utoipa::OpenApi;
 
 use crate::admin::{
-    Admin, AdminError, Cancelled, ErrorKind, HolderView, JobView, Readiness, Triggered,
+    Admin, AdminError, Cancelled, ErrorKind, HolderView, JobView, QueuedView, Readiness, Triggered,
+    WorkItemView,
 };
 
 /// The largest request body accepted (no route needs one).
@@ -152,6 +155,10 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/stats", get(stats))
         .route("/nodes", get(nodes))
         .route("/locks", get(locks))
+        .route("/queue", get(queue_all))
+        .route("/queue/{lock_type}", get(queue_of))
+        .route("/work/{work_set}", get(work_list))
+        .route("/work/{work_set}/{key}", get(work_item))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -500,11 +507,61 @@ async fn locks(State(state): State<ServerState>) -> ApiResult<Json<Vec<HolderVie
     ))
 }
 
+/// Every queued trigger, by lock type, oldest first.
+#[utoipa::path(get, path = "/queue", responses((status = 200, body = [QueuedView])))]
+async fn queue_all(State(state): State<ServerState>) -> ApiResult<Json<Vec<QueuedView>>> {
+    Ok(Json(state.admin.queue(None).await?))
+}
+
+/// The triggers queued for one lock type, oldest first.
+#[utoipa::path(get, path = "/queue/{lock_type}",
+    params(("lock_type" = String, Path, description = "the lock type")),
+    responses((status = 200, body = [QueuedView]), (status = 400, body = ApiError)))]
+async fn queue_of(
+    State(state): State<ServerState>,
+    lock_type: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Vec<QueuedView>>> {
+    let Path(lock_type) = lock_type?;
+    Ok(Json(state.admin.queue(Some(&lock_type)).await?))
+}
+
+/// The items of a work set, newest first check-in day first.
+#[utoipa::path(get, path = "/work/{work_set}",
+    params(("work_set" = String, Path, description = "the work set"), Limit),
+    responses((status = 200, body = [WorkItemView]), (status = 400, body = ApiError)))]
+async fn work_list(
+    State(state): State<ServerState>,
+    work_set: Result<Path<String>, PathRejection>,
+    limit: Result<Query<Limit>, QueryRejection>,
+) -> ApiResult<Json<Vec<WorkItemView>>> {
+    let Path(work_set) = work_set?;
+    let Query(limit) = limit?;
+    Ok(Json(
+        state
+            .admin
+            .work_list(&work_set, limit.limit.unwrap_or(100))
+            .await?,
+    ))
+}
+
+/// One work item.
+#[utoipa::path(get, path = "/work/{work_set}/{key}",
+    params(("work_set" = String, Path, description = "the work set"),
+        ("key" = String, Path, description = "the item's key")),
+    responses((status = 200, body = WorkItemView), (status = 404, body = ApiError)))]
+async fn work_item(
+    State(state): State<ServerState>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Json<WorkItemView>> {
+    let Path((work_set, key)) = ids?;
+    Ok(Json(state.admin.work_check(&work_set, &key).await?))
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "hajobs", description = "Jobs that run on exactly one replica at a time: the admin API of a replica."),
-    paths(health, ready, metrics, jobs, trigger, cancel, history, latest, attempt, job_stats, stats, nodes, locks),
-    components(schemas(ApiError, HolderView, JobView, Triggered, Cancelled, Readiness, Health)),
+    paths(health, ready, metrics, jobs, trigger, cancel, history, latest, attempt, job_stats, stats, nodes, locks, queue_all, queue_of, work_list, work_item),
+    components(schemas(ApiError, HolderView, JobView, Triggered, Cancelled, Readiness, Health, QueuedView, WorkItemView)),
     modifiers(&BearerToken)
 )]
 struct ApiDoc;
