@@ -428,6 +428,9 @@ impl Settings {
         let daemon = self.daemon(command)?;
         let mut builder =
             JobManager::builder(self.cassandra.clone(), daemon.node.clone()).session(session);
+        for lock in &daemon.locks {
+            builder = builder.lock(lock.clone());
+        }
         for job in &daemon.jobs {
             builder = builder.job(
                 job.spec.clone(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hajobs_core::schema::Replication;
 use hajobs_core::{CassandraConfig, NodeId};
-use hajobs_scheduler::{JobSpec, MissedRuns, OnLocked};
+use hajobs_scheduler::{Concurrency, JobSpec, LockSpec, MissedRuns, OnLocked, RetryPolicy};
 use hajobs_supervisor::SupervisorConfig;
 use serde::Deserialize;
 use toml::Spanned;
@@ -29,6 +29,16 @@ struct RawConfig {
     http: Option<RawHttp>,
     #[serde(default, rename = "job")]
     jobs: Vec<RawJob>,
+    #[serde(default, rename = "lock")]
+    locks: Vec<RawLock>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLock {
+    name: Spanned<String>,
+    capacity: Option<Spanned<u32>>,
+    min_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +86,13 @@ struct RawJob {
     missed_runs_threshold: Option<Spanned<String>>,
     on_locked: Option<Spanned<String>>,
     lock_wait_timeout: Option<Spanned<String>>,
+    concurrency: Option<Spanned<String>>,
+    retry_count: Option<u32>,
+    missed_runs_cap: Option<Spanned<u32>>,
+    starting_deadline: Option<Spanned<String>>,
+    retry_backoff: Option<Spanned<String>>,
+    retry_factor: Option<Spanned<f64>>,
+    retry_max_backoff: Option<Spanned<String>>,
     working_dir: Option<PathBuf>,
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -98,6 +115,8 @@ pub(crate) struct DaemonConfig {
     pub(crate) replication: Replication,
     pub(crate) supervisor: Option<SupervisorConfig>,
     pub(crate) jobs: Vec<CommandJobConfig>,
+    /// `[[lock]]`: lock types with a capacity or a rate limit.
+    pub(crate) locks: Vec<LockSpec>,
     pub(crate) shutdown_grace: Duration,
     /// The HTTP API, page and metrics; off unless configured.
     pub(crate) http: Option<HttpConfig>,
@@ -309,6 +328,31 @@ pub(crate) fn parse(
         None
     };
 
+    let mut locks: BTreeMap<String, LockSpec> = BTreeMap::new();
+    for lock in &raw.locks {
+        let name = lock.name.get_ref();
+        let field = |f: &str| format!("lock.{f}");
+        let mut spec =
+            LockSpec::new(name).map_err(|e| src.error(&lock.name, None, &field("name"), e))?;
+        if let Some(c) = &lock.capacity {
+            spec = spec
+                .capacity(*c.get_ref())
+                .map_err(|e| src.error(c, None, &field("capacity"), e))?;
+        }
+        if let Some(i) = &lock.min_interval {
+            spec = spec
+                .min_interval(src.duration(i, None, &field("min_interval"))?)
+                .map_err(|e| src.error(i, None, &field("min_interval"), e))?;
+        }
+        if locks.insert(name.clone(), spec).is_some() {
+            return Err(src.error(
+                &lock.name,
+                None,
+                &field("name"),
+                format!("lock type `{}` is configured twice", shown(name)),
+            ));
+        }
+    }
     let mut jobs = Vec::new();
     let mut seen = BTreeMap::new();
     for job in &raw.jobs {
@@ -324,7 +368,25 @@ pub(crate) fn parse(
                 ),
             ));
         }
-        jobs.push(job_config(&src, job)?);
+        let config = job_config(&src, job)?;
+        let capacity = locks
+            .get(config.spec.lock_type.as_str())
+            .map_or(1, |l| l.capacity);
+        let allow = config.spec.concurrency == Concurrency::Allow;
+        if allow != (capacity > 1) {
+            let at = job.concurrency.as_ref().unwrap_or(&job.name);
+            return Err(src.error(
+                at,
+                Some(name),
+                "concurrency",
+                if allow {
+                    format!("`allow` needs a lock type with capacity > 1 (`[[lock]] name = \"{}\"`, `capacity = N`)", config.spec.lock_type)
+                } else {
+                    format!("lock type `{}` has capacity {capacity}: its jobs run up to {capacity} attempts at once, so they need `concurrency = \"allow\"`", config.spec.lock_type)
+                },
+            ));
+        }
+        jobs.push(config);
     }
     let shutdown_grace = match &raw.shutdown_grace {
         Some(g) => src.duration(g, None, "shutdown_grace")?,
@@ -337,6 +399,7 @@ pub(crate) fn parse(
         replication,
         supervisor,
         jobs,
+        locks: locks.into_values().collect(),
         shutdown_grace,
         http,
     })
@@ -510,17 +573,41 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
             "run_once" => MissedRuns::RunOnce {
                 threshold: threshold.unwrap_or(Duration::from_secs(1800)),
             },
+            "all" => MissedRuns::All {
+                cap: match &job.missed_runs_cap {
+                    Some(c) if *c.get_ref() == 0 => {
+                        return Err(src.error(
+                            c,
+                            Some(name),
+                            "missed_runs_cap",
+                            "0: at least one missed firing runs with `all` (use `skip` for none)",
+                        ));
+                    }
+                    Some(c) => *c.get_ref(),
+                    None => 10,
+                },
+            },
             other => {
                 return Err(src.error(
                     m,
                     Some(name),
                     "missed_runs",
-                    format!("`{other}`: expected `skip` or `run_once`"),
+                    format!("`{other}`: expected `skip`, `run_once` or `all`"),
                 ));
             }
         });
     } else if let Some(threshold) = threshold {
         spec = spec.missed_runs(MissedRuns::RunOnce { threshold });
+    }
+    if let Some(d) = &job.starting_deadline {
+        spec = spec
+            .starting_deadline(src.duration(d, Some(name), "starting_deadline")?)
+            .map_err(|e| match e {
+                hajobs_scheduler::ManagerError::InvalidSpec { source, .. } => {
+                    src.error(d, Some(name), "starting_deadline", source)
+                }
+                other => src.error(d, Some(name), "starting_deadline", other),
+            })?;
     }
     if let Some(o) = &job.on_locked {
         spec = spec.on_locked(match o.get_ref().as_str() {
@@ -532,6 +619,55 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
                     Some(name),
                     "on_locked",
                     format!("`{other}`: expected `skip` or `queue`"),
+                ));
+            }
+        });
+    }
+    if job.retry_count.is_some()
+        || job.retry_backoff.is_some()
+        || job.retry_factor.is_some()
+        || job.retry_max_backoff.is_some()
+    {
+        let mut retry = RetryPolicy {
+            count: job.retry_count.unwrap_or(0),
+            ..RetryPolicy::default()
+        };
+        if let Some(b) = &job.retry_backoff {
+            retry.backoff = src.duration(b, Some(name), "retry_backoff")?;
+        }
+        if let Some(m) = &job.retry_max_backoff {
+            retry.max_backoff = src.duration(m, Some(name), "retry_max_backoff")?;
+        }
+        if let Some(f) = &job.retry_factor {
+            retry.factor = *f.get_ref();
+        }
+        let at = job
+            .retry_factor
+            .as_ref()
+            .map(|f| f.span())
+            .or(job.retry_backoff.as_ref().map(|b| b.span()))
+            .unwrap_or_else(|| job.name.span());
+        spec = spec.retries(retry).map_err(|e| {
+            let here = Spanned::new(at, ());
+            match e {
+                hajobs_scheduler::ManagerError::Policy { problem, .. } => {
+                    src.error(&here, Some(name), "retry_factor", problem)
+                }
+                other => src.error(&here, Some(name), "retry_factor", other),
+            }
+        })?;
+    }
+    if let Some(c) = &job.concurrency {
+        spec = spec.concurrency(match c.get_ref().as_str() {
+            "forbid" => Concurrency::Forbid,
+            "replace" => Concurrency::Replace,
+            "allow" => Concurrency::Allow,
+            other => {
+                return Err(src.error(
+                    c,
+                    Some(name),
+                    "concurrency",
+                    format!("`{other}`: expected `forbid`, `replace` or `allow`"),
                 ));
             }
         });
@@ -648,6 +784,26 @@ missed_runs = "skip"
             (
                 "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nmissed_runs = \"always\"\n",
                 "jobs.toml:4: job `a`: field `missed_runs`: `always`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nretry_count = 2\nretry_factor = 0.5\n",
+                "jobs.toml:5: job `a`: field `retry_factor`: retry backoff 10s with factor 0.5",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nconcurrency = \"allow\"\n",
+                "jobs.toml:4: job `a`: field `concurrency`: `allow` needs a lock type with capacity > 1",
+            ),
+            (
+                "[[lock]]\nname = \"a\"\ncapacity = 3\n[[job]]\nname = \"a\"\ncommand = [\"x\"]\n",
+                "jobs.toml:5: job `a`: field `concurrency`: lock type `a` has capacity 3",
+            ),
+            (
+                "[[lock]]\nname = \"a\"\ncapacity = 0\n",
+                "jobs.toml:3: field `lock.capacity`: lock type `a`: capacity 0 is out of range: 1 to 64",
+            ),
+            (
+                "[[lock]]\nname = \"a\"\nmin_interval = \"1500ms\"\n",
+                "jobs.toml:3: field `lock.min_interval`: lock type `a`: min_interval 1.5s is invalid",
             ),
             (
                 "[[job]]\nname = \"a\"\ncommand = [\"x\"]\non_locked = \"wait\"\n",

@@ -20,6 +20,25 @@ enum Ending {
     Cancelled(CancelReason, Option<Result<JobOutcome, String>>),
 }
 
+/// Where an attempt stands among its trigger's retries (a job with
+/// `retry_count` > 0).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetryNote {
+    /// This attempt's number for its trigger (1 for the first).
+    pub(crate) attempt: u32,
+    /// How many attempts the trigger gets (retries + 1).
+    pub(crate) of: u32,
+    /// The backoff before the next one, should this one fail.
+    pub(crate) backoff: Duration,
+}
+
+impl RetryNote {
+    /// Whether a FAILED end of this attempt is retried.
+    pub(crate) fn retried(&self) -> bool {
+        self.attempt < self.of
+    }
+}
+
 /// Runs `job` under `kept` until it ends, records the final status, and
 /// releases the lease.
 pub(crate) async fn run(
@@ -29,6 +48,7 @@ pub(crate) async fn run(
     timeout: Option<Duration>,
     grace: Duration,
     statuses: Arc<StatusStore>,
+    retry: Option<RetryNote>,
 ) -> JobState {
     let cancellation = ctx.cancellation.clone();
     let mut lease_state = kept.subscribe();
@@ -103,7 +123,21 @@ pub(crate) async fn run(
         }
     };
     drop(fut);
-    let (state, content) = final_status(ending);
+    let (state, mut content) = final_status(ending);
+    if let (JobState::Failed, Some(note)) = (state, retry) {
+        // "attempt n of m, next retry at …", for `hajobs history`.
+        let c = content.get_or_insert_with(|| json!({}));
+        if let Value::Object(map) = c {
+            map.insert("attempt".into(), json!(note.attempt));
+            map.insert("of".into(), json!(note.of));
+            if note.retried() {
+                let at = chrono::Utc::now()
+                    + chrono::TimeDelta::from_std(note.backoff).unwrap_or_default();
+                map.insert("next_retry_at".into(), json!(at.to_rfc3339()));
+                map.insert("next_retry_at_ms".into(), json!(at.timestamp_millis()));
+            }
+        }
+    }
     tracing::info!(job_type = %ctx.job_type, job_id = %ctx.job_id, trigger_id = %ctx.trigger_id, %state, "job attempt ended");
     hajobs_core::metrics::attempt_ended(ctx.job_type.as_str(), state.as_str(), began.elapsed());
     if let Err(e) = statuses.write(&ctx.status(state, content)).await {

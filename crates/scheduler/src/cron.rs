@@ -111,6 +111,13 @@ pub enum MissedRuns {
         /// Below this distance to the next regular firing, wait for it instead.
         threshold: Duration,
     },
+    /// Every missed firing since the last one claimed, oldest first, at
+    /// most the `cap` newest (older ones are skipped). Each is claimed once
+    /// cluster-wide like a regular firing.
+    All {
+        /// The most missed firings run.
+        cap: u32,
+    },
 }
 
 impl Default for MissedRuns {

@@ -23,6 +23,22 @@ pub enum ManagerError {
         #[source]
         source: InvalidInput,
     },
+    /// A lock type's limits that cannot be used.
+    #[error("lock type `{lock_type}`: {problem}")]
+    InvalidLock {
+        /// The lock type.
+        lock_type: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Policies of a job that do not fit together or with its lock type.
+    #[error("job `{job_type}`: {problem}")]
+    Policy {
+        /// The job.
+        job_type: String,
+        /// What does not fit.
+        problem: String,
+    },
     /// Two registrations of one job type.
     #[error("job type `{0}` is registered twice")]
     DuplicateJobType(JobType),

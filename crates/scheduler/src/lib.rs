@@ -61,6 +61,7 @@
 //! match manager.trigger("nightly-import").await? {
 //!     StartOutcome::Started { job_id, .. } => println!("started {job_id}"),
 //!     StartOutcome::Locked { holder, .. } => println!("already running: {}", holder.job_id),
+//!     StartOutcome::Queued { position, .. } => println!("queued at {position}"),
 //!     StartOutcome::Error { details, .. } => eprintln!("not started: {details}"),
 //! }
 //! manager.shutdown(Duration::from_secs(30)).await;
@@ -89,6 +90,6 @@ pub use manager::{
     CancelOutcome, DEFAULT_CANCEL_GRACE, JobManager, JobManagerBuilder, StartOutcome,
 };
 pub use requests::{Handover, RequestWatcher, WatchConfig, hand_over};
-pub use spec::{JobSpec, OnLocked};
+pub use spec::{Concurrency, JobSpec, LockSpec, OnLocked, RetryPolicy};
 pub use watch::ENDED_HOLD;
 pub use work::{Processed, WorkGrant, WorkItems, WorkOptions, WorkTicket};

@@ -23,7 +23,7 @@ use crate::context::JobContext;
 use crate::cron::MissedRuns;
 use crate::error::ManagerError;
 use crate::job::Job;
-use crate::spec::{JobSpec, OnLocked};
+use crate::spec::{Concurrency, JobSpec, LockSpec, OnLocked};
 use crate::watch::Watch;
 
 /// How long a cancelled job (by request, timeout or shutdown) may take to
@@ -106,7 +106,7 @@ struct Registered {
 /// An attempt running on this replica (from before its RUNNING status until
 /// it has recorded its end and released its lease).
 struct Running {
-    job_id: JobId,
+    job_type: JobType,
     trigger_id: TriggerId,
     cancellation: Cancellation,
 }
@@ -122,7 +122,8 @@ struct Inner {
     nodes: NodeStore,
     peers: Peers,
     jobs: BTreeMap<JobType, Registered>,
-    running: Mutex<HashMap<JobType, Running>>,
+    /// By attempt: a job type on a lock type with capacity may run several.
+    running: Mutex<HashMap<JobId, Running>>,
     clock: Arc<dyn Clock>,
     cancel_grace: Duration,
     shutting_down: AtomicBool,
@@ -134,6 +135,8 @@ struct Inner {
     /// what wakes their runner on this replica.
     queues: Option<Arc<QueueStore>>,
     queue_wake: BTreeMap<LockType, Arc<tokio::sync::Notify>>,
+    /// Lock types with a capacity or a rate limit.
+    locks: BTreeMap<LockType, LockSpec>,
 }
 
 /// The job manager of one replica. Cheap to clone.
@@ -157,6 +160,7 @@ pub struct JobManagerBuilder {
     node: NodeId,
     session: Option<Arc<Session>>,
     jobs: Vec<(JobSpec, Arc<dyn Job>)>,
+    locks: Vec<LockSpec>,
     clock: Arc<dyn Clock>,
     retention: Duration,
     cancel_grace: Duration,
@@ -167,6 +171,12 @@ impl JobManagerBuilder {
     /// Registers a job.
     pub fn job(mut self, spec: JobSpec, job: impl Job) -> Self {
         self.jobs.push((spec, Arc::new(job)));
+        self
+    }
+
+    /// Sets a lock type's capacity and rate limit (see [`LockSpec`]).
+    pub fn lock(mut self, lock: LockSpec) -> Self {
+        self.locks.push(lock);
         self
     }
 
@@ -216,6 +226,35 @@ impl JobManagerBuilder {
                 return Err(ManagerError::DuplicateJobType(job_type));
             }
         }
+        let mut locks = BTreeMap::new();
+        for lock in self.locks {
+            if locks.insert(lock.lock_type.clone(), lock.clone()).is_some() {
+                return Err(ManagerError::InvalidLock {
+                    lock_type: lock.lock_type.to_string(),
+                    problem: "its limits are given twice".into(),
+                });
+            }
+        }
+        for r in jobs.values() {
+            let capacity = locks.get(&r.spec.lock_type).map_or(1, |l| l.capacity);
+            let problem = match (r.spec.concurrency, capacity) {
+                (Concurrency::Allow, 1) => Some(format!(
+                    "concurrency `allow` needs a lock type with capacity > 1; `{}` has 1",
+                    r.spec.lock_type
+                )),
+                (Concurrency::Forbid | Concurrency::Replace, c) if c > 1 => Some(format!(
+                    "lock type `{}` has capacity {c}: its job types run up to {c} attempts at once, so they need concurrency `allow`",
+                    r.spec.lock_type
+                )),
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                return Err(ManagerError::Policy {
+                    job_type: r.spec.job_type.to_string(),
+                    problem,
+                });
+            }
+        }
         let session = match self.session {
             Some(s) => s,
             None => self.config.connect().await?,
@@ -257,6 +296,7 @@ impl JobManagerBuilder {
                 precondition: self.precondition,
                 queues,
                 queue_wake,
+                locks,
             }),
         })
     }
@@ -270,6 +310,7 @@ impl JobManager {
             node,
             session: None,
             jobs: Vec::new(),
+            locks: Vec::new(),
             clock: Arc::new(SystemClock),
             retention: DEFAULT_RETENTION,
             cancel_grace: DEFAULT_CANCEL_GRACE,
@@ -490,6 +531,29 @@ impl JobManager {
         let queues = self
             .registered(job_type.as_str())
             .is_ok_and(|r| r.spec.on_locked == OnLocked::Queue);
+        let starting_deadline = self
+            .registered(job_type.as_str())
+            .ok()
+            .and_then(|r| r.spec.starting_deadline);
+        let late = |now: DateTime<Utc>| {
+            starting_deadline.and_then(|d| {
+                let age = (now - instant).to_std().unwrap_or_default();
+                (age > d).then_some(d)
+            })
+        };
+        if let Some(deadline) = late(self.inner.clock.now()) {
+            self.skip_past_deadline(job_type, trigger_id, instant, deadline)
+                .await;
+            if let Err(e) = self
+                .inner
+                .firings
+                .record(job_type, at, FiringOutcome::Skipped)
+                .await
+            {
+                tracing::warn!(%job_type, %instant, error = %e, "outcome of a cron firing not recorded");
+            }
+            return None;
+        }
         let mut listed = false;
         let outcome = if queues {
             // A firing of a job that queues joins its lock type's queue
@@ -506,7 +570,17 @@ impl JobManager {
                 .and_then(|r| r.spec.schedule.as_ref()?.next_after(instant))
                 .and_then(|next| (next - instant).to_std().ok())
                 .unwrap_or_default();
-            let give_up = tokio::time::Instant::now() + period;
+            // … or until its starting deadline, if that comes first.
+            let to_deadline = starting_deadline
+                .map(|d| {
+                    d.saturating_sub(
+                        (self.inner.clock.now() - instant)
+                            .to_std()
+                            .unwrap_or_default(),
+                    )
+                })
+                .unwrap_or(period);
+            let give_up = tokio::time::Instant::now() + period.min(to_deadline);
             let mut touched = tokio::time::Instant::now();
             loop {
                 let outcome = self.start_attempt(job_type, trigger_id, None).await;
@@ -558,7 +632,18 @@ impl JobManager {
                 tracing::info!(%job_type, %instant, %job_id, %trigger_id, ?lag, "cron firing started")
             }
             Ok(StartOutcome::Locked { holder, .. }) => {
-                tracing::warn!(%job_type, %instant, holder = %holder.job_id, "cron firing skipped: lock held for a whole period")
+                match late(
+                    self.inner.clock.now()
+                        + chrono::TimeDelta::milliseconds(FIRING_RETRY.as_millis() as i64),
+                ) {
+                    Some(deadline) => {
+                        self.skip_past_deadline(job_type, trigger_id, instant, deadline)
+                            .await
+                    }
+                    None => {
+                        tracing::warn!(%job_type, %instant, holder = %holder.job_id, "cron firing skipped: lock held for a whole period")
+                    }
+                }
             }
             Ok(StartOutcome::Queued { position, .. }) => {
                 tracing::info!(%job_type, %instant, %trigger_id, position, "cron firing queued: its lock is held")
@@ -574,6 +659,15 @@ impl JobManager {
     async fn catch_up_missed_runs(&self) {
         let now = self.inner.clock.now();
         for registered in self.inner.jobs.values() {
+            if let (Some(_), MissedRuns::All { cap }) =
+                (&registered.spec.schedule, registered.spec.missed_runs)
+            {
+                // In a task of its own: the firings run one after another.
+                let manager = self.clone();
+                let job_type = registered.spec.job_type.clone();
+                tokio::spawn(async move { manager.catch_up_all(&job_type, cap, now).await });
+                continue;
+            }
             let (Some(schedule), MissedRuns::RunOnce { threshold }) =
                 (&registered.spec.schedule, registered.spec.missed_runs)
             else {
@@ -595,6 +689,92 @@ impl JobManager {
                 Ok(false) => {}
                 Err(e) => tracing::warn!(%job_type, error = %e, "cannot check for missed runs"),
             }
+        }
+    }
+
+    /// `missed_runs = "all"`: the firings since the last one claimed (at
+    /// most the `cap` newest), oldest first, each claimed once. When no
+    /// claim is found within `cap` + 16 instants back, the job type must
+    /// have run before at all (a status, a claim of the last month).
+    async fn catch_up_all(&self, job_type: &JobType, cap: u32, now: DateTime<Utc>) {
+        let Ok(registered) = self.registered(job_type.as_str()) else {
+            return;
+        };
+        let Some(schedule) = &registered.spec.schedule else {
+            return;
+        };
+        // Newest first, back to the newest claimed instant (looking at no
+        // more than `cap` + 16 instants).
+        let firings = &self.inner.firings;
+        let mut missed = Vec::new();
+        let mut found_claim = false;
+        let mut t = now;
+        for _ in 0..cap as usize + 16 {
+            let Some(instant) = schedule.latest_at(t) else {
+                break;
+            };
+            match firings
+                .claimed_by(job_type, SystemTime::from(instant))
+                .await
+            {
+                Ok(Some(_)) => {
+                    found_claim = true;
+                    break;
+                }
+                Ok(None) => missed.push(instant),
+                Err(e) => {
+                    tracing::warn!(%job_type, error = %e, "cannot check for missed runs");
+                    return;
+                }
+            }
+            t = instant - chrono::TimeDelta::milliseconds(1);
+        }
+        if !found_claim {
+            let ran_before = matches!(self.inner.statuses.latest(job_type).await, Ok(Some(_)))
+                || matches!(firings.last_claimed(job_type).await, Ok(Some(_)));
+            if !ran_before {
+                return; // a job type that never ran missed nothing
+            }
+        }
+        missed.truncate(cap as usize);
+        missed.reverse(); // oldest first
+        if !missed.is_empty() {
+            tracing::info!(%job_type, count = missed.len(), "running the firings missed during downtime");
+        }
+        for instant in missed {
+            if self.inner.shutting_down.load(Ordering::SeqCst) {
+                return;
+            }
+            self.fire(job_type, instant).await;
+        }
+    }
+
+    /// Records SKIPPED for the cron firing `trigger_id` at `instant`, whose
+    /// starting deadline passed before it could start.
+    async fn skip_past_deadline(
+        &self,
+        job_type: &JobType,
+        trigger_id: TriggerId,
+        instant: DateTime<Utc>,
+        deadline: Duration,
+    ) {
+        let status = JobStatus {
+            job_type: job_type.clone(),
+            job_id: JobId::new(),
+            trigger_id,
+            timestamp: SystemTime::now(),
+            state: JobState::Skipped,
+            owner: Some(self.inner.node.clone()),
+            fencing_token: None,
+            content: Some(serde_json::json!({
+                "reason": format!("starting_deadline: the firing at {instant} could not start within {} s of its instant", deadline.as_secs()),
+                "timeout": "starting_deadline",
+                "instant": instant.to_rfc3339(),
+            })),
+        };
+        tracing::warn!(%job_type, %instant, %trigger_id, ?deadline, "cron firing past its starting deadline: recorded SKIPPED");
+        if let Err(e) = self.inner.statuses.write(&status).await {
+            tracing::error!(%job_type, %trigger_id, error = %e, "SKIPPED status of a late firing not recorded");
         }
     }
 
@@ -746,7 +926,8 @@ impl JobManager {
     }
 
     /// Starts `trigger_id` of `job_type`; for a job that queues, queues it
-    /// instead when its lock is held or others already wait for it.
+    /// instead when its lock is held or others already wait for it; for a
+    /// job with concurrency `replace`, stops its running attempt first.
     async fn start_or_queue(
         &self,
         job_type: &JobType,
@@ -754,21 +935,31 @@ impl JobManager {
         queued_by: &str,
     ) -> Result<StartOutcome, ManagerError> {
         let spec = &self.registered(job_type.as_str())?.spec;
-        let Some(queues) = self
+        let queues = self
             .inner
             .queues
             .as_ref()
-            .filter(|_| spec.on_locked == OnLocked::Queue)
-        else {
-            return self.start_attempt(job_type, trigger_id, None).await;
-        };
+            .filter(|_| spec.on_locked == OnLocked::Queue);
         // Never ahead of the triggers already waiting.
-        if queues.head(&spec.lock_type).await?.is_none() {
-            match self.start_attempt(job_type, trigger_id, None).await? {
-                StartOutcome::Locked { .. } => {}
-                other => return Ok(other),
+        let waiting = match queues {
+            Some(q) => q.head(&spec.lock_type).await?.is_some(),
+            None => false,
+        };
+        if !waiting {
+            let mut outcome = self.start_attempt(job_type, trigger_id, None).await?;
+            if let (StartOutcome::Locked { holder, .. }, Concurrency::Replace) =
+                (&outcome, spec.concurrency)
+            {
+                if self.stop_to_replace(spec, holder).await? {
+                    outcome = self.start_when_free(spec, trigger_id).await?;
+                }
+            }
+            match (outcome, queues) {
+                (StartOutcome::Locked { .. }, Some(_)) => {}
+                (other, _) => return Ok(other),
             }
         }
+        let queues = queues.expect("only a job that queues gets here");
         let entry = queues
             .enqueue(
                 &spec.lock_type,
@@ -792,6 +983,53 @@ impl JobManager {
             trigger_id,
             position,
         })
+    }
+
+    /// For concurrency `replace`: if `holder` is a running attempt of the
+    /// same job type, asks it to stop (here, or through the lock on its
+    /// replica) and says so; another job type's attempt is left alone.
+    async fn stop_to_replace(&self, spec: &JobSpec, holder: &Holder) -> Result<bool, ManagerError> {
+        let local = {
+            let running = self.inner.running.lock().expect("running map poisoned");
+            running
+                .get(&holder.job_id)
+                .filter(|r| r.job_type == spec.job_type)
+                .map(|r| r.cancellation.clone())
+        };
+        if let Some(cancellation) = local {
+            tracing::info!(job_type = %spec.job_type, job_id = %holder.job_id, "replaced by a new trigger: cancelling the running attempt here");
+            cancellation.cancel(CancelReason::Requested);
+            return Ok(true);
+        }
+        Ok(matches!(
+            self.cancel_holder(spec, &holder.lock_type).await?,
+            Some(CancelOutcome::CancelledRemotely(_))
+        ))
+    }
+
+    /// Tries to start `trigger_id` until the replaced attempt has ended and
+    /// released the lock: at most its cancel grace, stop wait and a lease
+    /// TTL (should its replica have died meanwhile) and a little more.
+    async fn start_when_free(
+        &self,
+        spec: &JobSpec,
+        trigger_id: TriggerId,
+    ) -> Result<StartOutcome, ManagerError> {
+        let wait = self.inner.cancel_grace
+            + Duration::from_secs(5)
+            + spec.keeper.ttl().duration()
+            + spec.keeper.renew_interval();
+        let give_up = tokio::time::Instant::now() + wait;
+        loop {
+            let outcome = self.start_attempt(&spec.job_type, trigger_id, None).await?;
+            if !matches!(outcome, StartOutcome::Locked { .. })
+                || tokio::time::Instant::now() >= give_up
+                || self.inner.shutting_down.load(Ordering::SeqCst)
+            {
+                return Ok(outcome);
+            }
+            tokio::time::sleep(FIRING_RETRY).await;
+        }
     }
 
     /// The queue runner of one lock type on this replica: whenever woken
@@ -964,12 +1202,32 @@ impl JobManager {
         }
         let job_id = JobId::new();
         let ttl = spec.keeper.ttl();
-        let lease = match self
-            .inner
-            .leases
-            .acquire(&spec.lock_type, job_id, &self.inner.node, ttl)
-            .await
-        {
+        // Which attempt of its trigger this is, for a job that retries.
+        let retry = if spec.retry.count > 0 {
+            let earlier = self
+                .inner
+                .statuses
+                .history(job_type, 64)
+                .await?
+                .iter()
+                .filter_map(StatusEntry::status)
+                .filter(|s| s.trigger_id == trigger_id)
+                .count() as u32;
+            let attempt = earlier + 1;
+            let unit = {
+                use std::hash::BuildHasher;
+                let h = std::collections::hash_map::RandomState::new().hash_one(job_id);
+                (h % 1_000_000) as f64 / 1_000_000.0
+            };
+            Some(attempt::RetryNote {
+                attempt,
+                of: spec.retry.count + 1,
+                backoff: spec.retry.jittered(attempt, unit),
+            })
+        } else {
+            None
+        };
+        let lease = match self.acquire(&spec.lock_type, job_id, ttl).await {
             Ok(Acquired::Acquired(lease)) => lease,
             Ok(Acquired::Held(holder)) => return Ok(StartOutcome::Locked { trigger_id, holder }),
             Err(e) => return error(format!("{e:#}")),
@@ -1025,9 +1283,9 @@ impl JobManager {
                 return error("the replica is shutting down".into());
             }
             running.insert(
-                job_type.clone(),
+                job_id,
                 Running {
-                    job_id,
+                    job_type: job_type.clone(),
                     trigger_id,
                     cancellation,
                 },
@@ -1066,8 +1324,11 @@ impl JobManager {
             let job_type = job_type.clone();
             let lock_type = spec.lock_type.clone();
             async move {
-                let state = attempt::run(job, ctx, kept, timeout, grace, statuses).await;
+                let state = attempt::run(job, ctx, kept, timeout, grace, statuses, retry).await;
                 manager.finished(&job_type, job_id);
+                if let Some(note) = retry.filter(|n| state == JobState::Failed && n.retried()) {
+                    manager.retry_later(job_type.clone(), trigger_id, note);
+                }
                 if let Some(wake) = manager.inner.queue_wake.get(&lock_type) {
                     wake.notify_one();
                 }
@@ -1083,10 +1344,101 @@ impl JobManager {
         })
     }
 
+    /// Runs `trigger_id` again after the backoff of `note` (a failed
+    /// attempt with retries left). Should this replica stop or die first,
+    /// the FAILED status says when the retry was due, and a supervisor
+    /// re-runs the trigger once that has passed.
+    fn retry_later(&self, job_type: JobType, trigger_id: TriggerId, note: attempt::RetryNote) {
+        let manager = self.clone();
+        let mut stop = self.inner.stop_timers.subscribe();
+        tokio::spawn(async move {
+            tracing::info!(%job_type, %trigger_id, attempt = note.attempt, of = note.of, backoff = ?note.backoff, "attempt failed; retrying after the backoff");
+            tokio::select! {
+                () = tokio::time::sleep(note.backoff) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            // A lock held by another attempt is waited for up to one more
+            // backoff; then the supervisor's rule takes over.
+            let give_up = tokio::time::Instant::now() + note.backoff.max(FIRING_RETRY);
+            loop {
+                let outcome = manager
+                    .start_or_queue(&job_type, trigger_id, manager.inner.node.as_str())
+                    .await;
+                match outcome {
+                    Ok(StartOutcome::Locked { .. })
+                        if tokio::time::Instant::now() < give_up
+                            && !manager.inner.shutting_down.load(Ordering::SeqCst) =>
+                    {
+                        tokio::time::sleep(FIRING_RETRY).await
+                    }
+                    other => {
+                        tracing::info!(%job_type, %trigger_id, outcome = ?other, "retry of a failed attempt");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Takes a lease on `lock_type` for `job_id`: its one lock row, or for
+    /// a lock type with capacity the first free slot (tried from an offset
+    /// of the attempt's own, so that racing replicas spread); then, with a
+    /// `min_interval`, its gate, which is never released (it expires).
+    async fn acquire(
+        &self,
+        lock_type: &LockType,
+        job_id: JobId,
+        ttl: hajobs_core::LeaseTtl,
+    ) -> Result<Acquired, hajobs_core::StoreError> {
+        let leases = &self.inner.leases;
+        let node = &self.inner.node;
+        let Some(lock) = self.inner.locks.get(lock_type) else {
+            return leases.acquire(lock_type, job_id, node, ttl).await;
+        };
+        let slots = lock.slots();
+        let offset = (job_id.uuid().as_u128() % slots.len() as u128) as usize;
+        let mut first_holder = None;
+        let mut lease = None;
+        for k in 0..slots.len() {
+            match leases
+                .acquire(&slots[(offset + k) % slots.len()], job_id, node, ttl)
+                .await?
+            {
+                Acquired::Acquired(l) => {
+                    lease = Some(l);
+                    break;
+                }
+                Acquired::Held(h) => {
+                    first_holder.get_or_insert(h);
+                }
+            }
+        }
+        let Some(lease) = lease else {
+            return Ok(Acquired::Held(first_holder.expect("at least one slot")));
+        };
+        if let Some((gate, gate_ttl)) = lock.gate() {
+            match leases.acquire(&gate, job_id, node, gate_ttl).await {
+                Ok(Acquired::Acquired(_)) => {}
+                Ok(Acquired::Held(h)) => {
+                    let _ = leases.release(&lease).await;
+                    return Ok(Acquired::Held(h));
+                }
+                Err(e) => {
+                    let _ = leases.release(&lease).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Acquired::Acquired(lease))
+    }
+
     fn finished(&self, job_type: &JobType, job_id: JobId) {
         let mut running = self.inner.running.lock().expect("running map poisoned");
-        if running.get(job_type).is_some_and(|r| r.job_id == job_id) {
-            running.remove(job_type);
+        if running
+            .get(&job_id)
+            .is_some_and(|r| &r.job_type == job_type)
+        {
+            running.remove(&job_id);
         }
     }
 
@@ -1099,8 +1451,10 @@ impl JobManager {
     /// Every attempt running on this replica now.
     pub fn running(&self) -> Vec<(JobType, JobId)> {
         let running = self.inner.running.lock().expect("running map poisoned");
-        let mut all: Vec<(JobType, JobId)> =
-            running.iter().map(|(t, r)| (t.clone(), r.job_id)).collect();
+        let mut all: Vec<(JobType, JobId)> = running
+            .iter()
+            .map(|(id, r)| (r.job_type.clone(), *id))
+            .collect();
         all.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         all
     }
@@ -1110,7 +1464,7 @@ impl JobManager {
         let running = self.inner.running.lock().expect("running map poisoned");
         running
             .iter()
-            .map(|(t, r)| (t.clone(), r.job_id, r.trigger_id))
+            .map(|(id, r)| (r.job_type.clone(), *id, r.trigger_id))
             .collect()
     }
 
@@ -1119,28 +1473,50 @@ impl JobManager {
         let running = self.inner.running.lock().expect("running map poisoned");
         running
             .iter()
-            .find(|(t, _)| t.as_str() == job_type)
-            .map(|(_, r)| r.job_id)
+            .filter(|(_, r)| r.job_type.as_str() == job_type)
+            .map(|(id, _)| *id)
+            .min()
     }
 
-    /// Cancels the running attempt of `job_type`, wherever it runs.
+    /// Cancels the running attempts of `job_type`, wherever they run (one,
+    /// or several on a lock type with capacity); says what became of the
+    /// first.
     pub async fn cancel(&self, job_type: &str) -> Result<CancelOutcome, ManagerError> {
         let spec = &self.registered(job_type)?.spec;
-        let local = {
+        let local: Vec<(JobId, Cancellation)> = {
             let running = self.inner.running.lock().expect("running map poisoned");
             running
-                .get(&spec.job_type)
-                .map(|r| (r.job_id, r.cancellation.clone()))
+                .iter()
+                .filter(|(_, r)| r.job_type == spec.job_type)
+                .map(|(id, r)| (*id, r.cancellation.clone()))
+                .collect()
         };
-        if let Some((job_id, cancellation)) = local {
+        let mut outcome = None;
+        for (job_id, cancellation) in local {
             cancellation.cancel(CancelReason::Requested);
             tracing::info!(job_type, %job_id, "cancel requested; the attempt runs here");
-            return Ok(CancelOutcome::CancelledLocally(job_id));
+            outcome.get_or_insert(CancelOutcome::CancelledLocally(job_id));
         }
-        // Elsewhere: is the lock held by an attempt of this job type?
-        let Some(holder) = self.inner.leases.read(&spec.lock_type, true).await? else {
-            return Ok(CancelOutcome::NotRunning);
+        // Elsewhere: is a slot of the lock held by an attempt of this job type?
+        for slot in self.slots(&spec.lock_type) {
+            if let Some(o) = self.cancel_holder(spec, &slot).await? {
+                outcome.get_or_insert(o);
+            }
+        }
+        Ok(outcome.unwrap_or(CancelOutcome::NotRunning))
+    }
+
+    async fn cancel_holder(
+        &self,
+        spec: &JobSpec,
+        slot: &LockType,
+    ) -> Result<Option<CancelOutcome>, ManagerError> {
+        let Some(holder) = self.inner.leases.read(slot, true).await? else {
+            return Ok(None);
         };
+        if self.running_here_id(holder.job_id) {
+            return Ok(None);
+        }
         let attempt = self
             .inner
             .statuses
@@ -1149,11 +1525,11 @@ impl JobManager {
         let ours =
             matches!(&attempt, Some(StatusEntry::Status(s)) if s.result() == JobResult::Pending);
         if !ours {
-            return Ok(CancelOutcome::NotRunning);
+            return Ok(None);
         }
         if holder.is_foreign() {
             // It would never see the request: say so rather than pretend.
-            return Ok(CancelOutcome::ForeignHolder(holder));
+            return Ok(Some(CancelOutcome::ForeignHolder(holder)));
         }
         // The holder sees the request at its next renewal, stops the job,
         // records CANCELED and releases the lease itself: the lock is never
@@ -1161,14 +1537,42 @@ impl JobManager {
         if self
             .inner
             .leases
-            .request_cancel(&spec.lock_type, holder.job_id)
+            .request_cancel(slot, holder.job_id)
             .await?
         {
-            tracing::info!(job_type, job_id = %holder.job_id, owner = ?holder.owner, "cancel requested through the lock");
-            Ok(CancelOutcome::CancelledRemotely(holder))
+            tracing::info!(job_type = %spec.job_type, job_id = %holder.job_id, owner = ?holder.owner, "cancel requested through the lock");
+            Ok(Some(CancelOutcome::CancelledRemotely(holder)))
         } else {
-            Ok(CancelOutcome::NotRunning)
+            Ok(None)
         }
+    }
+
+    fn running_here_id(&self, job_id: JobId) -> bool {
+        self.inner
+            .running
+            .lock()
+            .expect("running map poisoned")
+            .contains_key(&job_id)
+    }
+
+    /// The lock rows an attempt of `lock_type` may hold: the lock type
+    /// itself, and for a capacity of N also `LOCK_TYPE#2` … `LOCK_TYPE#N`.
+    pub fn slots(&self, lock_type: &LockType) -> Vec<LockType> {
+        match self.inner.locks.get(lock_type) {
+            Some(l) => l.slots(),
+            None => vec![lock_type.clone()],
+        }
+    }
+
+    /// Who holds each slot of `lock_type` now (read at SERIAL).
+    pub async fn holders(&self, lock_type: &LockType) -> Result<Vec<Holder>, ManagerError> {
+        let mut holders = Vec::new();
+        for slot in self.slots(lock_type) {
+            if let Some(h) = self.inner.leases.read(&slot, true).await? {
+                holders.push(h);
+            }
+        }
+        Ok(holders)
     }
 
     /// Graceful shutdown: stops the cron schedules, cancels every running
@@ -1194,7 +1598,10 @@ impl JobManager {
         loop {
             let left: Vec<(JobType, JobId)> = {
                 let running = self.inner.running.lock().expect("running map poisoned");
-                running.iter().map(|(t, r)| (t.clone(), r.job_id)).collect()
+                running
+                    .iter()
+                    .map(|(id, r)| (r.job_type.clone(), *id))
+                    .collect()
             };
             if left.is_empty() {
                 break;

@@ -32,6 +32,161 @@ pub enum OnLocked {
     Queue,
 }
 
+/// Whether attempts of one job type may overlap (Kubernetes CronJob's
+/// `concurrencyPolicy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Concurrency {
+    /// Never two attempts at once: the lock decides (today's behaviour).
+    #[default]
+    Forbid,
+    /// A new trigger that finds an attempt of the same job type holding the
+    /// lock asks it to stop (cluster-wide, through the lock) and starts once
+    /// it has ended and released the lock.
+    Replace,
+    /// Several attempts at once, up to the capacity of the lock type: only
+    /// on a lock type with `capacity` > 1 (see [`LockSpec`]).
+    Allow,
+}
+
+/// Retries of a failed attempt, by the replica that ran it: the same
+/// trigger runs again after an exponential backoff with jitter. Distinct
+/// from the supervisor's re-run of dead attempts (`retrigger_count`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// How many times a FAILED attempt is retried (default 0).
+    pub count: u32,
+    /// The backoff before the first retry (default 10 s).
+    pub backoff: Duration,
+    /// The backoff grows by this factor per retry (default 2).
+    pub factor: f64,
+    /// The backoff never exceeds this (default 10 min).
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            backoff: Duration::from_secs(10),
+            factor: 2.0,
+            max_backoff: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The backoff before retry `k` (1 for the first), before jitter:
+    /// `backoff × factor^(k−1)`, at most `max_backoff`.
+    pub fn nominal(&self, k: u32) -> Duration {
+        let exp = self.factor.powi(k.saturating_sub(1).min(64) as i32);
+        let secs = (self.backoff.as_secs_f64() * exp).min(self.max_backoff.as_secs_f64());
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+
+    /// The backoff before retry `k` with "equal jitter": half of the
+    /// nominal backoff, plus a random part of the other half (`unit` in
+    /// [0, 1)), so that replicas retrying together spread out.
+    pub fn jittered(&self, k: u32, unit: f64) -> Duration {
+        let d = self.nominal(k);
+        d / 2 + d.mul_f64(unit.clamp(0.0, 1.0) / 2.0)
+    }
+}
+
+/// A lock type's limits, shared by every job type running under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockSpec {
+    /// The lock type.
+    pub lock_type: LockType,
+    /// How many attempts may hold it at once (default 1). Each of the N
+    /// slots is a lock row of its own — the lock type itself, then
+    /// `LOCK_TYPE#2` … `LOCK_TYPE#N` — with its own lease and fencing
+    /// token sequence, so never N + 1 run. Every replica must agree on it.
+    pub capacity: u32,
+    /// No two starts under this lock type closer than this, cluster-wide
+    /// (whole seconds): each start takes the gate row `LOCK_TYPE#gate`,
+    /// which Cassandra expires after it.
+    pub min_interval: Option<Duration>,
+}
+
+impl LockSpec {
+    /// The largest capacity accepted.
+    pub const MAX_CAPACITY: u32 = 64;
+
+    /// A lock type with capacity 1 and no rate limit.
+    pub fn new(lock_type: &str) -> Result<Self, ManagerError> {
+        let invalid = |source| ManagerError::InvalidLock {
+            lock_type: lock_type.to_owned(),
+            problem: format!("{source}"),
+        };
+        Ok(Self {
+            lock_type: LockType::new(lock_type).map_err(invalid)?,
+            capacity: 1,
+            min_interval: None,
+        })
+    }
+
+    fn invalid(&self, problem: impl Into<String>) -> ManagerError {
+        ManagerError::InvalidLock {
+            lock_type: self.lock_type.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Lets up to `capacity` attempts hold the lock type at once (1 to 64).
+    pub fn capacity(mut self, capacity: u32) -> Result<Self, ManagerError> {
+        if capacity == 0 || capacity > Self::MAX_CAPACITY {
+            return Err(self.invalid(format!(
+                "capacity {capacity} is out of range: 1 to {}",
+                Self::MAX_CAPACITY
+            )));
+        }
+        // Every slot's name must be a valid lock type.
+        LockType::new(format!("{}#{capacity}", self.lock_type))
+            .map_err(|e| self.invalid(format!("slot names: {e}")))?;
+        self.capacity = capacity;
+        Ok(self)
+    }
+
+    /// No two starts closer than `interval` (whole seconds, 1 s to a day).
+    pub fn min_interval(mut self, interval: Duration) -> Result<Self, ManagerError> {
+        if interval.subsec_nanos() != 0
+            || interval < Duration::from_secs(1)
+            || interval > Duration::from_secs(86_400)
+        {
+            return Err(self.invalid(format!(
+                "min_interval {interval:?} is invalid: whole seconds, 1 s to one day"
+            )));
+        }
+        LockType::new(format!("{}#gate", self.lock_type))
+            .map_err(|e| self.invalid(format!("gate name: {e}")))?;
+        self.min_interval = Some(interval);
+        Ok(self)
+    }
+
+    /// The lock rows of its slots, slot 1 (the lock type itself) first.
+    pub fn slots(&self) -> Vec<LockType> {
+        (1..=self.capacity)
+            .map(|k| match k {
+                1 => self.lock_type.clone(),
+                k => LockType::new(format!("{}#{k}", self.lock_type))
+                    .expect("checked by LockSpec::capacity"),
+            })
+            .collect()
+    }
+
+    /// The gate row of `min_interval`, with the TTL that keeps it at least
+    /// that long (Cassandra expires TTLs in whole seconds of its clock).
+    pub fn gate(&self) -> Option<(LockType, LeaseTtl)> {
+        let interval = self.min_interval?;
+        let name = LockType::new(format!("{}#gate", self.lock_type))
+            .expect("checked by LockSpec::min_interval");
+        let ttl = LeaseTtl::new(interval + hajobs_core::lease::TTL_GRANULARITY)
+            .or_else(|_| LeaseTtl::new(LeaseTtl::MIN))
+            .expect("within the TTL range");
+        Some((name, ttl))
+    }
+}
+
 /// The registration of one job type. Build with [`JobSpec::new`]; every
 /// setter validates and names the job in its error.
 #[derive(Debug, Clone)]
@@ -55,6 +210,15 @@ pub struct JobSpec {
     /// How long a queued trigger waits for the lock before it is recorded
     /// SKIPPED, naming this timeout.
     pub lock_wait_timeout: Duration,
+    /// Whether its attempts may overlap.
+    pub concurrency: Concurrency,
+    /// Retries of failed attempts.
+    pub retry: RetryPolicy,
+    /// A cron firing that cannot start within this long after its
+    /// scheduled instant (its lock stays held, or it was missed) is
+    /// recorded SKIPPED naming this deadline (Kubernetes'
+    /// `startingDeadlineSeconds`).
+    pub starting_deadline: Option<Duration>,
 }
 
 impl JobSpec {
@@ -76,6 +240,9 @@ impl JobSpec {
             ),
             on_locked: OnLocked::default(),
             lock_wait_timeout: DEFAULT_LOCK_WAIT_TIMEOUT,
+            concurrency: Concurrency::default(),
+            retry: RetryPolicy::default(),
+            starting_deadline: None,
         })
     }
 
@@ -130,6 +297,41 @@ impl JobSpec {
         self
     }
 
+    /// Retries a FAILED attempt `policy.count` times, after a backoff
+    /// growing by `factor` (at least 1) up to `max_backoff`, with jitter.
+    pub fn retries(mut self, policy: RetryPolicy) -> Result<Self, ManagerError> {
+        if !(policy.factor >= 1.0 && policy.factor <= 100.0) || policy.backoff.is_zero() {
+            return Err(ManagerError::Policy {
+                job_type: self.job_type.to_string(),
+                problem: format!(
+                    "retry backoff {:?} with factor {}: the backoff must be above zero and the factor from 1 to 100",
+                    policy.backoff, policy.factor
+                ),
+            });
+        }
+        self.retry = policy;
+        Ok(self)
+    }
+
+    /// Sets the starting deadline of its cron firings (at least 1 s).
+    pub fn starting_deadline(mut self, deadline: Duration) -> Result<Self, ManagerError> {
+        if deadline < Duration::from_secs(1) {
+            return Err(self.invalid(hajobs_core::InvalidInput::Duration {
+                what: "starting deadline",
+                value: deadline,
+                rule: "it must be at least one second",
+            }));
+        }
+        self.starting_deadline = Some(deadline);
+        Ok(self)
+    }
+
+    /// Sets whether its attempts may overlap.
+    pub fn concurrency(mut self, policy: Concurrency) -> Self {
+        self.concurrency = policy;
+        self
+    }
+
     /// Sets how long a queued trigger waits for the lock (at least 1 s).
     pub fn lock_wait_timeout(mut self, timeout: Duration) -> Result<Self, ManagerError> {
         if timeout < Duration::from_secs(1) {
@@ -157,5 +359,27 @@ impl JobSpec {
             .with_renew_interval(interval)
             .map_err(|e| self.invalid(e))?;
         Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backoff_grows_by_its_factor_up_to_its_cap_with_equal_jitter() {
+        let p = RetryPolicy {
+            count: 5,
+            backoff: Duration::from_secs(10),
+            factor: 3.0,
+            max_backoff: Duration::from_secs(60),
+        };
+        assert_eq!(p.nominal(1), Duration::from_secs(10));
+        assert_eq!(p.nominal(2), Duration::from_secs(30));
+        assert_eq!(p.nominal(3), Duration::from_secs(60));
+        assert_eq!(p.nominal(40), Duration::from_secs(60));
+        assert_eq!(p.jittered(2, 0.0), Duration::from_secs(15));
+        assert_eq!(p.jittered(2, 0.5), Duration::from_millis(22_500));
+        assert!(p.jittered(2, 0.999) < Duration::from_secs(30));
     }
 }

@@ -159,10 +159,11 @@ async fn supervise(
         .filter(|&i| attempts[i].result() == JobResult::Pending)
         .collect();
     if !pending.is_empty() {
-        let holder = manager.leases().read(&spec.lock_type, true).await?;
+        // Every slot of a lock type with capacity.
+        let holders = manager.holders(&spec.lock_type).await?;
         for i in pending {
             let attempt = &attempts[i];
-            if holder.as_ref().is_some_and(|h| h.job_id == attempt.job_id) {
+            if holders.iter().any(|h| h.job_id == attempt.job_id) {
                 continue; // alive: it holds its lease
             }
             // 3. Re-read the attempt: it may have ended in between.
@@ -208,7 +209,7 @@ async fn supervise(
             };
             manager.statuses().write(&dead).await?;
             tracing::warn!(%job_type, job_id = %attempt.job_id, trigger_id = %attempt.trigger_id,
-                owner = ?attempt.owner, holder = ?holder.as_ref().map(|h| h.job_id), "attempt recorded DEAD: its lease is gone");
+                owner = ?attempt.owner, holders = ?holders.iter().map(|h| h.job_id).collect::<Vec<_>>(), "attempt recorded DEAD: its lease is gone");
             hajobs_core::metrics::supervisor_dead(job_type.as_str());
             report.dead.push((job_type.clone(), attempt.job_id));
             attempts[i] = dead;
@@ -248,7 +249,29 @@ async fn retrigger(
             return Ok(()); // an operator cancelled it: do not undo that
         }
     }
-    if of_trigger.len() > spec.retrigger_count as usize {
+    if latest.state == JobState::Failed && spec.retry.count > 0 {
+        // A failed attempt whose replica plans a retry: the retry is the
+        // job's own. Only once it is overdue (the replica stopped or died
+        // meanwhile) does the retrigger rule apply.
+        let full = manager.statuses().get(job_type, latest.job_id).await?;
+        let due = match &full {
+            Some(StatusEntry::Status(s)) => s
+                .content
+                .as_ref()
+                .and_then(|c| c.get("next_retry_at_ms"))
+                .and_then(serde_json::Value::as_i64),
+            _ => None,
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        if due.is_some_and(|due| now_ms < due + RETRY_GRACE.as_millis() as i64) {
+            return Ok(());
+        }
+    }
+    // Retries and retriggers share the trigger's attempts.
+    if of_trigger.len() > (spec.retrigger_count + spec.retry.count) as usize {
         if !report
             .exhausted
             .iter()
@@ -287,6 +310,10 @@ async fn retrigger(
     }
     Ok(())
 }
+
+/// How long after a planned retry was due a supervisor waits before it
+/// takes the trigger over.
+const RETRY_GRACE: Duration = Duration::from_secs(30);
 
 /// Whether `attempt` was cancelled by request (`cancel`), as opposed to
 /// losing its lease or its replica shutting down, which a re-run repairs.

@@ -15,7 +15,9 @@ use hajobs_scheduler::{
 };
 use serde_json::json;
 
+mod capacity;
 mod queue;
+mod retries;
 mod work;
 
 /// A manager for replica `node` with its own session.
