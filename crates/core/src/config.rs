@@ -99,6 +99,19 @@ impl CassandraConfig {
         self
     }
 
+    /// Uses LOCAL_QUORUM / LOCAL_SERIAL (the default): locks are exclusive
+    /// within the local data centre only.
+    pub fn with_local_consistency(mut self) -> Self {
+        self.consistency = Consistency::LocalQuorum;
+        self.serial_consistency = SerialConsistency::LocalSerial;
+        self
+    }
+
+    /// Whether locks are exclusive across data centres (SERIAL).
+    pub fn is_global(&self) -> bool {
+        self.serial_consistency == SerialConsistency::Serial
+    }
+
     /// Sets user and password.
     pub fn with_credentials(
         mut self,

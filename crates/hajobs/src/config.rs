@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use hajobs_core::schema::Replication;
 use hajobs_core::{CassandraConfig, NodeId};
-use hajobs_scheduler::{Concurrency, JobSpec, LockSpec, MissedRuns, OnLocked, RetryPolicy};
+use hajobs_scheduler::{
+    Concurrency, JobSpec, LockConsistency, LockSpec, MissedRuns, OnLocked, RetryPolicy,
+};
 use hajobs_supervisor::SupervisorConfig;
 use serde::Deserialize;
 use toml::Spanned;
@@ -89,6 +91,7 @@ struct RawJob {
     concurrency: Option<Spanned<String>>,
     retry_count: Option<u32>,
     missed_runs_cap: Option<Spanned<u32>>,
+    consistency: Option<Spanned<String>>,
     starting_deadline: Option<Spanned<String>>,
     retry_backoff: Option<Spanned<String>>,
     retry_factor: Option<Spanned<f64>>,
@@ -598,6 +601,20 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
         });
     } else if let Some(threshold) = threshold {
         spec = spec.missed_runs(MissedRuns::RunOnce { threshold });
+    }
+    if let Some(c) = &job.consistency {
+        spec = spec.consistency(match c.get_ref().as_str() {
+            "local" => LockConsistency::Local,
+            "global" => LockConsistency::Global,
+            other => {
+                return Err(src.error(
+                    c,
+                    Some(name),
+                    "consistency",
+                    format!("`{other}`: expected `local` or `global`"),
+                ));
+            }
+        });
     }
     if let Some(d) = &job.starting_deadline {
         spec = spec

@@ -90,6 +90,6 @@ pub use manager::{
     CancelOutcome, DEFAULT_CANCEL_GRACE, JobManager, JobManagerBuilder, StartOutcome,
 };
 pub use requests::{Handover, RequestWatcher, WatchConfig, hand_over};
-pub use spec::{Concurrency, JobSpec, LockSpec, OnLocked, RetryPolicy};
+pub use spec::{Concurrency, JobSpec, LockConsistency, LockSpec, OnLocked, RetryPolicy};
 pub use watch::ENDED_HOLD;
 pub use work::{Processed, WorkGrant, WorkItems, WorkOptions, WorkTicket};

@@ -23,7 +23,7 @@ use crate::context::JobContext;
 use crate::cron::MissedRuns;
 use crate::error::ManagerError;
 use crate::job::Job;
-use crate::spec::{Concurrency, JobSpec, LockSpec, OnLocked};
+use crate::spec::{Concurrency, JobSpec, LockConsistency, LockSpec, OnLocked};
 use crate::watch::Watch;
 
 /// How long a cancelled job (by request, timeout or shutdown) may take to
@@ -137,6 +137,9 @@ struct Inner {
     queue_wake: BTreeMap<LockType, Arc<tokio::sync::Notify>>,
     /// Lock types with a capacity or a rate limit.
     locks: BTreeMap<LockType, LockSpec>,
+    /// Lock types whose jobs override the cluster's consistency, with the
+    /// lease store of theirs.
+    lock_stores: BTreeMap<LockType, Arc<LeaseStore>>,
 }
 
 /// The job manager of one replica. Cheap to clone.
@@ -260,6 +263,54 @@ impl JobManagerBuilder {
             None => self.config.connect().await?,
         };
         let leases = Arc::new(LeaseStore::new(session.clone(), &self.config).await?);
+        // Per lock type, the consistency its jobs ask for; they must agree.
+        let mut wanted: BTreeMap<LockType, (JobType, Option<LockConsistency>)> = BTreeMap::new();
+        for r in jobs.values() {
+            let spec = &r.spec;
+            match wanted.get(&spec.lock_type) {
+                Some((other, c)) if *c != spec.consistency => {
+                    return Err(ManagerError::Policy {
+                        job_type: spec.job_type.to_string(),
+                        problem: format!(
+                            "its consistency differs from that of `{other}`, which shares lock type `{}`",
+                            spec.lock_type
+                        ),
+                    });
+                }
+                _ => {
+                    wanted.insert(
+                        spec.lock_type.clone(),
+                        (spec.job_type.clone(), spec.consistency),
+                    );
+                }
+            }
+        }
+        let mut lock_stores = BTreeMap::new();
+        let mut other_store: Option<Arc<LeaseStore>> = None;
+        for (lock_type, (_, consistency)) in wanted {
+            let global = match consistency {
+                Some(LockConsistency::Global) => true,
+                Some(LockConsistency::Local) => false,
+                None => continue,
+            };
+            if global == self.config.is_global() {
+                continue;
+            }
+            let store = match &other_store {
+                Some(s) => s.clone(),
+                None => {
+                    let config = if global {
+                        self.config.clone().with_global_consistency()
+                    } else {
+                        self.config.clone().with_local_consistency()
+                    };
+                    let s = Arc::new(LeaseStore::new(session.clone(), &config).await?);
+                    other_store = Some(s.clone());
+                    s
+                }
+            };
+            lock_stores.insert(lock_type, store);
+        }
         let statuses =
             Arc::new(StatusStore::new(session.clone(), &self.config, self.retention).await?);
         let firings = FiringStore::new(session.clone(), &self.config, self.retention).await?;
@@ -297,6 +348,7 @@ impl JobManagerBuilder {
                 queues,
                 queue_wake,
                 locks,
+                lock_stores,
             }),
         })
     }
@@ -1237,7 +1289,7 @@ impl JobManager {
             // read the same head and gets the lock later finds it claimed.
             let claimed = queues.claim(entry, job_id).await;
             if !matches!(claimed, Ok(true)) {
-                let _ = self.inner.leases.release(&lease).await;
+                let _ = self.leases_of(&spec.lock_type).release(&lease).await;
                 return error(match claimed {
                     Err(e) => format!("queued trigger not claimed: {e:#}"),
                     _ => "the queued trigger was claimed by another replica".into(),
@@ -1247,7 +1299,7 @@ impl JobManager {
         let fencing_token = lease.fencing_token;
         let cancellation = Cancellation::new();
         let kept = match hajobs_lock_keeper::keep(
-            self.inner.leases.clone(),
+            self.leases_of(&spec.lock_type).clone(),
             lease.clone(),
             spec.keeper,
             cancellation.clone(),
@@ -1256,7 +1308,7 @@ impl JobManager {
         {
             Ok(kept) => kept,
             Err(e) => {
-                let _ = self.inner.leases.release(&lease).await;
+                let _ = self.leases_of(&spec.lock_type).release(&lease).await;
                 return error(format!("{e:#}"));
             }
         };
@@ -1390,7 +1442,7 @@ impl JobManager {
         job_id: JobId,
         ttl: hajobs_core::LeaseTtl,
     ) -> Result<Acquired, hajobs_core::StoreError> {
-        let leases = &self.inner.leases;
+        let leases = self.leases_of(lock_type);
         let node = &self.inner.node;
         let Some(lock) = self.inner.locks.get(lock_type) else {
             return leases.acquire(lock_type, job_id, node, ttl).await;
@@ -1511,7 +1563,7 @@ impl JobManager {
         spec: &JobSpec,
         slot: &LockType,
     ) -> Result<Option<CancelOutcome>, ManagerError> {
-        let Some(holder) = self.inner.leases.read(slot, true).await? else {
+        let Some(holder) = self.leases_of(&spec.lock_type).read(slot, true).await? else {
             return Ok(None);
         };
         if self.running_here_id(holder.job_id) {
@@ -1535,8 +1587,7 @@ impl JobManager {
         // records CANCELED and releases the lease itself: the lock is never
         // free while the attempt still runs.
         if self
-            .inner
-            .leases
+            .leases_of(&spec.lock_type)
             .request_cancel(slot, holder.job_id)
             .await?
         {
@@ -1564,11 +1615,20 @@ impl JobManager {
         }
     }
 
+    /// The lease store of `lock_type`: the cluster's, or one with the
+    /// consistency its jobs ask for.
+    pub fn leases_of(&self, lock_type: &LockType) -> &Arc<LeaseStore> {
+        self.inner
+            .lock_stores
+            .get(lock_type)
+            .unwrap_or(&self.inner.leases)
+    }
+
     /// Who holds each slot of `lock_type` now (read at SERIAL).
     pub async fn holders(&self, lock_type: &LockType) -> Result<Vec<Holder>, ManagerError> {
         let mut holders = Vec::new();
         for slot in self.slots(lock_type) {
-            if let Some(h) = self.inner.leases.read(&slot, true).await? {
+            if let Some(h) = self.leases_of(lock_type).read(&slot, true).await? {
                 holders.push(h);
             }
         }

@@ -48,6 +48,17 @@ pub enum Concurrency {
     Allow,
 }
 
+/// How far a job's lock is exclusive, overriding the cluster's setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockConsistency {
+    /// LOCAL_SERIAL: exclusive within a data centre; replicas in two data
+    /// centres may each run it (fast: no cross-DC round trip).
+    Local,
+    /// SERIAL: exclusive across data centres, at the cost of cross-DC
+    /// latency on every lock operation.
+    Global,
+}
+
 /// Retries of a failed attempt, by the replica that ran it: the same
 /// trigger runs again after an exponential backoff with jitter. Distinct
 /// from the supervisor's re-run of dead attempts (`retrigger_count`).
@@ -219,6 +230,9 @@ pub struct JobSpec {
     /// recorded SKIPPED naming this deadline (Kubernetes'
     /// `startingDeadlineSeconds`).
     pub starting_deadline: Option<Duration>,
+    /// Overrides the cluster's consistency for its lock (`None`: the
+    /// cluster's). Job types sharing a lock type must agree.
+    pub consistency: Option<LockConsistency>,
 }
 
 impl JobSpec {
@@ -243,6 +257,7 @@ impl JobSpec {
             concurrency: Concurrency::default(),
             retry: RetryPolicy::default(),
             starting_deadline: None,
+            consistency: None,
         })
     }
 
@@ -324,6 +339,13 @@ impl JobSpec {
         }
         self.starting_deadline = Some(deadline);
         Ok(self)
+    }
+
+    /// Makes its lock exclusive within the data centre or across them,
+    /// whatever the cluster's default.
+    pub fn consistency(mut self, consistency: LockConsistency) -> Self {
+        self.consistency = Some(consistency);
+        self
     }
 
     /// Sets whether its attempts may overlap.
