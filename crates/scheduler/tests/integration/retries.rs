@@ -9,6 +9,9 @@ use hajobs_scheduler::{Done, JobContext, JobError, JobSpec, RetryPolicy, StartOu
 
 use crate::{eventually, replica};
 
+/// A run as the job records it: trigger, start, end once it ended.
+type Run = (TriggerId, Instant, Option<Instant>);
+
 #[tokio::test]
 async fn a_failed_attempt_is_retried_after_a_growing_backoff_under_its_trigger() {
     let ks = TestKeyspace::new("retries").await;
@@ -98,7 +101,7 @@ async fn concurrency_replace_stops_the_running_attempt_cluster_wide_and_takes_ov
     use hajobs_scheduler::Concurrency;
     let ks = TestKeyspace::new("replace").await;
     // (trigger, start, end) as the job records them.
-    let runs: Arc<Mutex<Vec<(TriggerId, Instant, Option<Instant>)>>> = Arc::default();
+    let runs: Arc<Mutex<Vec<Run>>> = Arc::default();
     let build = |node: &'static str| {
         let runs = runs.clone();
         let ks = &ks;
