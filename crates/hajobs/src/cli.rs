@@ -291,6 +291,28 @@ enum WorkCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Process one work item with a command, exactly once cluster-wide:
+    /// check it in (exit 3 when another worker has it, 0 with a message when
+    /// it was done before), run the command under the item's lease (killed
+    /// when the lease is lost or the timeout fires) with HAJOBS_WORK_SET,
+    /// HAJOBS_WORK_KEY, HAJOBS_FENCING_TOKEN and HAJOBS_ATTEMPT set, then
+    /// check it out (exit 0) or record it failed for a retry (exit 1).
+    Run {
+        /// The work set.
+        work_set: String,
+        /// The item's key.
+        key: String,
+        /// The check-in timeout: a command running longer is killed and the
+        /// item recorded failed (`checkin_timeout: …`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+        /// The lease TTL of the check-in (how long a dead worker keeps it).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        lease_ttl: Duration,
+        /// The command and its arguments.
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
     /// Forget the items that ended (DONE or FAILED) more than OLDER_THAN ago:
     /// their keys are processed anew by their next check-in. Items in
     /// progress are kept.
@@ -327,6 +349,8 @@ struct ReplicationArg {
 pub(crate) struct Settings {
     pub(crate) daemon: Option<Arc<DaemonConfig>>,
     pub(crate) cassandra: CassandraConfig,
+    /// This process's node id (the file's, `--node-id`, or the host name).
+    node: hajobs_core::NodeId,
     replication: schema::Replication,
 }
 
@@ -350,19 +374,20 @@ impl GlobalArgs {
             )),
             None => None,
         };
-        let (cassandra, replication) = match &daemon {
-            Some(d) => (d.cassandra.clone(), d.replication.clone()),
+        let (cassandra, replication, node) = match &daemon {
+            Some(d) => (d.cassandra.clone(), d.replication.clone(), d.node.clone()),
             None => {
                 // No file: flags, environment and defaults only.
                 let parsed = config::parse(std::path::Path::new("(flags)"), "", &overrides)
                     .map_err(CliError::input)?;
-                (parsed.cassandra, parsed.replication)
+                (parsed.cassandra, parsed.replication, parsed.node)
             }
         };
         Ok(Settings {
             daemon,
             cassandra,
             replication,
+            node,
         })
     }
 }
@@ -811,8 +836,19 @@ fn requested_by() -> String {
 
 /// One JSON object per line.
 async fn work(settings: &Settings, command: WorkCommand) -> Result<(), CliError> {
+    if let WorkCommand::Run {
+        work_set,
+        key,
+        timeout,
+        lease_ttl,
+        command,
+    } = command
+    {
+        return work_run(settings, &work_set, &key, timeout, lease_ttl, &command).await;
+    }
     let admin = settings.admin(false).await?;
     match command {
+        WorkCommand::Run { .. } => unreachable!("handled above"),
         WorkCommand::Check {
             work_set,
             key,
@@ -882,6 +918,83 @@ async fn work(settings: &Settings, command: WorkCommand) -> Result<(), CliError>
         }
     }
     Ok(())
+}
+
+async fn work_run(
+    settings: &Settings,
+    work_set: &str,
+    key: &str,
+    timeout: Option<Duration>,
+    lease_ttl: Duration,
+    command: &[String],
+) -> Result<(), CliError> {
+    use hajobs_scheduler::{Processed, WorkItems, WorkOptions};
+    let set = hajobs_core::WorkSet::new(work_set).map_err(CliError::input)?;
+    let item = hajobs_core::WorkKey::new(key).map_err(CliError::input)?;
+    let ttl = hajobs_core::LeaseTtl::new(lease_ttl)
+        .map_err(|e| CliError::input(anyhow::anyhow!("--lease-ttl: {e}")))?;
+    let items = WorkItems::new(
+        settings.session().await?,
+        &settings.cassandra,
+        settings.node.clone(),
+        WorkOptions {
+            lease_ttl: ttl,
+            ..WorkOptions::default()
+        },
+    )
+    .await?;
+    let (program, args) = command.split_first().expect("clap requires a command");
+    let outcome = items
+        .process(&set, &item, timeout, |grant| async move {
+            let status = tokio::process::Command::new(program)
+                .args(args)
+                .env("HAJOBS_WORK_SET", grant.work_set.as_str())
+                .env("HAJOBS_WORK_KEY", grant.key.as_str())
+                .env("HAJOBS_FENCING_TOKEN", grant.fencing_token.to_string())
+                .env("HAJOBS_ATTEMPT", grant.attempt.to_string())
+                // Dropped (lease lost, timeout): the command is killed.
+                .kill_on_drop(true)
+                .status()
+                .await
+                .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+            if status.success() {
+                Ok(serde_json::json!({ "exit_code": 0, "command": program }))
+            } else {
+                Err(format!("`{program}` ended with {status}"))
+            }
+        })
+        .await?;
+    match outcome {
+        Processed::Done(_) => {
+            eprintln!("work item {key} of {work_set}: processed here, checked out DONE");
+            Ok(())
+        }
+        Processed::AlreadyDone(done) => {
+            eprintln!(
+                "work item {key} of {work_set}: already done (by {}, fencing token {}); not run again",
+                done.node.as_deref().unwrap_or("?"),
+                done.fencing_token
+            );
+            Ok(())
+        }
+        Processed::InProgress { node } => Err(CliError::locked(anyhow::anyhow!(
+            "work item {key} of {work_set} is in progress on {}; not run",
+            node.as_deref().unwrap_or("?")
+        ))),
+        Processed::Failed(e) => Err(anyhow::anyhow!(
+            "work item {key} of {work_set} failed: {e}; recorded FAILED, the next check-in retries it"
+        )
+        .into()),
+        Processed::TimedOut(t) => Err(anyhow::anyhow!(
+            "work item {key} of {work_set}: the check-in timeout of {} fired; the command was killed and the item recorded FAILED",
+            humantime::format_duration(t)
+        )
+        .into()),
+        Processed::LeaseLost => Err(anyhow::anyhow!(
+            "work item {key} of {work_set}: the lease was lost; the command was killed, nothing recorded"
+        )
+        .into()),
+    }
 }
 
 fn print_json_lines<T: serde::Serialize>(items: &[T]) -> Result<(), CliError> {

@@ -852,6 +852,69 @@ async fn work_commands_show_list_and_purge_work_items() {
         2,
         "--older-than",
     );
+
+    // `work run`: a command processes an item exactly once.
+    let script = "echo shipping $HAJOBS_WORK_SET/$HAJOBS_WORK_KEY token=$HAJOBS_FENCING_TOKEN attempt=$HAJOBS_ATTEMPT";
+    let out = env.run(&["work", "run", "files", "a.csv", "--", "sh", "-c", script]);
+    expect(&out, 0, "checked out DONE");
+    assert!(
+        text(&out.stdout).contains("shipping files/a.csv token=1 attempt=1"),
+        "{}",
+        text(&out.stdout)
+    );
+    let again = env.run(&["work", "run", "files", "a.csv", "--", "sh", "-c", script]);
+    expect(&again, 0, "already done");
+    assert!(!text(&again.stdout).contains("shipping"), "not run twice");
+    expect(
+        &env.run(&["work", "run", "files", "b.csv", "--", "sh", "-c", "exit 3"]),
+        1,
+        "recorded FAILED",
+    );
+    expect(
+        &env.run(&["work", "check", "files", "b.csv"]),
+        0,
+        "exit status: 3",
+    );
+    let retry = env.run(&["work", "run", "files", "b.csv", "--", "sh", "-c", script]);
+    expect(&retry, 0, "checked out DONE");
+    assert!(
+        text(&retry.stdout).contains("token=2 attempt=2"),
+        "{}",
+        text(&retry.stdout)
+    );
+    expect(
+        &env.run(&[
+            "work",
+            "run",
+            "files",
+            "c.csv",
+            "--timeout",
+            "300ms",
+            "--",
+            "sleep",
+            "30",
+        ]),
+        1,
+        "the check-in timeout of 300ms fired",
+    );
+    expect(
+        &env.run(&["work", "check", "files", "c.csv"]),
+        0,
+        "checkin_timeout",
+    );
+    // Another worker holds it: exit 3.
+    let CheckIn::Proceed(_held) = store
+        .checkin(&set, &WorkKey::new("held").unwrap(), &node, ttl)
+        .await
+        .unwrap()
+    else {
+        panic!("first check-in");
+    };
+    expect(
+        &env.run(&["work", "run", "orders", "held", "--", "true"]),
+        3,
+        "in progress on w1",
+    );
     env.drop().await;
 }
 
