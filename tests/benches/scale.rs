@@ -38,6 +38,11 @@
 //!   expired when read): the newest-20 read, which is both the history a
 //!   `hajobs status` shows and the supervisor's read of a job type. Only
 //!   when asked (`HAJOBS_BENCH_ONLY=status_partition`): it writes for minutes.
+//! - `work_items`: 8 concurrent loops processing fresh work items through
+//!   `WorkItems` (check-in LWT + its listing write, a lease kept by the lock
+//!   keeper, check-out LWT): items per second and the latency of one item,
+//!   p50 / p99; beside it, raw LWT pairs from as many loops (one item is two
+//!   LWTs, so ratio 1.0 would be the physical limit).
 //! - `footprint`: the real `hajobs serve` (release build) with 100 cron jobs
 //!   and the HTTP server on, idle: its RSS, and its CPU over 60 s.
 
@@ -601,6 +606,91 @@ async fn status_partition(rows: usize) {
     ks.drop().await;
 }
 
+async fn work_items(secs: u64) {
+    use hajobs_core::{WorkKey, WorkSet};
+    use hajobs_scheduler::{WorkItems, WorkOptions};
+    let ks = TestKeyspace::new("bench_work").await;
+    let items = WorkItems::new(
+        ks.session.clone(),
+        &ks.config(),
+        NodeId::new("w").unwrap(),
+        WorkOptions::default(),
+    )
+    .await
+    .unwrap();
+    let set = WorkSet::new("bench").unwrap();
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    let mut loops = Vec::new();
+    for l in 0..LOOPS {
+        let (items, set) = (items.clone(), set.clone());
+        loops.push(tokio::spawn(async move {
+            let mut took = Vec::new();
+            let mut i = 0u64;
+            while std::time::Instant::now() < deadline {
+                let key = WorkKey::new(format!("{l}-{i}")).unwrap();
+                i += 1;
+                let t = std::time::Instant::now();
+                let outcome = items
+                    .process(&set, &key, None, |_| async { Ok(serde_json::Value::Null) })
+                    .await
+                    .unwrap();
+                assert!(matches!(outcome, hajobs_scheduler::Processed::Done(_)));
+                took.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            took
+        }));
+    }
+    let mut took = Vec::new();
+    for l in loops {
+        took.extend(l.await.unwrap());
+    }
+    let per_s = took.len() as f64 / started.elapsed().as_secs_f64();
+    let k = &ks.name;
+    let insert = ks
+        .session
+        .prepare(format!(
+            "INSERT INTO {k}.lock (lock_type, job_lock) VALUES (?, now()) IF NOT EXISTS"
+        ))
+        .await
+        .unwrap();
+    let delete = ks
+        .session
+        .prepare(format!(
+            "DELETE FROM {k}.lock WHERE lock_type = ? IF EXISTS"
+        ))
+        .await
+        .unwrap();
+    let raw_start = std::time::Instant::now();
+    let raw_deadline = raw_start + Duration::from_secs(secs.min(10));
+    let mut raws = Vec::new();
+    for l in 0..LOOPS {
+        let (session, insert, delete) = (ks.session.clone(), insert.clone(), delete.clone());
+        raws.push(tokio::spawn(async move {
+            let key = format!("raw-{l}");
+            let mut pairs = 0u64;
+            while std::time::Instant::now() < raw_deadline {
+                session.execute_unpaged(&insert, (&key,)).await.unwrap();
+                session.execute_unpaged(&delete, (&key,)).await.unwrap();
+                pairs += 1;
+            }
+            pairs
+        }));
+    }
+    let mut pairs = 0;
+    for r in raws {
+        pairs += r.await.unwrap();
+    }
+    let raw_pairs_per_s = pairs as f64 / raw_start.elapsed().as_secs_f64();
+    println!(
+        "scale-bench work_items loops={LOOPS} items_per_s={per_s:.0} p50_ms={:.1} p99_ms={:.1} raw_lwt_pairs_per_s={raw_pairs_per_s:.0} ratio={:.2}",
+        percentile(&mut took.clone(), 0.50),
+        percentile(&mut took, 0.99),
+        per_s / raw_pairs_per_s
+    );
+    ks.drop().await;
+}
+
 #[tokio::main]
 async fn main() {
     let secs: u64 = std::env::var("HAJOBS_BENCH_SECS")
@@ -640,6 +730,9 @@ async fn main() {
     if run("throughput") {
         throughput(1, secs.min(20)).await;
         throughput(3, secs.min(20)).await;
+    }
+    if run("work_items") {
+        work_items(secs.min(20)).await;
     }
     if !run("footprint") {
         return;

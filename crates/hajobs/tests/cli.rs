@@ -902,6 +902,61 @@ async fn work_commands_show_list_and_purge_work_items() {
         0,
         "checkin_timeout",
     );
+    // A worker process killed mid-item (SIGKILL: no check-out, no release):
+    // the item stays in progress until its lease TTL, then exactly one
+    // later `work run` takes it over with the next fencing token.
+    let mut victim = env
+        .command(&[
+            "work",
+            "run",
+            "files",
+            "d.csv",
+            "--lease-ttl",
+            "2s",
+            "--",
+            "sleep",
+            "30",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = WorkKey::new("d.csv").unwrap();
+    let files = WorkSet::new("files").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.read(&files, &d, true).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the victim never checked in");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let killed_at = Instant::now();
+    let takeover = "echo took over token=$HAJOBS_FENCING_TOKEN attempt=$HAJOBS_ATTEMPT";
+    let out = loop {
+        let out = env.run(&["work", "run", "files", "d.csv", "--", "sh", "-c", takeover]);
+        match out.status.code() {
+            Some(3) => {
+                assert!(
+                    killed_at.elapsed() < Duration::from_secs(20),
+                    "never taken over"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => break out,
+        }
+    };
+    expect(&out, 0, "checked out DONE");
+    assert!(
+        text(&out.stdout).contains("took over token=2 attempt=2"),
+        "{}",
+        text(&out.stdout)
+    );
+    let again = env.run(&["work", "run", "files", "d.csv", "--", "sh", "-c", takeover]);
+    expect(&again, 0, "already done");
+    assert!(
+        !text(&again.stdout).contains("took over"),
+        "taken over once"
+    );
     // Another worker holds it: exit 3.
     let CheckIn::Proceed(_held) = store
         .checkin(&set, &WorkKey::new("held").unwrap(), &node, ttl)

@@ -19,9 +19,9 @@
 //! |---|---|
 //! | [`job`] | the [`Job`] trait, [`Done`], [`JobError`] |
 //! | [`context`] | [`JobContext`]: ids, fencing token, cancellation, progress, blocking work with a [`LeaseCheck`] |
-//! | [`spec`] | [`JobSpec`]: lock type, cron, timeout, retrigger count, lease TTL |
+//! | [`spec`] | [`JobSpec`]: lock type, cron, timeout, retrigger count, lease TTL, and the policies: [`OnLocked`] (skip / queue), [`Concurrency`] (forbid / replace / allow), [`RetryPolicy`], missed runs, starting deadline, [`LockConsistency`]; [`LockSpec`]: a lock type's capacity and `min_interval` |
 //! | [`cron`] | [`CronSchedule`] (croner, with seconds, time zones) and [`MissedRuns`] |
-//! | [`manager`] | [`JobManager`]: trigger, retrigger, cancel, start, shutdown |
+//! | [`manager`] | [`JobManager`]: trigger (started, locked or queued), retrigger, cancel, start, shutdown; the queue runners and planned retries |
 //! | [`requests`] | [`RequestWatcher`]: triggers asked of the cluster, claimed once and started here; [`hand_over()`]: a stopping replica's cancelled attempts resumed elsewhere |
 //! | [`work`] | [`WorkItems`]: work items processed exactly once — check-in with a kept lease, check-out, fail, [`WorkItems::process`] with a check-in timeout |
 //! | [`clock`] | [`Clock`]: the wall clock that names cron firings |
