@@ -41,6 +41,8 @@ const LOST_WINDOW: Duration = Duration::from_secs(600);
 /// How often a replica looks at the head of a lock type's queue when
 /// nothing woke it (an attempt of that lock type ending here does).
 const QUEUE_POLL: Duration = Duration::from_millis(500);
+/// … and how often when it was empty at the last look.
+const QUEUE_IDLE_POLL: Duration = Duration::from_secs(2);
 /// How long a claimed queue entry may stay before its start counts as lost.
 const QUEUE_CLAIM_STALE: Duration = Duration::from_secs(60);
 
@@ -93,6 +95,16 @@ pub enum CancelOutcome {
     /// The lock is held by a holder that does not speak hajobs' protocol
     /// (ha-jobs): it cannot be cancelled through the lock. Nothing was set.
     ForeignHolder(Holder),
+}
+
+/// What a look at the head of a lock type's queue found.
+enum Head {
+    /// Nobody waits.
+    Empty,
+    /// The head waits (lock held, claimed, or another replica's job).
+    Waits,
+    /// The head was settled (started, expired, closed): look again at once.
+    Settled,
 }
 
 /// A hook that must pass before scheduling starts.
@@ -1098,9 +1110,12 @@ impl JobManager {
         let Some(queues) = self.inner.queues.clone() else {
             return;
         };
+        // An empty queue is looked at less often: what is queued here, and
+        // every end of an attempt here, wakes the runner at once.
+        let mut poll = QUEUE_POLL;
         loop {
             tokio::select! {
-                () = tokio::time::sleep(QUEUE_POLL) => {}
+                () = tokio::time::sleep(poll) => {}
                 () = wake.notified() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
@@ -1110,8 +1125,14 @@ impl JobManager {
             // Several entries may be settled in a row (expired, lost).
             for _ in 0..16 {
                 match self.serve_queue_head(&queues, &lock_type).await {
-                    Ok(true) => continue,
-                    Ok(false) => break,
+                    Ok(Head::Settled) => continue,
+                    Ok(head) => {
+                        poll = match head {
+                            Head::Empty => QUEUE_IDLE_POLL,
+                            _ => QUEUE_POLL,
+                        };
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(%lock_type, error = %e, "queue not served; trying again");
                         break;
@@ -1121,15 +1142,14 @@ impl JobManager {
         }
     }
 
-    /// Looks at the head of `lock_type`'s queue once; `true` when it
-    /// settled an entry and the next one may be looked at at once.
+    /// Looks at the head of `lock_type`'s queue once.
     async fn serve_queue_head(
         &self,
         queues: &QueueStore,
         lock_type: &LockType,
-    ) -> Result<bool, ManagerError> {
+    ) -> Result<Head, ManagerError> {
         let Some(entry) = queues.head(lock_type).await? else {
-            return Ok(false);
+            return Ok(Head::Empty);
         };
         let now = SystemTime::now();
         let job_type = JobType::new(entry.job_type.clone()).ok();
@@ -1137,7 +1157,7 @@ impl JobManager {
             // Claimed: its attempt starts now, or its claimant died between
             // the claim and RUNNING.
             if now.duration_since(claimed_at).unwrap_or_default() < QUEUE_CLAIM_STALE {
-                return Ok(false);
+                return Ok(Head::Waits);
             }
             let started = match &job_type {
                 Some(t) => self
@@ -1173,7 +1193,7 @@ impl JobManager {
                 }
             }
             queues.remove(&entry).await?;
-            return Ok(true);
+            return Ok(Head::Settled);
         }
         if entry.expired(now) {
             if queues.remove_unclaimed(&entry).await? {
@@ -1202,11 +1222,11 @@ impl JobManager {
                         .await?;
                 }
             }
-            return Ok(true);
+            return Ok(Head::Settled);
         }
         let Some(job_type) = job_type.filter(|t| self.inner.jobs.contains_key(t)) else {
             // Another replica's job: it runs it.
-            return Ok(false);
+            return Ok(Head::Waits);
         };
         match self
             .start_attempt(&job_type, entry.trigger_id, Some(&entry))
@@ -1214,11 +1234,11 @@ impl JobManager {
         {
             StartOutcome::Started { job_id, .. } => {
                 tracing::info!(%lock_type, %job_type, trigger_id = %entry.trigger_id, %job_id, "queued trigger started");
-                Ok(false)
+                Ok(Head::Waits)
             }
             // Claimed by another replica first: look at the next.
-            StartOutcome::Error { .. } => Ok(false),
-            _ => Ok(false),
+            StartOutcome::Error { .. } => Ok(Head::Waits),
+            _ => Ok(Head::Waits),
         }
     }
 
