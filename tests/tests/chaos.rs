@@ -1042,3 +1042,94 @@ fn chaos_sigterm_hands_the_attempt_over_to_a_survivor_within_about_1s() {
     d.stop();
     drop_keyspace(&keyspace);
 }
+
+/// Two jobs sharing one lock type that queue (`on_locked = "queue"`), run
+/// by hand; each run ticks for about a second.
+const QUEUED: &str = r#"
+shutdown_grace = "15s"
+[supervisor]
+interval = "1s"
+[[job]]
+name = "qa"
+lock_type = "chaos-queue"
+command = ["sh", "{script}", "{records}", "10"]
+lease_ttl = "4s"
+on_locked = "queue"
+[[job]]
+name = "qb"
+lock_type = "chaos-queue"
+command = ["sh", "{script}", "{records}", "10"]
+lease_ttl = "4s"
+on_locked = "queue"
+"#;
+
+#[test]
+fn chaos_queued_triggers_run_in_order_when_the_replica_that_queued_them_is_killed() {
+    let n = trials(4, 12);
+    let keyspace = unique_keyspace("chaos_queue");
+    let mut d = Daemons::start(bin(), keyspace.clone(), 3, QUEUED);
+    // The first trigger runs; the next n queue behind it, each claimed by
+    // whichever daemon took the request.
+    let mut triggers = Vec::new();
+    let mut queued_by = Vec::new();
+    for i in 0..=n {
+        let job = if i % 2 == 0 { "qa" } else { "qb" };
+        let out = d.cli(&["trigger", job]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "trigger {job}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let words: Vec<&str> = stdout.split_whitespace().collect();
+        let trigger = words
+            .iter()
+            .position(|w| w.trim_start_matches('(') == "trigger")
+            .map(|p| words[p + 1].trim_end_matches([',', ')']).to_owned())
+            .unwrap_or_else(|| panic!("no trigger id in {stdout:?}"));
+        if i > 0 {
+            assert!(stdout.starts_with("queued"), "the lock is busy: {stdout}");
+            let by = stdout
+                .split("(by ")
+                .nth(1)
+                .and_then(|r| r.split(')').next())
+                .unwrap_or_default()
+                .to_owned();
+            queued_by.push(by);
+        }
+        triggers.push(trigger);
+    }
+    // Kill -9 the daemon that queued the first waiting trigger, while it waits.
+    let victim = Daemons::index_of(&queued_by[0]);
+    let t = now_nanos();
+    d.kill9(victim);
+    // Every queued trigger still runs to its end, once, in queue order.
+    let runs_of = |d: &Daemons| {
+        let mut rs: Vec<Run> = runs(&d.records())
+            .into_iter()
+            .filter(|r| r.ended && triggers[1..].contains(&r.trigger_id))
+            .collect();
+        rs.sort_by_key(|r| r.first);
+        rs
+    };
+    let done = eventually(Duration::from_secs(120), "every queued trigger ran", || {
+        let rs = runs_of(&d);
+        (rs.len() >= n).then_some(rs)
+    });
+    let order: Vec<&str> = done.iter().map(|r| r.trigger_id.as_str()).collect();
+    let expected: Vec<&str> = triggers[1..].iter().map(String::as_str).collect();
+    assert_eq!(
+        order, expected,
+        "each queued trigger ran once, in queue order"
+    );
+    summary(
+        "queue",
+        n,
+        &d,
+        vec![ms(done[0].first.saturating_sub(t))],
+        &format!(" killed={}", queued_by[0]),
+    );
+    d.spawn(victim);
+    d.stop();
+    drop_keyspace(&keyspace);
+}
