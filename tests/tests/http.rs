@@ -116,6 +116,9 @@ fn http_api_every_route_over_three_daemons() {
         .collect();
     assert_eq!(names, ["slow", "quick", "tick"]);
     let tick = &jobs[2];
+    assert_eq!(tick["on_locked"], "skip", "{tick}");
+    assert_eq!(tick["concurrency"], "forbid", "{tick}");
+    assert_eq!(tick["capacity"], 1, "{tick}");
     assert!(tick["cron_in_words"].as_str().is_some(), "{tick}");
     assert!(tick["next_firing"].as_str().is_some(), "{tick}");
 
@@ -342,6 +345,13 @@ async fn page_in_chromium_triggers_and_shows_running_then_finished() {
     )
     .await;
     let row = "tr[data-job=\"nightly-import\"]";
+    assert_eq!(
+        browser
+            .eval("document.getElementById('queue').textContent")
+            .await,
+        "nothing waits for a lock",
+        "the queues are on the page"
+    );
     assert_eq!(
         browser
             .eval(&format!(

@@ -30,7 +30,7 @@ use hajobs_core::{
     NodeStore, QueueStore, RequestOutcome, RequestStore, StatusEntry, StatusStore, TriggerId,
     WorkItem, WorkKey, WorkSet, WorkStore,
 };
-use hajobs_scheduler::{CancelOutcome, JobManager};
+use hajobs_scheduler::{CancelOutcome, Concurrency, JobManager, OnLocked};
 use scylla::client::session::Session;
 use serde::Serialize;
 
@@ -163,6 +163,14 @@ pub(crate) struct JobView {
     pub(crate) timeout_ms: Option<u64>,
     /// Its lease's TTL, ms.
     pub(crate) lease_ttl_ms: u64,
+    /// What a trigger does when the lock is held: `skip` or `queue`.
+    pub(crate) on_locked: String,
+    /// `forbid`, `replace` or `allow`.
+    pub(crate) concurrency: String,
+    /// How often a FAILED attempt is retried.
+    pub(crate) retry_count: u32,
+    /// Attempts its lock type lets run at once.
+    pub(crate) capacity: u32,
     /// The current holder of its lock.
     pub(crate) holder: Option<HolderView>,
     /// Its latest recorded attempt (a status, or a corrupt row).
@@ -587,6 +595,23 @@ impl Admin {
                 retrigger_count: spec.retrigger_count,
                 timeout_ms: spec.timeout.map(|t| t.as_millis() as u64),
                 lease_ttl_ms: spec.keeper.ttl().duration().as_millis() as u64,
+                on_locked: match spec.on_locked {
+                    OnLocked::Skip => "skip",
+                    OnLocked::Queue => "queue",
+                }
+                .to_owned(),
+                concurrency: match spec.concurrency {
+                    Concurrency::Forbid => "forbid",
+                    Concurrency::Replace => "replace",
+                    Concurrency::Allow => "allow",
+                }
+                .to_owned(),
+                retry_count: spec.retry.count,
+                capacity: config
+                    .locks
+                    .iter()
+                    .find(|l| l.lock_type == spec.lock_type)
+                    .map_or(1, |l| l.capacity),
                 holder: holder.map(HolderView::from),
                 latest: self.latest_with_progress(&spec.job_type).await?,
             });
