@@ -498,10 +498,13 @@ impl Admin {
     }
 
     /// The items of a work set (at most `limit`), newest first check-in day first.
+    /// `retention`: what the work set's items were written with (default
+    /// 14 days): how many days of the listing are walked.
     pub(crate) async fn work_list(
         &self,
         work_set: &str,
         limit: u32,
+        retention: Option<Duration>,
     ) -> AdminResult<Vec<WorkItemView>> {
         let set = Self::work_set(work_set)?;
         if limit == 0 || limit > MAX_LIMIT {
@@ -509,7 +512,11 @@ impl Admin {
                 "limit {limit} is out of range: 1 to {MAX_LIMIT}"
             )));
         }
-        let items = self.work_store().await?.list(&set, limit as usize).await?;
+        let items = self
+            .work_store_for(retention)
+            .await?
+            .list(&set, limit as usize)
+            .await?;
         Ok(items.into_iter().map(WorkItemView::from).collect())
     }
 
@@ -519,9 +526,24 @@ impl Admin {
         &self,
         work_set: &str,
         older_than: Duration,
+        retention: Option<Duration>,
     ) -> AdminResult<usize> {
         let set = Self::work_set(work_set)?;
-        Ok(self.work_store().await?.purge(&set, older_than).await?)
+        Ok(self
+            .work_store_for(retention)
+            .await?
+            .purge(&set, older_than)
+            .await?)
+    }
+
+    /// The work store, or one for a retention other than the default.
+    async fn work_store_for(&self, retention: Option<Duration>) -> AdminResult<Arc<WorkStore>> {
+        match retention {
+            Some(r) if r != hajobs_core::work_store::DEFAULT_WORK_RETENTION => Ok(Arc::new(
+                WorkStore::new(self.session.clone(), &self.cassandra, r).await?,
+            )),
+            _ => Ok(self.work_store().await?.clone()),
+        }
     }
 
     /// The status store.

@@ -287,6 +287,10 @@ enum WorkCommand {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// The retention the work set's items were written with (how many
+        /// days of the listing to walk).
+        #[arg(long, default_value = "14d", value_parser = humantime::parse_duration)]
+        retention: Duration,
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
@@ -322,6 +326,9 @@ enum WorkCommand {
         /// Age of the ending, e.g. `7d`, `12h`.
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: Duration,
+        /// The retention the work set's items were written with.
+        #[arg(long, default_value = "14d", value_parser = humantime::parse_duration)]
+        retention: Duration,
     },
 }
 
@@ -884,9 +891,10 @@ async fn work(settings: &Settings, command: WorkCommand) -> Result<(), CliError>
         WorkCommand::List {
             work_set,
             limit,
+            retention,
             json,
         } => {
-            let items = admin.work_list(&work_set, limit).await?;
+            let items = admin.work_list(&work_set, limit, Some(retention)).await?;
             if json {
                 return print_json_lines(&items);
             }
@@ -909,8 +917,11 @@ async fn work(settings: &Settings, command: WorkCommand) -> Result<(), CliError>
         WorkCommand::Purge {
             work_set,
             older_than,
+            retention,
         } => {
-            let removed = admin.work_purge(&work_set, older_than).await?;
+            let removed = admin
+                .work_purge(&work_set, older_than, Some(retention))
+                .await?;
             println!(
                 "purged {removed} work item(s) of {work_set} that ended more than {} ago",
                 humantime::format_duration(older_than)

@@ -826,6 +826,8 @@ async fn work_commands_show_list_and_purge_work_items() {
         2,
         "work set is empty",
     );
+    let out = env.run(&["work", "list", "orders", "--retention", "30d"]);
+    expect(&out, 0, "4713");
     let out = env.run(&["work", "list", "orders"]);
     expect(&out, 0, "KEY");
     let listed = text(&out.stdout);

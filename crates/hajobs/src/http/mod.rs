@@ -539,7 +539,7 @@ async fn work_list(
     Ok(Json(
         state
             .admin
-            .work_list(&work_set, limit.limit.unwrap_or(100))
+            .work_list(&work_set, limit.limit.unwrap_or(100), None)
             .await?,
     ))
 }
