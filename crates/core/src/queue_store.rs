@@ -41,6 +41,9 @@ pub struct QueueEntry {
     pub queued_by: Option<String>,
     /// When it gives up waiting.
     pub expires_at: Option<SystemTime>,
+    /// Which timeout sets `expires_at`: `lock_wait_timeout` or
+    /// `starting_deadline`.
+    pub expiry: Option<String>,
     /// The attempt that claimed it, once claimed.
     pub job_id: Option<JobId>,
     /// When it was claimed.
@@ -79,7 +82,7 @@ impl std::fmt::Debug for QueueStore {
 }
 
 const COLUMNS: &str =
-    "lock_type, entry_id, job_type, trigger_id, queued_by, expires_at, job_id, claimed_at";
+    "lock_type, entry_id, job_type, trigger_id, queued_by, expires_at, expiry, job_id, claimed_at";
 
 type EntryRow = (
     String,
@@ -88,6 +91,7 @@ type EntryRow = (
     CqlTimeuuid,
     Option<String>,
     Option<CqlTimestamp>,
+    Option<String>,
     Option<CqlTimeuuid>,
     Option<CqlTimestamp>,
 );
@@ -104,8 +108,8 @@ impl QueueStore {
         let key = "WHERE lock_type = ? AND entry_id = ?";
         Ok(Self {
             enqueue: prepare(format!(
-                "INSERT INTO {ks}.lock_queue (lock_type, entry_id, job_type, trigger_id, queued_by, expires_at) \
-                 VALUES (?, ?, ?, ?, ?, ?) USING TTL ?"
+                "INSERT INTO {ks}.lock_queue (lock_type, entry_id, job_type, trigger_id, queued_by, expires_at, expiry) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?"
             ))
             .await?,
             head: prepare(format!(
@@ -131,7 +135,8 @@ impl QueueStore {
     }
 
     /// Appends `trigger_id` of `job_type` to the queue of `lock_type`; it
-    /// gives up waiting after `wait`. Returns the entry.
+    /// gives up waiting after `wait`, set by the timeout named `expiry`.
+    /// Returns the entry.
     pub async fn enqueue(
         &self,
         lock_type: &LockType,
@@ -139,6 +144,7 @@ impl QueueStore {
         trigger_id: TriggerId,
         queued_by: &str,
         wait: Duration,
+        expiry: &str,
     ) -> Result<QueueEntry, StoreError> {
         let entry_id = JobId::new();
         let expires_at = SystemTime::now() + wait;
@@ -153,6 +159,7 @@ impl QueueStore {
                     CqlTimeuuid::from(trigger_id.uuid()),
                     queued_by,
                     cql::to_timestamp(expires_at),
+                    expiry,
                     ttl,
                 ),
             )
@@ -172,6 +179,7 @@ impl QueueStore {
             trigger_id,
             queued_by: Some(queued_by.to_owned()),
             expires_at: Some(expires_at),
+            expiry: Some(expiry.to_owned()),
             job_id: None,
             claimed_at: None,
         })
@@ -231,6 +239,7 @@ impl QueueStore {
                 trigger_id,
                 queued_by,
                 expires_at,
+                expiry,
                 job_id,
                 claimed_at,
             ) = row.map_err(|e| StoreError::request(what, e))?;
@@ -244,6 +253,7 @@ impl QueueStore {
                 trigger_id: TriggerId::from_uuid(trigger_id.into()),
                 queued_by,
                 expires_at: expires_at.map(cql::from_timestamp),
+                expiry,
                 job_id: job_id.map(|u| JobId::from_uuid(u.into())),
                 claimed_at: claimed_at.map(cql::from_timestamp),
             });

@@ -274,8 +274,11 @@ pub(crate) struct QueuedView {
     pub(crate) queued_at_ms: Option<i64>,
     /// Who queued it.
     pub(crate) queued_by: Option<String>,
-    /// When it gives up waiting (its lock wait timeout), ms since the epoch.
+    /// When it gives up waiting, ms since the epoch.
     pub(crate) expires_at_ms: Option<i64>,
+    /// Which timeout that is: `lock_wait_timeout`, or `starting_deadline`
+    /// for a cron firing whose deadline comes first.
+    pub(crate) expiry: Option<String>,
     /// The attempt starting it, once claimed.
     pub(crate) job_id: Option<String>,
 }
@@ -420,6 +423,7 @@ impl Admin {
                 queued_at_ms: e.queued_at().map(epoch_ms),
                 queued_by: e.queued_by.clone(),
                 expires_at_ms: e.expires_at.map(epoch_ms),
+                expiry: e.expiry.clone(),
                 job_id: e.job_id.map(|j| j.to_string()),
             });
         }

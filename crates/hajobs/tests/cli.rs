@@ -987,7 +987,14 @@ async fn queue_commands_show_the_queue_and_remove_a_trigger_on_record() {
     let (first, second) = (TriggerId::new(), TriggerId::new());
     for (job, t) in [("echo", first), ("fails", second)] {
         queues
-            .enqueue(&shared, job, t, "node-a", Duration::from_secs(3600))
+            .enqueue(
+                &shared,
+                job,
+                t,
+                "node-a",
+                Duration::from_secs(3600),
+                "lock_wait_timeout",
+            )
             .await
             .unwrap();
     }

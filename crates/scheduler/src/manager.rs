@@ -622,7 +622,15 @@ impl JobManager {
         let outcome = if queues {
             // A firing of a job that queues joins its lock type's queue
             // when the lock is held, like any trigger of it.
-            self.start_or_queue(job_type, trigger_id, self.inner.node.as_str())
+            // What is left of the starting deadline bounds its wait.
+            let left = starting_deadline.map(|d| {
+                d.saturating_sub(
+                    (self.inner.clock.now() - instant)
+                        .to_std()
+                        .unwrap_or_default(),
+                )
+            });
+            self.start_or_queue(job_type, trigger_id, self.inner.node.as_str(), left)
                 .await
         } else {
             // A claimed firing that finds its lock held (the previous firing, or
@@ -968,7 +976,7 @@ impl JobManager {
     /// for a job that queues, a place in its lock type's queue).
     pub async fn trigger(&self, job_type: &str) -> Result<StartOutcome, ManagerError> {
         let job_type = self.registered(job_type)?.spec.job_type.clone();
-        self.start_or_queue(&job_type, TriggerId::new(), self.inner.node.as_str())
+        self.start_or_queue(&job_type, TriggerId::new(), self.inner.node.as_str(), None)
             .await
     }
 
@@ -986,17 +994,20 @@ impl JobManager {
             Some(user) => format!("{user} via {}", self.inner.node),
             None => self.inner.node.to_string(),
         };
-        self.start_or_queue(&job_type, trigger_id, &by).await
+        self.start_or_queue(&job_type, trigger_id, &by, None).await
     }
 
     /// Starts `trigger_id` of `job_type`; for a job that queues, queues it
     /// instead when its lock is held or others already wait for it; for a
-    /// job with concurrency `replace`, stops its running attempt first.
+    /// job with concurrency `replace`, stops its running attempt first. A
+    /// queued cron firing waits at most what is left of its starting
+    /// deadline (`deadline`), if that is shorter than the lock wait timeout.
     async fn start_or_queue(
         &self,
         job_type: &JobType,
         trigger_id: TriggerId,
         queued_by: &str,
+        deadline: Option<Duration>,
     ) -> Result<StartOutcome, ManagerError> {
         let spec = &self.registered(job_type.as_str())?.spec;
         let queues = self
@@ -1024,13 +1035,18 @@ impl JobManager {
             }
         }
         let queues = queues.expect("only a job that queues gets here");
+        let (wait, expiry) = match deadline {
+            Some(d) if d < spec.lock_wait_timeout => (d, "starting_deadline"),
+            _ => (spec.lock_wait_timeout, "lock_wait_timeout"),
+        };
         let entry = queues
             .enqueue(
                 &spec.lock_type,
                 job_type.as_str(),
                 trigger_id,
                 queued_by,
-                spec.lock_wait_timeout,
+                wait,
+                expiry,
             )
             .await?;
         let position = queues
@@ -1201,7 +1217,8 @@ impl JobManager {
                     .queued_at()
                     .and_then(|t| now.duration_since(t).ok())
                     .unwrap_or_default();
-                tracing::warn!(%lock_type, job_type = entry.job_type, trigger_id = %entry.trigger_id, ?waited, "queued trigger gave up: lock wait timeout");
+                let timeout = entry.expiry.as_deref().unwrap_or("lock_wait_timeout");
+                tracing::warn!(%lock_type, job_type = entry.job_type, trigger_id = %entry.trigger_id, ?waited, timeout, "queued trigger gave up waiting for its lock");
                 if let Some(job_type) = &job_type {
                     self.inner
                         .statuses
@@ -1214,8 +1231,8 @@ impl JobManager {
                             owner: Some(self.inner.node.clone()),
                             fencing_token: None,
                             content: Some(serde_json::json!({
-                                "reason": format!("lock_wait_timeout: waited {} s in the queue of lock type `{lock_type}` without getting it", waited.as_secs()),
-                                "timeout": "lock_wait_timeout",
+                                "reason": format!("{timeout}: waited {} s in the queue of lock type `{lock_type}` without getting it", waited.as_secs()),
+                                "timeout": timeout,
                                 "queued_by": entry.queued_by,
                             })),
                         })
@@ -1434,7 +1451,7 @@ impl JobManager {
             let give_up = tokio::time::Instant::now() + note.backoff.max(FIRING_RETRY);
             loop {
                 let outcome = manager
-                    .start_or_queue(&job_type, trigger_id, manager.inner.node.as_str())
+                    .start_or_queue(&job_type, trigger_id, manager.inner.node.as_str(), None)
                     .await;
                 match outcome {
                     Ok(StartOutcome::Locked { .. })

@@ -185,3 +185,62 @@ async fn a_trigger_queued_by_a_replica_that_is_gone_still_runs_and_an_expired_on
     r3.shutdown(Duration::from_secs(5)).await;
     ks.drop().await;
 }
+
+#[tokio::test]
+async fn a_queued_cron_firing_gives_up_at_its_starting_deadline_on_record() {
+    let ks = TestKeyspace::new("queue_deadline").await;
+    let blocker = |ctx: JobContext| async move {
+        ctx.cancelled().await;
+        Ok::<_, JobError>(Done::finished())
+    };
+    let quick = |_: JobContext| async { Ok::<_, JobError>(Done::finished()) };
+    let m = replica(&ks, "r1")
+        .await
+        .job(spec("blocker"), blocker)
+        .job(
+            spec("every-second")
+                .cron("* * * * * *", "UTC")
+                .unwrap()
+                .starting_deadline(Duration::from_secs(2))
+                .unwrap(),
+            quick,
+        )
+        .build()
+        .await
+        .unwrap();
+    let StartOutcome::Started { .. } = m.trigger("blocker").await.unwrap() else {
+        panic!("the lock is free");
+    };
+    m.start().await.unwrap();
+    // Each firing queues behind the blocker and gives up at its deadline
+    // (2 s), recorded SKIPPED naming it, long before the 24 h lock wait.
+    let job = JobType::new("every-second").unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "a firing skipped at its deadline",
+        || async {
+            let Ok(history) = m.statuses().history(&job, 20).await else {
+                return false;
+            };
+            for s in history.iter().filter_map(StatusEntry::status) {
+                if s.state != JobState::Skipped {
+                    continue;
+                }
+                if let Ok(Some(StatusEntry::Status(full))) = m.statuses().get(&job, s.job_id).await
+                {
+                    if full
+                        .content
+                        .as_ref()
+                        .is_some_and(|c| c["timeout"] == "starting_deadline")
+                    {
+                        return true;
+                    }
+                }
+            }
+            false
+        },
+    )
+    .await;
+    m.shutdown(Duration::from_secs(5)).await;
+    ks.drop().await;
+}
