@@ -902,6 +902,36 @@ impl Admin {
         Ok(self.leases.list().await?)
     }
 
+    /// The lease store for `lock` (or one of its capacity slots,
+    /// `NAME#k`): the cluster's, or a SERIAL one when the jobs configured on
+    /// that lock type ask for `consistency = "global"` and the cluster's
+    /// default is local (and the other way round).
+    async fn leases_of(&self, lock: &LockType) -> AdminResult<Arc<LeaseStore>> {
+        let base = lock.as_str().split('#').next().unwrap_or(lock.as_str());
+        let wanted = self.jobs.as_ref().and_then(|c| {
+            c.jobs
+                .iter()
+                .find(|j| j.spec.lock_type.as_str() == base)
+                .and_then(|j| j.spec.consistency)
+        });
+        let global = match wanted {
+            Some(hajobs_scheduler::LockConsistency::Global) => true,
+            Some(hajobs_scheduler::LockConsistency::Local) => false,
+            None => return Ok(self.leases.clone()),
+        };
+        if global == self.cassandra.is_global() {
+            return Ok(self.leases.clone());
+        }
+        let config = if global {
+            self.cassandra.clone().with_global_consistency()
+        } else {
+            self.cassandra.clone().with_local_consistency()
+        };
+        Ok(Arc::new(
+            LeaseStore::new(self.session.clone(), &config).await?,
+        ))
+    }
+
     /// Releases `lock`: by default a cancel request through the lock and a
     /// wait (at most `wait`) until its holder lets it go; with `force`, a
     /// delete (unsafe while the holder still runs).
@@ -916,8 +946,9 @@ impl Admin {
         mut on_asked: impl FnMut(&Holder),
     ) -> AdminResult<Unlocked> {
         let lock = LockType::new(lock).map_err(|e| AdminError::bad_input(e.to_string()))?;
+        let leases = self.leases_of(&lock).await?;
         if force {
-            return Ok(match self.leases.force_release(&lock).await? {
+            return Ok(match leases.force_release(&lock).await? {
                 Some(h) => {
                     self.audit_unlock(&h, requested_by, true).await;
                     Unlocked::Forced(h)
@@ -925,7 +956,7 @@ impl Admin {
                 None => Unlocked::NotHeld,
             });
         }
-        let Some(holder) = self.leases.read(&lock, true).await? else {
+        let Some(holder) = leases.read(&lock, true).await? else {
             return Ok(Unlocked::NotHeld);
         };
         if holder.is_foreign() {
@@ -939,11 +970,11 @@ impl Admin {
         }
         let owner = holder.owner.clone().unwrap_or_else(|| "?".into());
         let started = Instant::now();
-        if self.leases.request_cancel(&lock, holder.job_id).await? {
+        if leases.request_cancel(&lock, holder.job_id).await? {
             on_asked(&holder);
         }
         loop {
-            match self.leases.read(&lock, true).await? {
+            match leases.read(&lock, true).await? {
                 Some(h) if h.job_id == holder.job_id => {}
                 now => {
                     self.audit_unlock(&holder, requested_by, false).await;
