@@ -297,8 +297,9 @@ enum WorkCommand {
     },
     /// Process one work item with a command, exactly once cluster-wide:
     /// check it in (exit 3 when another worker has it, 0 with a message when
-    /// it was done before), run the command under the item's lease (killed
-    /// when the lease is lost or the timeout fires) with HAJOBS_WORK_SET,
+    /// it was done before), run the command under the item's lease (its
+    /// whole process tree, under a guard: killed when the lease is lost or
+    /// its deadline passes, stopped when the timeout fires) with HAJOBS_WORK_SET,
     /// HAJOBS_WORK_KEY, HAJOBS_FENCING_TOKEN and HAJOBS_ATTEMPT set, then
     /// check it out (exit 0) or record it failed for a retry (exit 1).
     Run {
@@ -954,25 +955,12 @@ async fn work_run(
         },
     )
     .await?;
-    let (program, args) = command.split_first().expect("clap requires a command");
+    // The check-in timeout is the guarded run's: it stops the tree and
+    // waits until it is gone before the item is recorded failed.
+    let command = command.to_vec();
     let outcome = items
-        .process(&set, &item, timeout, |grant| async move {
-            let status = tokio::process::Command::new(program)
-                .args(args)
-                .env("HAJOBS_WORK_SET", grant.work_set.as_str())
-                .env("HAJOBS_WORK_KEY", grant.key.as_str())
-                .env("HAJOBS_FENCING_TOKEN", grant.fencing_token.to_string())
-                .env("HAJOBS_ATTEMPT", grant.attempt.to_string())
-                // Dropped (lease lost, timeout): the command is killed.
-                .kill_on_drop(true)
-                .status()
-                .await
-                .map_err(|e| format!("cannot run `{program}`: {e}"))?;
-            if status.success() {
-                Ok(serde_json::json!({ "exit_code": 0, "command": program }))
-            } else {
-                Err(format!("`{program}` ended with {status}"))
-            }
+        .process(&set, &item, None, |grant| {
+            crate::work_run::run(grant, command, timeout)
         })
         .await?;
     match outcome {
@@ -992,6 +980,9 @@ async fn work_run(
             "work item {key} of {work_set} is in progress on {}; not run",
             node.as_deref().unwrap_or("?")
         ))),
+        Processed::Failed(e) if e.starts_with(crate::work_run::CHECKIN_TIMEOUT) => {
+            Err(anyhow::anyhow!("work item {key} of {work_set}: {e}; recorded FAILED").into())
+        }
         Processed::Failed(e) => Err(anyhow::anyhow!(
             "work item {key} of {work_set} failed: {e}; recorded FAILED, the next check-in retries it"
         )

@@ -72,16 +72,16 @@ impl Job for CommandJob {
 
 /// What the guard reported about the command.
 #[derive(Debug, Default)]
-struct Report {
-    pid: Option<i32>,
-    exit_code: Option<i32>,
-    signal: Option<i32>,
-    deadline_passed: bool,
-    error: Option<String>,
+pub(crate) struct Report {
+    pub(crate) pid: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) signal: Option<i32>,
+    pub(crate) deadline_passed: bool,
+    pub(crate) error: Option<String>,
 }
 
 impl Report {
-    fn take(&mut self, line: &str) {
+    pub(crate) fn take(&mut self, line: &str) {
         let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
         match word {
             "started" => self.pid = rest.parse().ok(),
@@ -281,7 +281,10 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
 }
 
 /// Tells the guard the lease's deadline on the machine's monotonic clock.
-async fn send_deadline(writer: &mut tokio::net::unix::OwnedWriteHalf, deadline: Instant) {
+pub(crate) async fn send_deadline(
+    writer: &mut tokio::net::unix::OwnedWriteHalf,
+    deadline: Instant,
+) {
     let left = deadline.saturating_duration_since(Instant::now());
     let at = monotonic_nanos() + left.as_nanos();
     let _ = writer

@@ -16,6 +16,7 @@
 //! | `config` | the TOML configuration, validated, with placed errors |
 //! | `command_job` | a configured command as a job, under its guard |
 //! | `guard` | the per-attempt guard process: the command's tree lives and dies with the lease |
+//! | `work_run` | `hajobs work run`: a command processes a work item under that guard and the item's lease |
 //! | `registry` | the daemon's entry in the node registry, refreshed with a TTL |
 //!
 //! Exit codes: 0 success, 1 a runtime failure (Cassandra unreachable, a
@@ -34,6 +35,7 @@ mod daemon;
 mod guard;
 mod http;
 mod registry;
+mod work_run;
 
 /// Runs `hajobs` with the process's arguments; returns its exit code.
 pub fn main() -> ExitCode {

@@ -904,6 +904,21 @@ async fn work_commands_show_list_and_purge_work_items() {
         0,
         "checkin_timeout",
     );
+    // The command's process tree lives and dies with the item: what it
+    // leaves running is ended before the item is checked out.
+    let pid_file = std::env::temp_dir().join(format!("{}-left.pid", env.keyspace));
+    let leaves = format!("sleep 60 & echo $! > {}; exit 0", pid_file.display());
+    expect(
+        &env.run(&["work", "run", "files", "e.csv", "--", "sh", "-c", &leaves]),
+        0,
+        "checked out DONE",
+    );
+    let left = std::fs::read_to_string(&pid_file).unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", left.trim())).exists(),
+        "the subprocess the command left running was ended"
+    );
+    let _ = std::fs::remove_file(&pid_file);
     // A worker process killed mid-item (SIGKILL: no check-out, no release):
     // the item stays in progress until its lease TTL, then exactly one
     // later `work run` takes it over with the next fencing token.

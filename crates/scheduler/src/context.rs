@@ -34,6 +34,10 @@ impl LeaseCheck {
         }
     }
 
+    pub(crate) fn updates(&self) -> tokio::sync::watch::Receiver<LeaseState> {
+        self.lease.clone()
+    }
+
     /// True while the job may go on: not cancelled, before the deadline.
     pub fn is_valid(&self) -> bool {
         !self.cancellation.is_cancelled() && Instant::now() < self.lease.borrow().deadline

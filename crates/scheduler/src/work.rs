@@ -95,6 +95,12 @@ impl WorkGrant {
     pub fn lease_valid(&self) -> bool {
         self.lease_check.is_valid()
     }
+
+    /// The lease as its keeper sees it, on every change: its deadline moves
+    /// with each confirmed renewal (for a process that must stop at it).
+    pub fn lease_updates(&self) -> tokio::sync::watch::Receiver<hajobs_lock_keeper::LeaseState> {
+        self.lease_check.updates()
+    }
 }
 
 /// A proceeding check-in: the item is this worker's until it checks out,
