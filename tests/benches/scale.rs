@@ -147,6 +147,48 @@ async fn fire_lag(secs: u64) {
 /// Job types per replica in the throughput measurement.
 const LOOPS: usize = 8;
 
+/// Raw LWT pairs per second (`INSERT … IF NOT EXISTS` then `DELETE … IF
+/// EXISTS`, each loop on its own key) from `loops` concurrent loops for
+/// `secs`: the node's physical limit beside what hajobs gets.
+async fn raw_lwt_pairs_per_s(ks: &TestKeyspace, loops: usize, secs: u64) -> f64 {
+    let k = &ks.name;
+    let insert = ks
+        .session
+        .prepare(format!(
+            "INSERT INTO {k}.lock (lock_type, job_lock) VALUES (?, now()) IF NOT EXISTS"
+        ))
+        .await
+        .unwrap();
+    let delete = ks
+        .session
+        .prepare(format!(
+            "DELETE FROM {k}.lock WHERE lock_type = ? IF EXISTS"
+        ))
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut raws = Vec::new();
+    for l in 0..loops {
+        let (session, insert, delete) = (ks.session.clone(), insert.clone(), delete.clone());
+        raws.push(tokio::spawn(async move {
+            let key = format!("raw-{l}");
+            let mut pairs = 0u64;
+            while std::time::Instant::now() < deadline {
+                session.execute_unpaged(&insert, (&key,)).await.unwrap();
+                session.execute_unpaged(&delete, (&key,)).await.unwrap();
+                pairs += 1;
+            }
+            pairs
+        }));
+    }
+    let mut pairs = 0;
+    for r in raws {
+        pairs += r.await.unwrap();
+    }
+    pairs as f64 / start.elapsed().as_secs_f64()
+}
+
 async fn throughput(replicas: usize, secs: u64) {
     let ks = TestKeyspace::new("bench_tput").await;
     let mut managers = Vec::new();
@@ -196,42 +238,7 @@ async fn throughput(replicas: usize, secs: u64) {
         m.shutdown(Duration::from_secs(5)).await;
     }
     // The physical limit: raw LWT pairs from as many concurrent loops.
-    let k = &ks.name;
-    let insert = ks
-        .session
-        .prepare(format!(
-            "INSERT INTO {k}.lock (lock_type, job_lock) VALUES (?, now()) IF NOT EXISTS"
-        ))
-        .await
-        .unwrap();
-    let delete = ks
-        .session
-        .prepare(format!(
-            "DELETE FROM {k}.lock WHERE lock_type = ? IF EXISTS"
-        ))
-        .await
-        .unwrap();
-    let raw_start = std::time::Instant::now();
-    let raw_deadline = raw_start + Duration::from_secs(secs.min(10));
-    let mut raws = Vec::new();
-    for l in 0..replicas * LOOPS {
-        let (session, insert, delete) = (ks.session.clone(), insert.clone(), delete.clone());
-        raws.push(tokio::spawn(async move {
-            let key = format!("raw-{l}");
-            let mut n = 0u64;
-            while std::time::Instant::now() < raw_deadline {
-                session.execute_unpaged(&insert, (&key,)).await.unwrap();
-                session.execute_unpaged(&delete, (&key,)).await.unwrap();
-                n += 2;
-            }
-            n
-        }));
-    }
-    let mut lwts = 0;
-    for r in raws {
-        lwts += r.await.unwrap();
-    }
-    let raw_per_s = lwts as f64 / raw_start.elapsed().as_secs_f64();
+    let raw_per_s = 2.0 * raw_lwt_pairs_per_s(&ks, replicas * LOOPS, secs.min(10)).await;
     println!(
         "scale-bench throughput replicas={replicas} job_types={} triggers_per_s={per_s:.0} raw_lwt_per_s={raw_per_s:.0} ratio={:.2}",
         replicas * LOOPS,
@@ -646,42 +653,7 @@ async fn work_items(secs: u64) {
         took.extend(l.await.unwrap());
     }
     let per_s = took.len() as f64 / started.elapsed().as_secs_f64();
-    let k = &ks.name;
-    let insert = ks
-        .session
-        .prepare(format!(
-            "INSERT INTO {k}.lock (lock_type, job_lock) VALUES (?, now()) IF NOT EXISTS"
-        ))
-        .await
-        .unwrap();
-    let delete = ks
-        .session
-        .prepare(format!(
-            "DELETE FROM {k}.lock WHERE lock_type = ? IF EXISTS"
-        ))
-        .await
-        .unwrap();
-    let raw_start = std::time::Instant::now();
-    let raw_deadline = raw_start + Duration::from_secs(secs.min(10));
-    let mut raws = Vec::new();
-    for l in 0..LOOPS {
-        let (session, insert, delete) = (ks.session.clone(), insert.clone(), delete.clone());
-        raws.push(tokio::spawn(async move {
-            let key = format!("raw-{l}");
-            let mut pairs = 0u64;
-            while std::time::Instant::now() < raw_deadline {
-                session.execute_unpaged(&insert, (&key,)).await.unwrap();
-                session.execute_unpaged(&delete, (&key,)).await.unwrap();
-                pairs += 1;
-            }
-            pairs
-        }));
-    }
-    let mut pairs = 0;
-    for r in raws {
-        pairs += r.await.unwrap();
-    }
-    let raw_pairs_per_s = pairs as f64 / raw_start.elapsed().as_secs_f64();
+    let raw_pairs_per_s = raw_lwt_pairs_per_s(&ks, LOOPS, secs.min(10)).await;
     println!(
         "scale-bench work_items loops={LOOPS} items_per_s={per_s:.0} p50_ms={:.1} p99_ms={:.1} raw_lwt_pairs_per_s={raw_pairs_per_s:.0} ratio={:.2}",
         percentile(&mut took.clone(), 0.50),

@@ -38,6 +38,9 @@ const FIRING_TOUCH: Duration = Duration::from_secs(5);
 const RECENT_FIRINGS: i32 = 10;
 /// How long after a scheduled instant its claim is checked for being lost.
 const LOST_WINDOW: Duration = Duration::from_secs(600);
+/// How many of a job type's newest attempts are read to find the attempts
+/// of one trigger (a lost claim's, a queue entry's, a retry's).
+const TRIGGER_HISTORY: u32 = 64;
 /// How often a replica looks at the head of a lock type's queue when
 /// nothing woke it (an attempt of that lock type ending here does).
 const QUEUE_POLL: Duration = Duration::from_millis(500);
@@ -929,12 +932,7 @@ impl JobManager {
             if !quiet {
                 continue;
             }
-            let history = self.inner.statuses.history(job_type, 50).await?;
-            if history
-                .iter()
-                .filter_map(StatusEntry::status)
-                .any(|s| s.trigger_id == f.trigger_id)
-            {
+            if self.attempts_of(job_type, f.trigger_id).await? > 0 {
                 // It started; only its outcome went unrecorded.
                 self.inner
                     .firings
@@ -1176,14 +1174,7 @@ impl JobManager {
                 return Ok(Head::Waits);
             }
             let started = match &job_type {
-                Some(t) => self
-                    .inner
-                    .statuses
-                    .history(t, 50)
-                    .await?
-                    .iter()
-                    .filter_map(StatusEntry::status)
-                    .any(|s| s.trigger_id == entry.trigger_id),
+                Some(t) => self.attempts_of(t, entry.trigger_id).await? > 0,
                 None => false,
             };
             if !started {
@@ -1293,15 +1284,7 @@ impl JobManager {
         let ttl = spec.keeper.ttl();
         // Which attempt of its trigger this is, for a job that retries.
         let retry = if spec.retry.count > 0 {
-            let earlier = self
-                .inner
-                .statuses
-                .history(job_type, 64)
-                .await?
-                .iter()
-                .filter_map(StatusEntry::status)
-                .filter(|s| s.trigger_id == trigger_id)
-                .count() as u32;
+            let earlier = self.attempts_of(job_type, trigger_id).await? as u32;
             let attempt = earlier + 1;
             let unit = {
                 use std::hash::BuildHasher;
@@ -1519,6 +1502,24 @@ impl JobManager {
             }
         }
         Ok(Acquired::Acquired(lease))
+    }
+
+    /// How many attempts of `trigger_id` the newest statuses of `job_type`
+    /// hold (its newest [`TRIGGER_HISTORY`] attempts are looked at).
+    async fn attempts_of(
+        &self,
+        job_type: &JobType,
+        trigger_id: TriggerId,
+    ) -> Result<usize, ManagerError> {
+        Ok(self
+            .inner
+            .statuses
+            .history(job_type, TRIGGER_HISTORY)
+            .await?
+            .iter()
+            .filter_map(StatusEntry::status)
+            .filter(|s| s.trigger_id == trigger_id)
+            .count())
     }
 
     fn finished(&self, job_type: &JobType, job_id: JobId) {
