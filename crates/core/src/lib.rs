@@ -75,6 +75,6 @@ pub use queue_store::{QueueEntry, QueueStore};
 pub use request_store::{RequestOutcome, RequestStore, TriggerRequest};
 pub use stats::JobStats;
 pub use status::{JobResult, JobState, JobStatus, JobType, StatusEntry};
-pub use status_store::StatusStore;
+pub use status_store::{MAX_ATTEMPT_STATUSES, StatusStore};
 pub use watch_store::{WatchList, WatchStore, WriteClock};
 pub use work_store::{CheckIn, ItemClaim, WorkItem, WorkKey, WorkSet, WorkState, WorkStore};

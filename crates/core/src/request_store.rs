@@ -154,6 +154,9 @@ fn decode(row: Row) -> TriggerRequest {
     }
 }
 
+/// The most requests one read of the recent ones returns (the newest).
+pub const MAX_RECENT_REQUESTS: usize = 1000;
+
 impl RequestStore {
     /// Prepares the statements.
     pub async fn new(session: Arc<Session>, config: &CassandraConfig) -> Result<Self, StoreError> {
@@ -173,7 +176,8 @@ impl RequestStore {
             ))
             .await?,
             recent: prepare(format!(
-                "SELECT {COLUMNS} FROM {ks}.trigger_request WHERE shard = {SHARD} AND trigger_id > minTimeuuid(?)"
+                "SELECT {COLUMNS} FROM {ks}.trigger_request WHERE shard = {SHARD} AND trigger_id > minTimeuuid(?) \
+                 LIMIT {MAX_RECENT_REQUESTS}"
             ))
             .await?,
             get: prepare(format!(
@@ -244,7 +248,10 @@ impl RequestStore {
         Ok(())
     }
 
-    /// The requests of the last `window`, newest first.
+    /// The requests of the last `window`, newest first: at most
+    /// [`MAX_RECENT_REQUESTS`], so that a flood of requests cannot make a
+    /// watcher's read grow without bound. A request beyond them is not
+    /// claimed and is withdrawn by its requester: it never starts late.
     pub async fn recent(&self, window: Duration) -> Result<Vec<TriggerRequest>, StoreError> {
         let since = cql::to_timestamp(SystemTime::now() - window);
         self.select(&self.recent, (since,), "reading recent trigger requests")

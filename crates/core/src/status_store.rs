@@ -30,6 +30,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// than one attempt can write in one millisecond (one row per state).
 const SAME_MILLISECOND_ROWS: usize = 16;
 
+/// The most statuses one read of an attempt's history returns (its newest):
+/// an attempt that published progress for hours has many rows, and a read
+/// of them must stay bounded.
+pub const MAX_ATTEMPT_STATUSES: usize = 1000;
+
 const META_COLUMNS: &str =
     "job_type, job_id, trigger_id, job_status_ts, job_state, job_result, owner, fencing_token";
 
@@ -109,7 +114,10 @@ impl StatusStore {
                 "SELECT {META_COLUMNS} FROM {ks}.job_status_meta PER PARTITION LIMIT 1"
             ))
             .await?,
-            run: prepare(format!("SELECT {data} WHERE job_type = ? AND job_id = ?")).await?,
+            run: prepare(format!(
+                "SELECT {data} WHERE job_type = ? AND job_id = ? LIMIT {MAX_ATTEMPT_STATUSES}"
+            ))
+            .await?,
             run_latest: prepare(format!(
                 "SELECT {data} WHERE job_type = ? AND job_id = ? LIMIT {SAME_MILLISECOND_ROWS}"
             ))
@@ -255,7 +263,8 @@ impl StatusStore {
             .next())
     }
 
-    /// Every status one attempt went through, newest first, with content.
+    /// Every status one attempt went through, newest first, with content:
+    /// at most the newest [`MAX_ATTEMPT_STATUSES`].
     pub async fn run_history(
         &self,
         job_type: &JobType,

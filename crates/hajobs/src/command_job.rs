@@ -9,17 +9,20 @@ use futures::future::BoxFuture;
 use hajobs_core::CancelReason;
 use hajobs_scheduler::{DEFAULT_CANCEL_GRACE, Done, Job, JobContext, JobError, JobOutcome};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hajobs_scheduler::MAX_PROGRESS_BYTES;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::job_env;
+use crate::output::{self, ProgressLine, Tail};
 
 use crate::config::CommandJobConfig;
 use crate::guard::{GUARD_ARG, monotonic_nanos};
 
-/// The last bytes of a command's output kept in its final status.
-const OUTPUT_TAIL: usize = 4096;
-/// A stdout line starting so is the attempt's progress.
-pub(crate) const PROGRESS_PREFIX: &str = "HAJOBS_PROGRESS ";
-/// Progress updates waiting to be written; more are dropped.
-const PROGRESS_QUEUE: usize = 16;
+/// The least time between two progress writes of one attempt.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How long the manager waits, after "stop now", for the guard to have
 /// killed and reaped the whole tree. `SIGKILL` takes effect at once; only a
@@ -33,7 +36,8 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 /// The daemon's jobs: `config.command`, one process tree per attempt.
 ///
 /// The command sees `HAJOBS_JOB_TYPE`, `HAJOBS_JOB_ID`, `HAJOBS_TRIGGER_ID`,
-/// `HAJOBS_FENCING_TOKEN` and `HAJOBS_NODE_ID` in its environment. Exit 0 is
+/// `HAJOBS_FENCING_TOKEN` and `HAJOBS_NODE_ID` in a declared environment
+/// (see [`crate::job_env`]): never the daemon's secrets. Exit 0 is
 /// FINISHED, anything else FAILED with the exit status and the tail of its
 /// output.
 ///
@@ -110,6 +114,9 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
         .arg(grace.as_millis().to_string())
         .arg("--")
         .args(&job.command)
+        // A declared environment: never the daemon's secrets (see `job_env`).
+        .env_clear()
+        .envs(job_env::inherited(&job.inherit_env))
         .envs(&job.env)
         .env("HAJOBS_JOB_TYPE", ctx.job_type.as_str())
         .env("HAJOBS_JOB_ID", ctx.job_id.to_string())
@@ -130,7 +137,7 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
         .spawn()
         .map_err(|e| JobError::new(format!("cannot start the guard for `{program}`: {e}")))?;
     drop(command); // closes our copy of the guard's end of the socket
-    let (out, mut err) = (
+    let (out, err) = (
         guard.stdout.take().expect("piped"),
         guard.stderr.take().expect("piped"),
     );
@@ -143,44 +150,35 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
 
     // Read apart from the loop below, so that a full pipe never blocks the
     // command; it ends when the last process holding the pipes is gone.
+    // Memory stays bounded whatever the command prints (see `output`).
     // A stdout line `HAJOBS_PROGRESS <json or text>` is published as the
     // attempt's progress (`hajobs watch`, the page), written apart from the
     // loop below so that a slow write never delays the guard's deadline.
-    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel::<String>(PROGRESS_QUEUE);
-    let mut output = tokio::spawn(async move {
-        let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
-        let read_out = async {
-            let mut reader = BufReader::new(out);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match reader.read_until(b'\n', &mut line).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if let Some(rest) = line.strip_prefix(PROGRESS_PREFIX.as_bytes()) {
-                            // A full queue drops an update, never blocks the command.
-                            let _ = progress_tx
-                                .try_send(String::from_utf8_lossy(rest).trim().to_owned());
-                        }
-                        out_buf.extend_from_slice(&line);
-                    }
-                }
-            }
-        };
-        let _ = tokio::join!(read_out, err.read_to_end(&mut err_buf));
-        (out_buf, err_buf)
-    });
-    let mut publisher = {
+    let (progress_tx, progress_rx) = tokio::sync::watch::channel(None::<String>);
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut output = {
+        let refused = refused.clone();
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            while let Some(text) = progress_rx.recv().await {
-                let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-                if let Err(e) = ctx.progress(value).await {
-                    tracing::warn!(job_type = %ctx.job_type, job_id = %ctx.job_id, error = %e, "progress not recorded");
+            let mut found = |line: ProgressLine| match line {
+                // The newest update replaces one not yet written.
+                ProgressLine::Update(text) => {
+                    progress_tx.send_replace(Some(text));
                 }
-            }
+                ProgressLine::TooLarge(size) => {
+                    if refused.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(job_type = %ctx.job_type, job_id = %ctx.job_id, size, limit = MAX_PROGRESS_BYTES,
+                            "a progress line larger than the limit was refused (the final status counts them)");
+                    }
+                }
+            };
+            let tails = tokio::join!(output::read(out, Some(&mut found)), output::read(err, None));
+            drop(ended_tx);
+            tails
         })
     };
+    let mut publisher = tokio::spawn(publish_progress(ctx.clone(), progress_rx, ended_rx));
     let mut told = None::<&str>;
     let guard_exit = loop {
         tokio::select! {
@@ -218,11 +216,13 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
     {
         report.take(&line);
     }
-    let (out_buf, err_buf) = match tokio::time::timeout(OUTPUT_DRAIN, &mut output).await {
-        Ok(Ok(bufs)) => bufs,
+    let (out_tail, err_tail) = match tokio::time::timeout(OUTPUT_DRAIN, &mut output).await {
+        Ok(Ok(tails)) => tails,
         _ => {
             output.abort();
-            (Vec::new(), b"(output not collected)".to_vec())
+            let mut err = Tail::default();
+            err.push(b"(output not collected)");
+            (Tail::default(), err)
         }
     };
     // Every progress update lands before the final status is written.
@@ -235,12 +235,20 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
     }
     let guard_exit = guard_exit
         .map_err(|e| JobError::new(format!("waiting for the guard of `{program}`: {e}")))?;
-    let content = json!({
+    let mut content = json!({
         "exit_code": report.exit_code,
         "signal": report.signal,
-        "stdout": tail(&out_buf),
-        "stderr": tail(&err_buf),
+        "stdout": out_tail.text(),
+        "stderr": err_tail.text(),
+        "stdout_bytes": out_tail.seen(),
+        "stderr_bytes": err_tail.seen(),
     });
+    let refused = refused.load(Ordering::Relaxed);
+    if refused > 0 {
+        content["progress_refused"] = json!(format!(
+            "{refused} progress line(s) larger than {MAX_PROGRESS_BYTES} bytes"
+        ));
+    }
     if let Some(error) = report.error {
         return Err(JobError {
             message: error,
@@ -292,7 +300,29 @@ pub(crate) async fn send_deadline(
         .await;
 }
 
-fn tail(bytes: &[u8]) -> String {
-    let start = bytes.len().saturating_sub(OUTPUT_TAIL);
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
+/// Writes the newest progress update, at most one every
+/// [`PROGRESS_INTERVAL`]: updates printed in between replace each other, so
+/// a command printing progress in a loop costs a bounded write rate. Ends
+/// once the output ended and the last update is written.
+async fn publish_progress(
+    ctx: JobContext,
+    mut updates: tokio::sync::watch::Receiver<Option<String>>,
+    mut ended: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut output_ended = false;
+    while updates.changed().await.is_ok() {
+        let Some(text) = updates.borrow_and_update().clone() else {
+            continue;
+        };
+        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        if let Err(e) = ctx.progress(value).await {
+            tracing::warn!(job_type = %ctx.job_type, job_id = %ctx.job_id, error = %e, "progress not recorded");
+        }
+        if !output_ended {
+            tokio::select! {
+                () = tokio::time::sleep(PROGRESS_INTERVAL) => {}
+                _ = &mut ended => output_ended = true,
+            }
+        }
+    }
 }

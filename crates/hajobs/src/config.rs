@@ -97,8 +97,8 @@ struct RawJob {
     retry_factor: Option<Spanned<f64>>,
     retry_max_backoff: Option<Spanned<String>>,
     working_dir: Option<PathBuf>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
+    env: Option<Spanned<BTreeMap<String, String>>>,
+    inherit_env: Option<Spanned<Vec<String>>>,
 }
 
 /// A job of the daemon: a command run under its lease.
@@ -107,7 +107,10 @@ pub(crate) struct CommandJobConfig {
     pub(crate) spec: JobSpec,
     pub(crate) command: Vec<String>,
     pub(crate) working_dir: Option<PathBuf>,
+    /// Set in the command's environment (see [`crate::job_env`]).
     pub(crate) env: BTreeMap<String, String>,
+    /// The daemon's variables the command inherits besides the base ones.
+    pub(crate) inherit_env: Vec<String>,
 }
 
 /// The validated configuration.
@@ -699,11 +702,33 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
                 other => src.error(t, Some(name), "lock_wait_timeout", other),
             })?;
     }
+    let env = job
+        .env
+        .as_ref()
+        .map(|e| e.get_ref().clone())
+        .unwrap_or_default();
+    if let (Some(at), Some(problem)) =
+        (&job.env, env.keys().find_map(|k| crate::job_env::refuse(k)))
+    {
+        return Err(src.error(at, Some(name), "env", problem));
+    }
+    let inherit_env = job
+        .inherit_env
+        .as_ref()
+        .map(|i| i.get_ref().clone())
+        .unwrap_or_default();
+    if let (Some(at), Some(problem)) = (
+        &job.inherit_env,
+        inherit_env.iter().find_map(|k| crate::job_env::refuse(k)),
+    ) {
+        return Err(src.error(at, Some(name), "inherit_env", problem));
+    }
     Ok(CommandJobConfig {
         spec,
         command: job.command.get_ref().clone(),
         working_dir: job.working_dir.clone(),
-        env: job.env.clone(),
+        env,
+        inherit_env,
     })
 }
 

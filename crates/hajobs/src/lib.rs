@@ -15,6 +15,8 @@
 //! | `daemon` | `hajobs serve`: manager, supervisor, request watcher, registry, HTTP server, started and stopped in one place |
 //! | `config` | the TOML configuration, validated, with placed errors |
 //! | `command_job` | a configured command as a job, under its guard |
+//! | `job_env` | a command's declared environment: never the daemon's secrets |
+//! | `output` | a command's output read in bounded memory: the tail for its status, its progress lines |
 //! | `guard` | the per-attempt guard process: the command's tree lives and dies with the lease |
 //! | `work_run` | `hajobs work run`: a command processes a work item under that guard and the item's lease |
 //! | `registry` | the daemon's entry in the node registry, refreshed with a TTL |
@@ -34,6 +36,8 @@ mod config;
 mod daemon;
 mod guard;
 mod http;
+mod job_env;
+mod output;
 mod registry;
 mod work_run;
 

@@ -34,7 +34,12 @@ pub(crate) async fn run(
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(socket_error)?;
     ours.set_nonblocking(true).map_err(socket_error)?;
     let socket = tokio::net::UnixStream::from_std(ours).map_err(socket_error)?;
-    let mut guard = tokio::process::Command::new("/proc/self/exe")
+    let mut command_line = tokio::process::Command::new("/proc/self/exe");
+    // The caller's environment, less the secrets `hajobs` itself reads.
+    for secret in crate::job_env::SECRETS {
+        command_line.env_remove(secret);
+    }
+    let mut guard = command_line
         .arg0("hajobs-guard")
         .arg(GUARD_ARG)
         .arg(GRACE.as_millis().to_string())

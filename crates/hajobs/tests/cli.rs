@@ -1064,3 +1064,6 @@ async fn queue_commands_show_the_queue_and_remove_a_trigger_on_record() {
     );
     env.drop().await;
 }
+
+#[path = "cli/hardening.rs"]
+mod hardening;

@@ -6,11 +6,11 @@ use std::time::{Instant, SystemTime};
 use hajobs_lock_keeper::LeaseState;
 
 use hajobs_core::{
-    Cancellation, FencingToken, JobId, JobState, JobStatus, JobType, NodeId, StatusStore,
-    StoreError, TriggerId,
+    Cancellation, FencingToken, JobId, JobState, JobStatus, JobType, NodeId, StatusStore, TriggerId,
 };
 use serde_json::Value;
 
+use crate::error::{MAX_PROGRESS_BYTES, ProgressError};
 use crate::job::JobError;
 
 /// Whether a job's lease certainly still holds, for code that cannot
@@ -141,10 +141,23 @@ impl JobContext {
 
     /// Publishes progress: a RUNNING status with `content`, readable from
     /// every replica while the job runs.
-    pub async fn progress(&self, content: Value) -> Result<(), StoreError> {
-        self.statuses
+    ///
+    /// Each update is a row of the attempt: publish when something changed
+    /// for a reader (a batch done, a phase begun), not in a tight loop. An
+    /// update larger than [`MAX_PROGRESS_BYTES`] as JSON is refused
+    /// ([`ProgressError::TooLarge`]) and nothing is written.
+    pub async fn progress(&self, content: Value) -> Result<(), ProgressError> {
+        let size = serde_json::to_string(&content).map_or(usize::MAX, |s| s.len());
+        if size > MAX_PROGRESS_BYTES {
+            return Err(ProgressError::TooLarge {
+                size,
+                limit: MAX_PROGRESS_BYTES,
+            });
+        }
+        Ok(self
+            .statuses
             .write(&self.status(JobState::Running, Some(content)))
-            .await
+            .await?)
     }
 
     pub(crate) fn status(&self, state: JobState, content: Option<Value>) -> JobStatus {

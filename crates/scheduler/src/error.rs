@@ -71,3 +71,25 @@ pub enum ManagerError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// The most bytes one progress update may take, as JSON: enough for a
+/// status line with counters, small enough that a job publishing in a loop
+/// cannot make its attempt's rows, or a read of them, grow without bound.
+pub const MAX_PROGRESS_BYTES: usize = 16 * 1024;
+
+/// Why a progress update was not recorded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProgressError {
+    /// The update is larger than [`MAX_PROGRESS_BYTES`]: refused, nothing written.
+    #[error("progress update of {size} bytes refused: at most {limit} bytes (as JSON)")]
+    TooLarge {
+        /// Its size as JSON.
+        size: usize,
+        /// [`MAX_PROGRESS_BYTES`].
+        limit: usize,
+    },
+    /// Writing it failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -84,7 +84,7 @@ pub mod work;
 pub use clock::{Clock, OffsetClock, SystemClock};
 pub use context::{JobContext, LeaseCheck};
 pub use cron::{CronSchedule, MissedRuns};
-pub use error::ManagerError;
+pub use error::{MAX_PROGRESS_BYTES, ManagerError, ProgressError};
 pub use job::{Done, FinalState, Job, JobError, JobOutcome};
 pub use manager::{
     CancelOutcome, DEFAULT_CANCEL_GRACE, JobManager, JobManagerBuilder, StartOutcome,
