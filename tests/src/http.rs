@@ -42,16 +42,36 @@ impl Reply {
     }
 }
 
-/// `METHOD path` on `addr`, with a bearer token and a body if given.
+/// `METHOD path` on `addr`, with a bearer token and a body if given. A
+/// request other than GET says its body is JSON, as API clients do.
 pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Host", addr)];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    if method != "GET" {
+        headers.push(("Content-Type", "application/json"));
+    }
+    request_with(addr, method, path, &headers, body)
+}
+
+/// `METHOD path` on `addr` with exactly these headers (and the body's length).
+pub fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     if !body.is_empty() || method != "GET" {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     head.push_str("\r\n");
     let mut writer = &s;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hajobs_core::testing::unique_keyspace;
 use hajobs_tests::chaos::{Daemons, eventually};
-use hajobs_tests::http::{Browser, Reply, addresses, request};
+use hajobs_tests::http::{Browser, Reply, addresses, request, request_with};
 use serde_json::Value;
 
 const TOKEN: &str = "test-admin-token-7f3a";
@@ -149,7 +149,7 @@ fn http_api_every_route_over_three_daemons() {
     );
     assert_error(&get(a, "/nope"), 404, "not_found");
     assert_error(
-        &request(a, "PUT", "/jobs", None, b""),
+        &request(a, "PUT", "/jobs", Some(TOKEN), b""),
         405,
         "method_not_allowed",
     );
@@ -301,6 +301,182 @@ fn http_api_every_route_over_three_daemons() {
     ] {
         assert!(all.contains(series), "{series} exported");
     }
+    d.stop();
+}
+
+const ROLES_JOBS: &str = r#"
+shutdown_grace = "5s"
+[http]
+listen = "127.0.0.1:0"
+admin_token = "roles-admin-token-1c9e"
+read_token = "roles-read-token-5b2d"
+public_names = ["jobs.example.test"]
+[[job]]
+name = "quick"
+command = ["sh", "-c", "echo quick"]
+"#;
+
+#[test]
+fn http_tokens_have_roles_and_browsers_cannot_be_abused() {
+    const ADMIN: &str = "roles-admin-token-1c9e";
+    const READ: &str = "roles-read-token-5b2d";
+    let keyspace = unique_keyspace("roles");
+    let mut d = Daemons::start(bin(), keyspace, 1, ROLES_JOBS);
+    let a = addresses(&d, 1)[0].1.clone();
+    let a = a.as_str();
+    // Reads need the read (or admin) token; the probes and the page do not.
+    assert_error(&get(a, "/jobs"), 401, "unauthorized");
+    assert_error(
+        &request(a, "GET", "/jobs", Some("wrong"), b""),
+        401,
+        "unauthorized",
+    );
+    assert_eq!(request(a, "GET", "/jobs", Some(READ), b"").status, 200);
+    assert_eq!(request(a, "GET", "/metrics", Some(ADMIN), b"").status, 200);
+    assert_error(&get(a, "/metrics"), 401, "unauthorized");
+    for open in ["/health", "/ready", "/", "/page.js", "/page.css"] {
+        assert_eq!(get(a, open).status, 200, "{open}");
+    }
+    // The read token cannot act; the admin token can, and is recorded by name.
+    assert_error(
+        &request(a, "POST", "/jobs/quick", Some(READ), b""),
+        403,
+        "forbidden",
+    );
+    let t = request(a, "POST", "/jobs/quick", Some(ADMIN), b"");
+    assert_eq!(t.status, 202, "{}", t.body);
+    let trigger: uuid::Uuid = t.json()["trigger_id"].as_str().unwrap().parse().unwrap();
+    let requested_by = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let config = hajobs_core::CassandraConfig::from_contact_list(&hajobs_tests::contact_list())
+            .with_keyspace(d.keyspace.clone());
+        let requests = hajobs_core::RequestStore::new(config.connect().await.unwrap(), &config)
+            .await
+            .unwrap();
+        let request = requests
+            .get(hajobs_core::TriggerId::from_uuid(trigger))
+            .await
+            .unwrap();
+        request
+            .expect("the trigger's request on record")
+            .requested_by
+    });
+    assert!(
+        requested_by
+            .as_deref()
+            .is_some_and(|by| by.starts_with("http:admin-token@")),
+        "{requested_by:?}"
+    );
+    // DNS rebinding: a Host that is not ours is refused, even with a token.
+    let evil = request_with(
+        a,
+        "GET",
+        "/jobs",
+        &[
+            ("Host", "evil.example:7070"),
+            ("Authorization", &format!("Bearer {READ}")),
+        ],
+        b"",
+    );
+    assert_error(&evil, 403, "bad_host");
+    let ours = request_with(
+        a,
+        "GET",
+        "/health",
+        &[("Host", "jobs.example.test:7070")],
+        b"",
+    );
+    assert_eq!(ours.status, 200);
+    // Another site's page cannot act, even where the token would match.
+    let bearer = format!("Bearer {ADMIN}");
+    let cross = request_with(
+        a,
+        "POST",
+        "/jobs/quick",
+        &[
+            ("Host", a),
+            ("Authorization", &bearer),
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "application/json"),
+        ],
+        b"",
+    );
+    assert_error(&cross, 403, "cross_site");
+    let cross = request_with(
+        a,
+        "POST",
+        "/jobs/quick",
+        &[
+            ("Host", a),
+            ("Authorization", &bearer),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+        b"",
+    );
+    assert_error(&cross, 403, "cross_site");
+    // Every answer carries the headers that keep a browser safe.
+    let page = get(a, "/");
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        !page.body.contains("<script>"),
+        "no inline script in the page"
+    );
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        get(a, "/page.js").header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    d.stop();
+}
+
+const OPEN_JOBS: &str = r#"
+[http]
+listen = "127.0.0.1:0"
+[[job]]
+name = "quick"
+command = ["true"]
+"#;
+
+#[test]
+fn an_open_api_still_refuses_a_plain_form_of_another_page() {
+    let keyspace = unique_keyspace("openapi");
+    let mut d = Daemons::start(bin(), keyspace, 1, OPEN_JOBS);
+    let a = addresses(&d, 1)[0].1.clone();
+    let a = a.as_str();
+    // What a form of any page can send without asking: refused.
+    for content_type in [
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "multipart/form-data; boundary=x",
+    ] {
+        let r = request_with(
+            a,
+            "POST",
+            "/jobs/quick",
+            &[("Host", a), ("Content-Type", content_type)],
+            b"",
+        );
+        assert_error(&r, 415, "unsupported_media_type");
+    }
+    let r = request_with(a, "POST", "/jobs/quick", &[("Host", a)], b"");
+    assert_error(&r, 415, "unsupported_media_type");
+    // A JSON request of its own origin is what the page sends.
+    let r = request_with(
+        a,
+        "POST",
+        "/jobs/quick",
+        &[
+            ("Host", a),
+            ("Content-Type", "application/json"),
+            ("Origin", &format!("http://{a}")),
+        ],
+        b"{}",
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
     d.stop();
 }
 

@@ -10,6 +10,8 @@ use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::statement::{Consistency, SerialConsistency};
 
 use crate::error::StoreError;
+use crate::secret::Secret;
+use crate::tls::TlsConfig;
 
 /// The contact point used when none is given: a local node.
 pub const DEFAULT_CONTACT_POINT: &str = "127.0.0.1:9042";
@@ -40,11 +42,22 @@ pub struct CassandraConfig {
     /// LOCAL_SERIAL). SERIAL makes leases exclusive across data centres.
     pub serial_consistency: SerialConsistency,
     /// User and password for PasswordAuthenticator, if the cluster wants one.
-    pub credentials: Option<(String, String)>,
+    pub credentials: Option<Credentials>,
+    /// TLS to every node, if the cluster requires client encryption.
+    pub tls: Option<TlsConfig>,
     /// Per-request timeout (default [`DEFAULT_REQUEST_TIMEOUT`]).
     pub request_timeout: Duration,
     /// Connection set-up timeout (default [`DEFAULT_CONNECT_TIMEOUT`]).
     pub connect_timeout: Duration,
+}
+
+/// A user and password for Cassandra's PasswordAuthenticator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The role to log in as.
+    pub user: String,
+    /// Its password (never shown by `Debug`).
+    pub password: Secret,
 }
 
 impl Default for CassandraConfig {
@@ -63,6 +76,7 @@ impl CassandraConfig {
             consistency: Consistency::LocalQuorum,
             serial_consistency: SerialConsistency::LocalSerial,
             credentials: None,
+            tls: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
@@ -113,12 +127,17 @@ impl CassandraConfig {
     }
 
     /// Sets user and password.
-    pub fn with_credentials(
-        mut self,
-        user: impl Into<String>,
-        password: impl Into<String>,
-    ) -> Self {
-        self.credentials = Some((user.into(), password.into()));
+    pub fn with_credentials(mut self, user: impl Into<String>, password: Secret) -> Self {
+        self.credentials = Some(Credentials {
+            user: user.into(),
+            password,
+        });
+        self
+    }
+
+    /// Connects to every node over TLS.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -152,8 +171,15 @@ impl CassandraConfig {
             .known_nodes(&self.contact_points)
             .connection_timeout(self.connect_timeout)
             .default_execution_profile_handle(profile.into_handle());
-        if let Some((user, password)) = &self.credentials {
-            builder = builder.user(user, password);
+        if let Some(c) = &self.credentials {
+            builder = builder.user(&c.user, c.password.expose());
+        }
+        if let Some(tls) = &self.tls {
+            let context = tls.client_config().map_err(|e| StoreError::Unreachable {
+                contact_points: self.contact_points.join(","),
+                source: Box::new(e),
+            })?;
+            builder = builder.tls_context(Some(context));
         }
         let session = builder.build().await.map_err(|e| StoreError::Unreachable {
             contact_points: self.contact_points.join(","),

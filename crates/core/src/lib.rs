@@ -9,7 +9,9 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`cancel`] | [`Cancellation`] and [`CancelReason`]: how a running job is told to stop, and why |
-//! | [`config`] | [`CassandraConfig`]: contact points, keyspace, consistency; opens a session |
+//! | [`config`] | [`CassandraConfig`]: contact points, keyspace, consistency, [`Credentials`], TLS; opens a session |
+//! | [`tls`] | [`TlsConfig`]: the CA, an optional client certificate, hostname verification, made into the driver's context |
+//! | [`secret`] | [`Secret`]: a password or token whose `Debug` and `Display` never show it |
 //! | [`schema`] | the versioned CQL migrations of `schema/`, [`schema::apply()`] (checked against the live tables: adopts an ha-jobs keyspace), [`schema::check()`] and [`schema::print()`] |
 //! | [`ids`] | [`JobId`], [`TriggerId`] (time-based UUIDs) and [`NodeId`] |
 //! | [`lock_type`] | [`LockType`], a lock's validated name |
@@ -54,16 +56,18 @@ pub mod node_store;
 pub mod queue_store;
 pub mod request_store;
 pub mod schema;
+pub mod secret;
 pub mod stats;
 pub mod status;
 pub mod status_store;
 #[cfg(feature = "test-util")]
 pub mod testing;
+pub mod tls;
 pub mod watch_store;
 pub mod work_store;
 
 pub use cancel::{CancelReason, Cancellation};
-pub use config::CassandraConfig;
+pub use config::{CassandraConfig, Credentials};
 pub use error::{InvalidInput, StoreError};
 pub use firing_store::{Firing, FiringOutcome, FiringStore};
 pub use ids::{JobId, NodeId, TriggerId};
@@ -73,8 +77,10 @@ pub use lock_type::LockType;
 pub use node_store::{NodeRecord, NodeStore};
 pub use queue_store::{QueueEntry, QueueStore};
 pub use request_store::{RequestOutcome, RequestStore, TriggerRequest};
+pub use secret::Secret;
 pub use stats::JobStats;
 pub use status::{JobResult, JobState, JobStatus, JobType, StatusEntry};
 pub use status_store::{MAX_ATTEMPT_STATUSES, StatusStore};
+pub use tls::{ClientCert, TlsConfig, TlsSetupError};
 pub use watch_store::{WatchList, WatchStore, WriteClock};
 pub use work_store::{CheckIn, ItemClaim, WorkItem, WorkKey, WorkSet, WorkState, WorkStore};

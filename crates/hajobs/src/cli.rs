@@ -370,7 +370,8 @@ impl GlobalArgs {
             datacenter: self.datacenter.clone(),
             node_id: self.node_id.clone(),
             http_listen: self.http_listen.clone(),
-            admin_token: self.admin_token.clone(),
+            admin_token: self.admin_token.clone().map(hajobs_core::Secret::new),
+            ..Overrides::from_environment()
         }
     }
 

@@ -7,13 +7,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hajobs_core::schema::Replication;
-use hajobs_core::{CassandraConfig, NodeId};
+use hajobs_core::{CassandraConfig, NodeId, Secret};
 use hajobs_scheduler::{
     Concurrency, JobSpec, LockConsistency, LockSpec, MissedRuns, OnLocked, RetryPolicy,
 };
 use hajobs_supervisor::SupervisorConfig;
 use serde::Deserialize;
 use toml::Spanned;
+
+mod cassandra;
+pub(crate) mod http;
+
+pub(crate) use http::HttpConfig;
 
 /// The default time to wait for running jobs at shutdown.
 pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -25,10 +30,10 @@ struct RawConfig {
     node_id: Option<Spanned<String>>,
     shutdown_grace: Option<Spanned<String>>,
     #[serde(default)]
-    cassandra: RawCassandra,
+    cassandra: cassandra::RawCassandra,
     #[serde(default)]
     supervisor: RawSupervisor,
-    http: Option<RawHttp>,
+    http: Option<http::RawHttp>,
     #[serde(default, rename = "job")]
     jobs: Vec<RawJob>,
     #[serde(default, rename = "lock")]
@@ -45,32 +50,11 @@ struct RawLock {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawCassandra {
-    nodes: Option<Vec<String>>,
-    keyspace: Option<String>,
-    datacenter: Option<String>,
-    /// `local` (LOCAL_QUORUM / LOCAL_SERIAL) or `global` (QUORUM / SERIAL).
-    consistency: Option<Spanned<String>>,
-    user: Option<String>,
-    password: Option<String>,
-    replication: Option<Spanned<String>>,
-    request_timeout: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawSupervisor {
     enabled: Option<bool>,
     interval: Option<Spanned<String>>,
     retrigger_backoff: Option<Spanned<String>>,
     sweep_period: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHttp {
-    listen: Option<Spanned<String>>,
-    admin_token: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,28 +112,6 @@ pub(crate) struct DaemonConfig {
     pub(crate) http: Option<HttpConfig>,
 }
 
-/// `[http]`: where the daemon serves its API, page and metrics.
-#[derive(Clone)]
-pub(crate) struct HttpConfig {
-    /// The address to listen on (`127.0.0.1:7070` unless said otherwise).
-    pub(crate) listen: std::net::SocketAddr,
-    /// When set, every mutating route requires `Authorization: Bearer …`.
-    pub(crate) admin_token: Option<String>,
-}
-
-impl std::fmt::Debug for HttpConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the token itself.
-        f.debug_struct("HttpConfig")
-            .field("listen", &self.listen)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "(set)"))
-            .finish()
-    }
-}
-
-/// The default HTTP address: this machine only.
-pub(crate) const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7070";
-
 /// Overrides from flags and environment, applied over the file.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Overrides {
@@ -160,7 +122,42 @@ pub(crate) struct Overrides {
     /// `HAJOBS_HTTP_LISTEN`: turns the HTTP server on at this address.
     pub(crate) http_listen: Option<String>,
     /// `HAJOBS_ADMIN_TOKEN`: the admin token, over the file's.
-    pub(crate) admin_token: Option<String>,
+    pub(crate) admin_token: Option<Secret>,
+    /// `HAJOBS_READ_TOKEN`: the read token, over the file's.
+    pub(crate) read_token: Option<Secret>,
+    /// `HAJOBS_CASSANDRA_USER`.
+    pub(crate) cassandra_user: Option<String>,
+    /// `HAJOBS_CASSANDRA_PASSWORD`.
+    pub(crate) cassandra_password: Option<Secret>,
+    /// `HAJOBS_CASSANDRA_PASSWORD_FILE`: the password is its first line.
+    pub(crate) cassandra_password_file: Option<PathBuf>,
+    /// `HAJOBS_CASSANDRA_TLS_CA`: turns TLS on with this CA file.
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// `HAJOBS_CASSANDRA_TLS_CERT`: the client certificate.
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// `HAJOBS_CASSANDRA_TLS_KEY`: the client certificate's key.
+    pub(crate) tls_key: Option<PathBuf>,
+    /// `HAJOBS_CASSANDRA_TLS_VERIFY_HOSTNAME`: `true` or `false`.
+    pub(crate) tls_verify_hostname: Option<String>,
+}
+
+impl Overrides {
+    /// The process environment's settings (the binary's edge); flags are
+    /// set over them by the caller.
+    pub(crate) fn from_environment() -> Self {
+        let var = |name: &str| std::env::var(name).ok();
+        Self {
+            read_token: var("HAJOBS_READ_TOKEN").map(Secret::new),
+            cassandra_user: var("HAJOBS_CASSANDRA_USER"),
+            cassandra_password: var("HAJOBS_CASSANDRA_PASSWORD").map(Secret::new),
+            cassandra_password_file: var("HAJOBS_CASSANDRA_PASSWORD_FILE").map(PathBuf::from),
+            tls_ca: var("HAJOBS_CASSANDRA_TLS_CA").map(PathBuf::from),
+            tls_cert: var("HAJOBS_CASSANDRA_TLS_CERT").map(PathBuf::from),
+            tls_key: var("HAJOBS_CASSANDRA_TLS_KEY").map(PathBuf::from),
+            tls_verify_hostname: var("HAJOBS_CASSANDRA_TLS_VERIFY_HOSTNAME"),
+            ..Self::default()
+        }
+    }
 }
 
 /// A configuration error, placed in the file.
@@ -263,51 +260,7 @@ pub(crate) fn parse(
     })?;
 
     let c = &raw.cassandra;
-    let mut cassandra = match (&overrides.nodes, &c.nodes) {
-        (Some(list), _) => CassandraConfig::from_contact_list(list),
-        (None, Some(nodes)) => CassandraConfig::new(nodes.clone()),
-        (None, None) => CassandraConfig::default(),
-    };
-    if let Some(ks) = overrides.keyspace.clone().or_else(|| c.keyspace.clone()) {
-        hajobs_core::schema::validate_keyspace(&ks)
-            .map_err(|e| ConfigError(format!("{}: cassandra.keyspace: {e}", path.display())))?;
-        cassandra = cassandra.with_keyspace(ks);
-    }
-    if let Some(dc) = overrides
-        .datacenter
-        .clone()
-        .or_else(|| c.datacenter.clone())
-    {
-        cassandra = cassandra.with_local_datacenter(dc);
-    }
-    if let Some(consistency) = &c.consistency {
-        match consistency.get_ref().as_str() {
-            "local" => {}
-            "global" => cassandra = cassandra.with_global_consistency(),
-            other => {
-                return Err(src.error(
-                    consistency,
-                    None,
-                    "cassandra.consistency",
-                    format!("`{other}`: expected `local` or `global`"),
-                ));
-            }
-        }
-    }
-    match (&c.user, &c.password) {
-        (Some(u), Some(p)) => cassandra = cassandra.with_credentials(u.clone(), p.clone()),
-        (None, None) => {}
-        _ => {
-            return Err(ConfigError(format!(
-                "{}: cassandra: give both `user` and `password`, or neither",
-                path.display()
-            )));
-        }
-    }
-    if let Some(t) = &c.request_timeout {
-        cassandra =
-            cassandra.with_request_timeout(src.duration(t, None, "cassandra.request_timeout")?);
-    }
+    let cassandra = cassandra::cassandra_config(&src, c, overrides)?;
     let replication = match &c.replication {
         Some(r) => Replication::parse(r.get_ref())
             .map_err(|e| src.error(r, None, "cassandra.replication", e))?,
@@ -398,7 +351,7 @@ pub(crate) fn parse(
         Some(g) => src.duration(g, None, "shutdown_grace")?,
         None => DEFAULT_SHUTDOWN_GRACE,
     };
-    let http = http_config(&src, raw.http.as_ref(), overrides)?;
+    let http = http::http_config(&src, raw.http.as_ref(), overrides)?;
     Ok(DaemonConfig {
         node,
         cassandra,
@@ -409,61 +362,6 @@ pub(crate) fn parse(
         shutdown_grace,
         http,
     })
-}
-
-fn http_config(
-    src: &Source<'_>,
-    raw: Option<&RawHttp>,
-    overrides: &Overrides,
-) -> Result<Option<HttpConfig>, ConfigError> {
-    let listen = match (&overrides.http_listen, raw) {
-        (Some(addr), _) => addr.parse().map_err(|e| {
-            ConfigError(format!(
-                "HAJOBS_HTTP_LISTEN: `{addr}` is not an address like `127.0.0.1:7070` ({e})"
-            ))
-        })?,
-        (
-            None,
-            Some(RawHttp {
-                listen: Some(l), ..
-            }),
-        ) => l.get_ref().trim().parse().map_err(|e| {
-            src.error(
-                l,
-                None,
-                "http.listen",
-                format!(
-                    "`{}` is not an address like `127.0.0.1:7070` ({e})",
-                    shown(l.get_ref())
-                ),
-            )
-        })?,
-        (None, Some(_)) => DEFAULT_HTTP_LISTEN.parse().expect("a valid default"),
-        (None, None) => return Ok(None),
-    };
-    let admin_token = match (
-        &overrides.admin_token,
-        raw.and_then(|r| r.admin_token.as_ref()),
-    ) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(t)) => {
-            if t.get_ref().trim().is_empty() {
-                return Err(src.error(
-                    t,
-                    None,
-                    "http.admin_token",
-                    "empty: remove it to leave the API open, or set a secret",
-                ));
-            }
-            Some(t.get_ref().clone())
-        }
-        (None, None) => None,
-    }
-    .filter(|t| !t.is_empty());
-    Ok(Some(HttpConfig {
-        listen,
-        admin_token,
-    }))
 }
 
 /// A name as errors show it: at most [`SHOWN_NAME`] characters, control
@@ -904,7 +802,7 @@ missed_runs = "skip"
             "report and cleanup share a lock"
         );
         let http = c.http.expect("the example serves the page");
-        assert_eq!(http.listen.to_string(), DEFAULT_HTTP_LISTEN);
+        assert_eq!(http.listen.to_string(), http::DEFAULT_HTTP_LISTEN);
         assert!(http.admin_token.is_none());
     }
 
@@ -944,8 +842,8 @@ missed_runs = "skip"
         let off = parse(Path::new("f"), "", &Overrides::default()).unwrap();
         assert!(off.http.is_none());
         let o = Overrides {
-            http_listen: Some("0.0.0.0:9999".into()),
-            admin_token: Some("from-env".into()),
+            http_listen: Some("127.0.0.2:9999".into()),
+            admin_token: Some(Secret::new("from-env")),
             ..Overrides::default()
         };
         let on = parse(
@@ -955,8 +853,11 @@ missed_runs = "skip"
         )
         .unwrap();
         let http = on.http.unwrap();
-        assert_eq!(http.listen.to_string(), "0.0.0.0:9999");
-        assert_eq!(http.admin_token.as_deref(), Some("from-env"));
+        assert_eq!(http.listen.to_string(), "127.0.0.2:9999");
+        assert_eq!(
+            http.admin_token.as_ref().map(Secret::expose),
+            Some("from-env")
+        );
         assert!(
             !format!("{http:?}").contains("from-env"),
             "the token is never shown"
@@ -1052,6 +953,225 @@ missed_runs = "skip"
                 let text: String = picks.iter().map(|&i| format!("{}\n", LINES[i])).collect();
                 if let Err(e) = check(&text) {
                     prop_assert!(e.starts_with("jobs.toml"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_token_from_any_source_is_an_error_naming_it() {
+        let with = |o: Overrides, text: &str| {
+            parse(Path::new("f.toml"), text, &o)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = with(
+            Overrides {
+                admin_token: Some(Secret::new("")),
+                ..Overrides::default()
+            },
+            "[http]\n",
+        );
+        assert!(
+            err.starts_with("HAJOBS_ADMIN_TOKEN (or --admin-token): empty"),
+            "{err}"
+        );
+        let err = with(
+            Overrides {
+                read_token: Some(Secret::new(" ")),
+                ..Overrides::default()
+            },
+            "[http]\n",
+        );
+        assert!(err.starts_with("HAJOBS_READ_TOKEN: empty"), "{err}");
+        let err = with(Overrides::default(), "[http]\nread_token = \"\"\n");
+        assert!(
+            err.starts_with("f.toml:2: field `http.read_token`: empty"),
+            "{err}"
+        );
+        let err = with(
+            Overrides::default(),
+            "[http]\nadmin_token = \"same\"\nread_token = \"same\"\n",
+        );
+        assert!(
+            err.contains("the read token and the admin token are the same"),
+            "{err}"
+        );
+        assert!(!err.contains("same\""), "{err}");
+    }
+
+    #[test]
+    fn a_listener_reachable_from_other_machines_needs_an_admin_token() {
+        let err = parse(
+            Path::new("f.toml"),
+            "[http]\nlisten = \"0.0.0.0:7070\"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "`0.0.0.0:7070` can be reached from other machines but no admin token is set"
+            ),
+            "{err}"
+        );
+        for ok in [
+            "[http]\nlisten = \"0.0.0.0:7070\"\nadmin_token = \"t\"\n",
+            "[http]\nlisten = \"0.0.0.0:7070\"\nallow_unauthenticated = true\n",
+            "[http]\nlisten = \"[::1]:7070\"\n",
+        ] {
+            let c = parse(Path::new("f"), ok, &Overrides::default()).unwrap();
+            assert!(c.http.is_some(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn cassandra_credentials_and_tls_come_from_the_file_or_the_environment() {
+        let dir = std::env::temp_dir().join(format!("hajobs-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "from-file-secret\n").unwrap();
+        let text = format!(
+            "[cassandra]\nuser = \"jobs\"\npassword_file = \"{}\"\n[cassandra.tls]\nca_file = \"/etc/ca.pem\"\n",
+            pw.display()
+        );
+        let c = parse(Path::new("f"), &text, &Overrides::default()).unwrap();
+        let creds = c.cassandra.credentials.clone().unwrap();
+        assert_eq!(creds.user, "jobs");
+        assert_eq!(creds.password.expose(), "from-file-secret");
+        let tls = c.cassandra.tls.clone().unwrap();
+        assert_eq!(tls.ca_file, PathBuf::from("/etc/ca.pem"));
+        assert!(tls.verify_hostname && tls.client_cert.is_none());
+        // The environment wins.
+        let o = Overrides {
+            cassandra_user: Some("ops".into()),
+            cassandra_password: Some(Secret::new("env-secret")),
+            tls_ca: Some("/env/ca.pem".into()),
+            tls_cert: Some("/env/c.pem".into()),
+            tls_key: Some("/env/k.pem".into()),
+            tls_verify_hostname: Some("false".into()),
+            ..Overrides::default()
+        };
+        let c = parse(Path::new("f"), &text, &o).unwrap();
+        let creds = c.cassandra.credentials.clone().unwrap();
+        assert_eq!(
+            (creds.user.as_str(), creds.password.expose()),
+            ("ops", "env-secret")
+        );
+        let tls = c.cassandra.tls.clone().unwrap();
+        assert_eq!(tls.ca_file, PathBuf::from("/env/ca.pem"));
+        assert!(!tls.verify_hostname);
+        assert_eq!(
+            tls.client_cert.unwrap().key_file,
+            PathBuf::from("/env/k.pem")
+        );
+        // Errors name the source, never the secret.
+        for (o, text, says) in [
+            (
+                Overrides {
+                    cassandra_password: Some(Secret::new("")),
+                    ..Overrides::default()
+                },
+                "[cassandra]\nuser = \"u\"\n".to_owned(),
+                "HAJOBS_CASSANDRA_PASSWORD: empty",
+            ),
+            (
+                Overrides::default(),
+                "[cassandra]\nuser = \"u\"\n".to_owned(),
+                "a user without a password",
+            ),
+            (
+                Overrides::default(),
+                "[cassandra]\npassword = \"pw-secret\"\n".to_owned(),
+                "a password without a user",
+            ),
+            (
+                Overrides::default(),
+                "[cassandra]\nuser = \"u\"\npassword_file = \"/nonexistent/pw\"\n".to_owned(),
+                "f:3: field `cassandra.password_file`: cannot read the password file `/nonexistent/pw`",
+            ),
+            (
+                Overrides::default(),
+                "[cassandra.tls]\ncert_file = \"/c.pem\"\n".to_owned(),
+                "`ca_file` (or HAJOBS_CASSANDRA_TLS_CA) is required",
+            ),
+            (
+                Overrides {
+                    tls_ca: Some("/ca.pem".into()),
+                    tls_cert: Some("/c.pem".into()),
+                    ..Overrides::default()
+                },
+                String::new(),
+                "give both `cert_file` and `key_file`",
+            ),
+            (
+                Overrides {
+                    tls_ca: Some("/ca.pem".into()),
+                    tls_verify_hostname: Some("maybe".into()),
+                    ..Overrides::default()
+                },
+                String::new(),
+                "HAJOBS_CASSANDRA_TLS_VERIFY_HOSTNAME: `maybe`",
+            ),
+        ] {
+            let err = parse(Path::new("f"), &text, &o).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+            assert!(!err.contains("pw-secret"), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    mod secrets {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            /// Whatever the secrets are, and wherever they come from, no
+            /// `Debug` of the configuration and no error shows them.
+            #[test]
+            fn no_secret_in_debug_output_or_errors(
+                admin in "[A-Za-z0-9]{12,24}",
+                read in "[A-Za-z0-9]{12,24}",
+                password in "[A-Za-z0-9]{12,24}",
+                from_env in any::<bool>(),
+                broken in any::<bool>(),
+            ) {
+                prop_assume!(admin != read);
+                let (o, file_secrets) = if from_env {
+                    (Overrides {
+                        admin_token: Some(Secret::new(admin.clone())),
+                        read_token: Some(Secret::new(read.clone())),
+                        cassandra_user: Some("u".into()),
+                        cassandra_password: Some(Secret::new(password.clone())),
+                        ..Overrides::default()
+                    }, String::new())
+                } else {
+                    (Overrides::default(), format!(
+                        "admin_token = \"{admin}\"\nread_token = \"{read}\"\n"
+                    ))
+                };
+                let cassandra = if from_env {
+                    String::new()
+                } else {
+                    format!("[cassandra]\nuser = \"u\"\npassword = \"{password}\"\n")
+                };
+                // A broken field elsewhere makes it an error.
+                let job = if broken { "[[job]]\nname = \"j\"\ncommand = []\n" } else { "" };
+                let text = format!("{cassandra}[http]\nlisten = \"0.0.0.0:7070\"\n{file_secrets}{job}");
+                let shown = match parse(Path::new("f.toml"), &text, &o) {
+                    Ok(c) => {
+                        prop_assert!(!broken);
+                        prop_assert_eq!(c.http.as_ref().unwrap().admin_token.as_ref().unwrap().expose(), admin.as_str());
+                        format!("{c:?} {c:#?} {:?}", c.cassandra)
+                    }
+                    Err(e) => {
+                        prop_assert!(broken);
+                        format!("{e} {e:?}")
+                    }
+                };
+                for secret in [&admin, &read, &password] {
+                    prop_assert!(!shown.contains(secret.as_str()), "{} in {}", secret, shown);
                 }
             }
         }

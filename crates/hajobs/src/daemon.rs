@@ -54,7 +54,7 @@ pub(crate) async fn serve(settings: &Settings) -> Result<(), CliError> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
-    let (manager, admin) = loop {
+    let (manager, admin, http_admin) = loop {
         let attempt = async {
             let session = settings.session().await?;
             let manager = settings.manager_on("serve", session.clone()).await?;
@@ -65,8 +65,22 @@ pub(crate) async fn serve(settings: &Settings) -> Result<(), CliError> {
                 Some(manager.clone()),
             )
             .await?;
+            // The HTTP API reads through a session of its own: a flood of
+            // heavy reads queues there, never in front of lease renewals.
+            let http_admin = match &daemon.http {
+                Some(_) => Some(
+                    Admin::new(
+                        &settings.cassandra,
+                        settings.cassandra.connect().await?,
+                        Some(daemon.clone()),
+                        Some(manager.clone()),
+                    )
+                    .await?,
+                ),
+                None => None,
+            };
             manager.start().await?;
-            Ok::<_, CliError>((manager, admin))
+            Ok::<_, CliError>((manager, admin, http_admin))
         };
         match attempt.await {
             Ok(ready) => break ready,
@@ -93,19 +107,23 @@ pub(crate) async fn serve(settings: &Settings) -> Result<(), CliError> {
         admin.requests().clone(),
         hajobs_scheduler::WatchConfig::default(),
     );
-    let (server, http_address) = match (listener, &daemon.http, metrics) {
-        (Some(listener), Some(http), Some(metrics)) => {
+    let (server, http_address) = match (listener, &daemon.http, metrics, http_admin) {
+        (Some(listener), Some(http), Some(metrics), Some(http_admin)) => {
             let address = listener.local_addr().map(|a| a.to_string()).ok();
             let server = crate::http::spawn(
                 listener,
-                crate::http::ServerState::new(
-                    admin.clone(),
-                    http.admin_token.clone(),
-                    metrics,
-                    daemon.node.as_str(),
-                ),
+                crate::http::ServerState::new(http_admin, metrics, daemon.node.as_str()),
+                http,
             );
-            tracing::info!(address = ?address, token = http.admin_token.is_some(), "HTTP API, page and metrics served");
+            tracing::info!(address = ?address, admin_token = http.admin_token.is_some(), read_token = http.read_token.is_some(), "HTTP API, page and metrics served");
+            if !http.is_loopback() {
+                if http.admin_token.is_none() {
+                    tracing::warn!(address = ?address, "the HTTP API is served to other machines WITHOUT an admin token (allow_unauthenticated = true): anyone who can reach it can trigger and cancel jobs");
+                }
+                if http.read_token.is_none() {
+                    tracing::warn!(address = ?address, "the HTTP API's reads are open to other machines: set a read token (HAJOBS_READ_TOKEN) to protect them");
+                }
+            }
             (Some(server), address)
         }
         _ => (None, None),

@@ -30,8 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -48,28 +48,31 @@ use crate::admin::{
 /// The largest request body accepted (no route needs one).
 const MAX_BODY: usize = 16 * 1024;
 
-/// The page, self-contained: no CDN, no external fonts.
+mod protect;
+mod serve;
+
+pub(crate) use protect::Caller;
+use protect::Protection;
+
+/// The page, self-contained: no CDN, no external fonts; its script and
+/// style are files of their own (the Content-Security-Policy allows no
+/// inline script).
 const PAGE: &str = include_str!("page.html");
+const PAGE_JS: &str = include_str!("page.js");
+const PAGE_CSS: &str = include_str!("page.css");
 
 /// What every handler sees.
 #[derive(Clone)]
 pub(crate) struct ServerState {
     admin: Admin,
-    token: Option<Arc<str>>,
     metrics: PrometheusHandle,
     node: Arc<str>,
 }
 
 impl ServerState {
-    pub(crate) fn new(
-        admin: Admin,
-        token: Option<String>,
-        metrics: PrometheusHandle,
-        node: &str,
-    ) -> Self {
+    pub(crate) fn new(admin: Admin, metrics: PrometheusHandle, node: &str) -> Self {
         Self {
             admin,
-            token: token.map(Into::into),
             metrics,
             node: node.into(),
         }
@@ -107,39 +110,36 @@ pub(crate) fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 
 /// The running server.
 pub(crate) struct Server {
-    stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl Server {
     /// Stops accepting and ends the open connections.
     pub(crate) async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
 }
 
-/// Serves the routes on `listener` until stopped.
-pub(crate) fn spawn(listener: tokio::net::TcpListener, state: ServerState) -> Server {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = router(state);
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+/// Serves the routes on `listener` until stopped, under `[http]`'s rules.
+pub(crate) fn spawn(
+    listener: tokio::net::TcpListener,
+    state: ServerState,
+    http: &crate::config::HttpConfig,
+) -> Server {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let app = router(state, Protection::new(http));
+    let task = tokio::spawn(serve::serve(listener, app, http.request_timeout, stopped));
     Server { stop, task }
 }
 
-/// Every route.
-pub(crate) fn router(state: ServerState) -> Router {
+/// Every route, behind the [protections](protect).
+pub(crate) fn router(state: ServerState, protection: Protection) -> Router {
     Router::new()
         .route("/", get(page))
+        .route("/page.js", get(page_js))
+        .route("/page.css", get(page_css))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -162,6 +162,10 @@ pub(crate) fn router(state: ServerState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(protection),
+            protect::protect,
+        ))
         .with_state(state)
 }
 
@@ -266,35 +270,6 @@ impl From<BytesRejection> for Failure {
 
 type ApiResult<T> = Result<T, Failure>;
 
-/// Mutating routes with a token set: `Authorization: Bearer TOKEN` or 401.
-fn authorize(state: &ServerState, headers: &HeaderMap) -> ApiResult<()> {
-    let Some(token) = &state.token else {
-        return Ok(());
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(Failure::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the admin token does not match",
-        )),
-        None => Err(Failure::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this route needs `Authorization: Bearer TOKEN` (the admin token)",
-        )),
-    }
-}
-
-/// Compares without stopping at the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// `?limit=N`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(crate) struct Limit {
@@ -304,6 +279,20 @@ pub(crate) struct Limit {
 
 async fn page() -> Html<&'static str> {
     Html(PAGE)
+}
+
+async fn page_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        PAGE_JS,
+    )
+}
+
+async fn page_css() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        PAGE_CSS,
+    )
 }
 
 async fn not_found() -> Failure {
@@ -384,14 +373,13 @@ async fn jobs(State(state): State<ServerState>) -> ApiResult<Json<Vec<JobView>>>
     security(("admin_token" = [])))]
 async fn trigger(
     State(state): State<ServerState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     job_type: Result<Path<String>, PathRejection>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Triggered>)> {
-    authorize(&state, &headers)?;
     let Path(job_type) = job_type?;
     body?;
-    let by = format!("http@{}", state.node);
+    let by = format!("{}@{}", caller.name(), state.node);
     let t = state.admin.trigger(&job_type, &by).await?;
     Ok((StatusCode::ACCEPTED, Json(t)))
 }
@@ -404,10 +392,8 @@ async fn trigger(
     security(("admin_token" = [])))]
 async fn cancel(
     State(state): State<ServerState>,
-    headers: HeaderMap,
     job_type: Result<Path<String>, PathRejection>,
 ) -> ApiResult<(StatusCode, Json<Cancelled>)> {
-    authorize(&state, &headers)?;
     let Path(job_type) = job_type?;
     Ok((
         StatusCode::ACCEPTED,
