@@ -60,6 +60,18 @@ pub struct Credentials {
     pub password: Secret,
 }
 
+/// The driver's words, kept whole but without its nested repeats.
+#[derive(Debug)]
+struct DriverSaid(String);
+
+impl std::fmt::Display for DriverSaid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DriverSaid {}
+
 impl Default for CassandraConfig {
     fn default() -> Self {
         Self::new([DEFAULT_CONTACT_POINT])
@@ -154,6 +166,7 @@ impl CassandraConfig {
         if self.contact_points.is_empty() {
             return Err(StoreError::Unreachable {
                 contact_points: String::new(),
+                hint: "no contact points given".into(),
                 source: "no contact points given".into(),
             });
         }
@@ -177,14 +190,81 @@ impl CassandraConfig {
         if let Some(tls) = &self.tls {
             let context = tls.client_config().map_err(|e| StoreError::Unreachable {
                 contact_points: self.contact_points.join(","),
+                hint: "the TLS settings cannot be used".into(),
                 source: Box::new(e),
             })?;
             builder = builder.tls_context(Some(context));
         }
-        let session = builder.build().await.map_err(|e| StoreError::Unreachable {
-            contact_points: self.contact_points.join(","),
-            source: Box::new(e),
-        })?;
+        let session = builder
+            .build()
+            .await
+            .map_err(|e| self.connect_error(&e.to_string()))?;
         Ok(Arc::new(session))
+    }
+
+    /// A failed connection as the operator needs it: what to check first,
+    /// from what the driver said (never a secret: the driver's text holds
+    /// none, and the hint names settings, not values).
+    fn connect_error(&self, said: &str) -> StoreError {
+        // The driver nests its causes and repeats them: each part once.
+        let mut parts: Vec<&str> = Vec::new();
+        for part in said.split(": ") {
+            if !parts.contains(&part) {
+                parts.push(part);
+            }
+        }
+        let first: String = parts
+            .join(": ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(600)
+            .collect();
+        let tls = self.tls.is_some();
+        let hint = if said.contains("Authentication")
+            || said.contains("authentication")
+            || said.contains("Bad credentials")
+            || said.contains("password")
+        {
+            match &self.credentials {
+                Some(c) => format!(
+                    "the credentials of user `{}` were refused: check HAJOBS_CASSANDRA_USER and the password (HAJOBS_CASSANDRA_PASSWORD, a password file, or `password`)",
+                    c.user
+                ),
+                None => "the cluster requires a user and password (PasswordAuthenticator): set HAJOBS_CASSANDRA_USER and HAJOBS_CASSANDRA_PASSWORD, or `user` and `password_file` in [cassandra]".into(),
+            }
+        } else if said.contains("UnknownIssuer") || said.contains("BadSignature") {
+            "TLS: a node's certificate is not signed by the configured CA (`ca_file` / HAJOBS_CASSANDRA_TLS_CA)".into()
+        } else if said.contains("NotValidForName") {
+            "TLS: a node's certificate does not name its address: fix the certificate, or set `verify_hostname = false` (the chain is still checked)".into()
+        } else if said.contains("invalid peer certificate") || said.contains("InvalidCertificate") {
+            format!("TLS: a node's certificate was refused ({first})")
+        } else if tls
+            && (said.contains("Connection broken")
+                || said.contains("reset")
+                || said.contains("os error 104"))
+        {
+            if self.tls.as_ref().is_some_and(|t| t.client_cert.is_none()) {
+                "TLS: the node closed the connection: does it require a client certificate? (`cert_file` and `key_file` / HAJOBS_CASSANDRA_TLS_CERT and _KEY)".into()
+            } else {
+                "TLS: the node closed the connection: is its client encryption on, and does it trust this client's certificate?".into()
+            }
+        } else if !tls
+            && (said.contains("reset")
+                || said.contains("os error 104")
+                || said.contains("Connection broken"))
+        {
+            "the node closed the connection: does the cluster require TLS? (`[cassandra.tls]` / HAJOBS_CASSANDRA_TLS_CA)".into()
+        } else if said.contains("refused") || said.contains("os error 111") {
+            "nothing listens there: is it running? (locally: deploy/local/cassandra start)".into()
+        } else {
+            "is it running and reachable? (locally: deploy/local/cassandra start)".into()
+        };
+        StoreError::Unreachable {
+            contact_points: self.contact_points.join(","),
+            hint,
+            source: Box::new(DriverSaid(first)),
+        }
     }
 }

@@ -10,12 +10,13 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum StoreError {
     /// No node of the cluster could be reached.
-    #[error(
-        "cannot reach Cassandra at {contact_points:?}: is it running? (locally: deploy/local/cassandra start)"
-    )]
+    #[error("cannot reach Cassandra at {contact_points:?}: {hint}")]
     Unreachable {
         /// The contact points tried.
         contact_points: String,
+        /// What to check, from what the driver said: the address, TLS, the
+        /// client certificate, the credentials.
+        hint: String,
         /// The driver's reason.
         #[source]
         source: BoxError,
