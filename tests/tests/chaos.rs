@@ -1133,3 +1133,212 @@ fn chaos_queued_triggers_run_in_order_when_the_replica_that_queued_them_is_kille
     d.stop();
     drop_keyspace(&keyspace);
 }
+
+/// Ten jobs holding leases (TTL 4 s) on one replica, whose HTTP API is
+/// flooded: idle connections held open and hundreds of concurrent heavy
+/// reads. The leases are renewed through a Cassandra session of their own,
+/// so not one is lost; the renewal p99 is printed beside the idle figure.
+#[test]
+fn chaos_admin_api_under_load_never_costs_a_lease() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use hajobs_tests::http::{addresses, request};
+
+    let full = std::env::var("HAJOBS_CHAOS_FULL").is_ok_and(|v| v == "1");
+    let (phase, idle_conns, readers) = if full { (30, 400, 300) } else { (10, 400, 300) };
+    let ticks = (2 * phase + 20) * 10;
+    let mut toml = String::from("shutdown_grace = \"15s\"\n[http]\nlisten = \"127.0.0.1:0\"\n");
+    for i in 0..10 {
+        toml.push_str(&format!(
+            "[[job]]\nname = \"hold-{i}\"\ncommand = [\"sh\", \"{{script}}\", \"{{records}}\", \"{ticks}\"]\nlease_ttl = \"4s\"\n"
+        ));
+    }
+    let keyspace = unique_keyspace("chaoshttp");
+    let mut d = Daemons::start(bin(), keyspace.clone(), 1, &toml);
+    let addr = addresses(&d, 1)[0].1.clone();
+    for i in 0..10 {
+        let job = format!("hold-{i}");
+        eventually(Duration::from_secs(30), "a trigger taken", || {
+            d.cli(&["trigger", &job])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+        });
+    }
+    eventually(Duration::from_secs(30), "ten runs started", || {
+        (runs(&d.records()).len() == 10).then_some(())
+    });
+    let renewals = |addr: &str| {
+        let r = request(addr, "GET", "/metrics", None, b"");
+        assert_eq!(r.status, 200, "/metrics under load: {}", r.body);
+        r.body
+    };
+    let before_idle = renewals(&addr);
+    std::thread::sleep(Duration::from_secs(phase));
+    let before_load = renewals(&addr);
+
+    // The load: idle connections kept open, and heavy reads from many threads.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, busy, other) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let holder = {
+        let (stop, addr) = (stop.clone(), addr.clone());
+        std::thread::spawn(move || {
+            let mut held: Vec<Option<TcpStream>> = (0..idle_conns).map(|_| None).collect();
+            let mut opened = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                for slot in &mut held {
+                    let closed = match slot {
+                        None => true,
+                        Some(s) => {
+                            s.set_nonblocking(true).ok();
+                            matches!(s.read(&mut [0u8; 1]), Ok(0))
+                        }
+                    };
+                    if closed {
+                        *slot = TcpStream::connect(&addr).ok();
+                        opened += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            opened
+        })
+    };
+    let routes = [
+        "/stats",
+        "/jobs/hold-0?limit=10000",
+        "/locks",
+        "/nodes",
+        "/jobs",
+        "/queue",
+        "/jobs/hold-1/stats",
+        "/metrics",
+    ];
+    let workers: Vec<_> = (0..readers)
+        .map(|w| {
+            let (stop, addr) = (stop.clone(), addr.clone());
+            let (answered, busy, other) = (answered.clone(), busy.clone(), other.clone());
+            std::thread::spawn(move || {
+                let mut i = w;
+                while !stop.load(Ordering::Relaxed) {
+                    let r = request(&addr, "GET", routes[i % routes.len()], None, b"");
+                    match r.status {
+                        200 => answered.fetch_add(1, Ordering::Relaxed),
+                        503 => busy.fetch_add(1, Ordering::Relaxed),
+                        _ => other.fetch_add(1, Ordering::Relaxed),
+                    };
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(phase));
+    let after_load = renewals(&addr);
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let opened = holder.join().unwrap();
+
+    // Every run ends by itself, none killed by a lost lease.
+    eventually(Duration::from_secs(120), "every run to end", || {
+        let ended = d.records().iter().filter(|r| r.kind == "end").count();
+        (ended == 10).then_some(())
+    });
+    let lost = metric_sum(&renewals(&addr), "hajobs_leases_lost_total");
+    let (idle_p99, idle_n) = renew_p99(&before_idle, &before_load);
+    let (load_p99, load_n) = renew_p99(&before_load, &after_load);
+    // Each job type is its own lock: overlaps are looked for within each.
+    let all = runs(&d.records());
+    let overlaps: usize = (0..10)
+        .map(|i| {
+            let of: Vec<Run> = all
+                .iter()
+                .filter(|r| r.job_type == format!("hold-{i}"))
+                .cloned()
+                .collect();
+            check(&of).overlaps
+        })
+        .sum();
+    println!(
+        "chaos scenario=http_load leases=10 ttl_s=4 lost={} overlaps={} idle_connections={idle_conns} (opened {opened}) heavy_readers={readers} \
+         answered={} busy_503={} other={} renew_p99_idle_ms={idle_p99:.1} ({idle_n} renewals) renew_p99_load_ms={load_p99:.1} ({load_n} renewals)",
+        lost.abs(),
+        overlaps,
+        answered.load(Ordering::Relaxed),
+        busy.load(Ordering::Relaxed),
+        other.load(Ordering::Relaxed),
+    );
+    assert_eq!(lost, 0.0, "leases lost under load");
+    assert_eq!(overlaps, 0);
+    assert_eq!(all.len(), 10, "one run per job, none re-run");
+    assert_eq!(
+        other.load(Ordering::Relaxed),
+        0,
+        "answers other than 200 or 503"
+    );
+    assert!(
+        answered.load(Ordering::Relaxed) > 0,
+        "the API answered nothing"
+    );
+    assert!(load_n > 0, "no renewal under load");
+    d.stop();
+    drop_keyspace(&keyspace);
+}
+
+/// The sum of a counter's series in a Prometheus text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The renewal p99 (the upper bound of its bucket, ms) and the count of
+/// renewals between two `/metrics` texts.
+fn renew_p99(before: &str, after: &str) -> (f64, u64) {
+    let buckets = |text: &str| -> Vec<(f64, f64)> {
+        let mut by_le: std::collections::BTreeMap<String, f64> = Default::default();
+        for l in text.lines() {
+            if !l.starts_with("hajobs_lease_renew_seconds_bucket") {
+                continue;
+            }
+            let Some(le) = l.split("le=\"").nth(1).and_then(|r| r.split('"').next()) else {
+                continue;
+            };
+            let v: f64 = l
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            *by_le.entry(le.to_owned()).or_default() += v;
+        }
+        let mut out: Vec<(f64, f64)> = by_le
+            .into_iter()
+            .map(|(le, v)| (le.parse::<f64>().unwrap_or(f64::INFINITY), v))
+            .collect();
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        out
+    };
+    let (b, a) = (buckets(before), buckets(after));
+    let delta: Vec<(f64, f64)> = a
+        .iter()
+        .map(|(le, v)| {
+            let old = b.iter().find(|(l, _)| l == le).map_or(0.0, |(_, v)| *v);
+            (*le, v - old)
+        })
+        .collect();
+    let total = delta.last().map_or(0.0, |(_, v)| *v);
+    let p99 = delta
+        .iter()
+        .find(|(_, v)| *v >= 0.99 * total)
+        .map_or(f64::NAN, |(le, _)| le * 1000.0);
+    (p99, total as u64)
+}

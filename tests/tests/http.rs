@@ -606,3 +606,141 @@ async fn wait_for(browser: &mut Browser, condition: &str, what: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A small deterministic generator (xorshift), so a failure can be replayed.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// A path segment or query value: plausible, odd, encoded wrongly, huge.
+    fn value(&mut self) -> String {
+        const PIECES: [&str; 16] = [
+            "quick",
+            "slow",
+            "a",
+            "0",
+            "-1",
+            "%00",
+            "%ff",
+            "%zz",
+            "%2F",
+            "%20",
+            "%C3%A9",
+            "%E2%9C%93",
+            "~",
+            "_",
+            "..x",
+            "18446744073709551616",
+        ];
+        match self.below(6) {
+            0 => PIECES[self.below(PIECES.len())].to_owned(),
+            1 => uuid::Uuid::new_v4().to_string(),
+            2 => "x".repeat(1 + self.below(3000)),
+            3 => format!(
+                "{:08x}-0000-1000-8000-00000000000{}",
+                self.next() as u32,
+                self.below(10)
+            ),
+            _ => (0..1 + self.below(8))
+                .map(|_| PIECES[self.below(PIECES.len())])
+                .collect(),
+        }
+    }
+}
+
+#[test]
+fn http_every_documented_route_keeps_its_contract_under_generated_input() {
+    const ADMIN: &str = "roles-admin-token-1c9e";
+    const READ: &str = "roles-read-token-5b2d";
+    let keyspace = unique_keyspace("contract");
+    let mut d = Daemons::start(bin(), keyspace, 1, ROLES_JOBS);
+    let a = addresses(&d, 1)[0].1.clone();
+    let a = a.as_str();
+    let doc = request(a, "GET", "/openapi.json", None, b"").json();
+    let seed = std::env::var("HAJOBS_CONTRACT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x9e37_79b9_7f4a_7c15u64);
+    let cases = std::env::var("HAJOBS_CONTRACT_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let mut g = Gen(seed);
+    let mut sent = 0;
+    let mut by_status: std::collections::BTreeMap<u16, usize> = Default::default();
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let method = method.to_uppercase();
+            let documented = op["responses"].as_object().unwrap();
+            for _ in 0..cases {
+                let mut path = String::new();
+                for part in template.split('/').filter(|p| !p.is_empty()) {
+                    path.push('/');
+                    if part.starts_with('{') {
+                        path.push_str(&g.value());
+                    } else {
+                        path.push_str(part);
+                    }
+                }
+                match g.below(3) {
+                    0 => path.push_str(&format!("?limit={}", g.value())),
+                    1 => path.push_str(&format!("?{}={}", g.value(), g.value())),
+                    _ => {}
+                }
+                let token = [None, Some(ADMIN), Some(READ), Some("not-a-token")][g.below(4)];
+                let body: Vec<u8> = match g.below(4) {
+                    0 => Vec::new(),
+                    1 => b"{}".to_vec(),
+                    2 => (0..g.below(20_000)).map(|_| g.next() as u8).collect(),
+                    _ => format!("{{\"{}\": [{}]}}", g.value(), g.value()).into_bytes(),
+                };
+                let auth = token.map(|t| format!("Bearer {t}"));
+                let mut headers = vec![("Host", a)];
+                if let Some(v) = &auth {
+                    headers.push(("Authorization", v.as_str()));
+                }
+                let content_type = ["application/json", "text/plain", ""][g.below(3)];
+                if !content_type.is_empty() {
+                    headers.push(("Content-Type", content_type));
+                }
+                let r = request_with(a, &method, &path, &headers, &body);
+                sent += 1;
+                *by_status.entry(r.status).or_default() += 1;
+                let what = format!("{method} {path:.200} (seed {seed})");
+                assert!(
+                    r.status < 500,
+                    "{what}: a 5xx for generated input: {} {}",
+                    r.status,
+                    r.body
+                );
+                assert!(
+                    documented.contains_key(&r.status.to_string()),
+                    "{what}: {} is not documented for {method} {template}: {}",
+                    r.status,
+                    r.body
+                );
+                if r.status >= 400 {
+                    let v = r.json();
+                    assert!(
+                        v["error"].as_str().is_some() && v["kind"].as_str().is_some(),
+                        "{what}: an error is {{error, kind}}: {v}"
+                    );
+                } else if template != "/metrics" {
+                    let _ = r.json();
+                }
+            }
+        }
+    }
+    println!("contract: {sent} generated requests, statuses {by_status:?}");
+    d.stop();
+}

@@ -35,6 +35,11 @@ const SAME_MILLISECOND_ROWS: usize = 16;
 /// of them must stay bounded.
 pub const MAX_ATTEMPT_STATUSES: usize = 1000;
 
+/// The most job types one read of every job type's latest status returns:
+/// rows written by another tool under made-up job types cannot make it
+/// grow without bound.
+pub const MAX_JOB_TYPES: usize = 1000;
+
 const META_COLUMNS: &str =
     "job_type, job_id, trigger_id, job_status_ts, job_state, job_result, owner, fencing_token";
 
@@ -111,7 +116,7 @@ impl StatusStore {
             ))
             .await?,
             latest_all: prepare(format!(
-                "SELECT {META_COLUMNS} FROM {ks}.job_status_meta PER PARTITION LIMIT 1"
+                "SELECT {META_COLUMNS} FROM {ks}.job_status_meta PER PARTITION LIMIT 1 LIMIT {MAX_JOB_TYPES}"
             ))
             .await?,
             run: prepare(format!(
@@ -231,7 +236,7 @@ impl StatusStore {
         Ok(self.history(job_type, 1).await?.into_iter().next())
     }
 
-    /// The latest attempt of every job type.
+    /// The latest attempt of every job type (at most [`MAX_JOB_TYPES`]).
     pub async fn latest_of_all(&self) -> Result<Vec<StatusEntry>, StoreError> {
         self.select(
             &self.latest_all,

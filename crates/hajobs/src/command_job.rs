@@ -16,6 +16,7 @@ use hajobs_scheduler::MAX_PROGRESS_BYTES;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::job_env;
+use crate::orphans;
 use crate::output::{self, ProgressLine, Tail};
 
 use crate::config::CommandJobConfig;
@@ -107,6 +108,7 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
     let socket = tokio::net::UnixStream::from_std(ours)
         .map_err(|e| JobError::new(format!("cannot make the guard's socket: {e}")))?;
     // Our own executable, even if the file was replaced by an upgrade.
+    let mark = orphans::new_mark();
     let mut command = tokio::process::Command::new("/proc/self/exe");
     command
         .arg0("hajobs-guard")
@@ -123,6 +125,8 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
         .env("HAJOBS_TRIGGER_ID", ctx.trigger_id.to_string())
         .env("HAJOBS_FENCING_TOKEN", ctx.fencing_token.to_string())
         .env("HAJOBS_NODE_ID", ctx.node.as_str())
+        // Found again by this mark should the guard die (see `orphans`).
+        .env(orphans::MARK, &mark)
         // Out of the daemon's group: a terminal's Ctrl-C is the daemon's to handle.
         .process_group(0)
         .stdin(Stdio::from(OwnedFd::from(theirs)))
@@ -256,14 +260,10 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
         });
     }
     if report.exit_code.is_none() && report.signal.is_none() {
-        // The guard itself died (killed by hand, OOM): end the group it
-        // governed ourselves, and fail the attempt.
-        if let Some(pid) = report.pid {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        // The guard itself died (killed by hand, OOM): end what is left of
+        // the tree it governed ourselves, and fail the attempt.
+        let ended = orphans::end(&mark).await;
+        tracing::warn!(job_type = %ctx.job_type, job_id = %ctx.job_id, processes = ended, "the command's guard died; what was left of its tree was ended");
         return Err(JobError {
             message: format!("the guard of `{program}` ended ({guard_exit}) before the command"),
             content: Some(content),

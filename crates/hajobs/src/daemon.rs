@@ -114,7 +114,7 @@ pub(crate) async fn serve(settings: &Settings) -> Result<(), CliError> {
                 listener,
                 crate::http::ServerState::new(http_admin, metrics, daemon.node.as_str()),
                 http,
-            );
+            )?;
             tracing::info!(address = ?address, admin_token = http.admin_token.is_some(), read_token = http.read_token.is_some(), "HTTP API, page and metrics served");
             if !http.is_loopback() {
                 if http.admin_token.is_none() {

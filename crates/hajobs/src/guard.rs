@@ -48,8 +48,8 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{ExitCode, ExitStatus, Stdio};
+use std::os::unix::process::CommandExt;
+use std::process::{ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -91,8 +91,9 @@ enum Event {
     Control(Control),
     /// The daemon's end of the socket closed: it is gone.
     DaemonGone,
-    /// The command itself ended.
-    Exited(std::io::Result<ExitStatus>),
+    /// The command itself ended (not reaped yet: its pid, and so its
+    /// process group id, cannot be reused until we reap it).
+    Exited,
 }
 
 /// The `CLOCK_MONOTONIC` reading now, in nanoseconds: shared by every
@@ -153,7 +154,7 @@ impl Guard {
             return Err(());
         }
         let (program, args) = command.split_first().ok_or(())?;
-        let mut child = match std::process::Command::new(program)
+        let child = match std::process::Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .process_group(0)
@@ -174,8 +175,16 @@ impl Guard {
 
         let (tx, events) = mpsc::channel();
         let waiter = tx.clone();
+        // Waits for the command's end *without* reaping it (WNOWAIT): the
+        // main thread reaps it, and signals its group only before that, so
+        // `killpg` never reaches a group id the kernel could have reused.
+        drop(child);
         std::thread::spawn(move || {
-            let _ = waiter.send(Event::Exited(child.wait()));
+            while let Err(Errno::EINTR) = nix::sys::wait::waitid(
+                nix::sys::wait::Id::Pid(pgid),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+            ) {}
+            let _ = waiter.send(Event::Exited);
         });
         std::thread::spawn(move || {
             for line in BufReader::new(socket).lines() {
@@ -235,9 +244,8 @@ impl Guard {
                 Event::Control(Control::Deadline(d)) => self.deadline = Some(d),
                 Event::Control(Control::Term) => break Signal::SIGTERM,
                 Event::Control(Control::Kill) | Event::DaemonGone => break Signal::SIGKILL,
-                Event::Exited(status) => {
-                    self.reaped = true;
-                    self.report_exit(status);
+                Event::Exited => {
+                    self.reap_command();
                     // What the command left behind goes too.
                     break Signal::SIGTERM;
                 }
@@ -248,13 +256,20 @@ impl Guard {
         ExitCode::SUCCESS
     }
 
-    fn report_exit(&mut self, status: std::io::Result<ExitStatus>) {
+    /// Reaps the ended command and reports how it ended. From here on its
+    /// process group id may be reused: it is never signalled again.
+    fn reap_command(&mut self) {
+        let status = loop {
+            match nix::sys::wait::waitpid(self.pgid, None) {
+                Err(Errno::EINTR) => continue,
+                other => break other,
+            }
+        };
+        self.reaped = true;
         match status {
-            Ok(s) => match (s.code(), s.signal()) {
-                (Some(code), _) => self.say(&format!("exited {code}")),
-                (None, Some(sig)) => self.say(&format!("signalled {sig}")),
-                (None, None) => self.say("error the command ended without a status"),
-            },
+            Ok(WaitStatus::Exited(_, code)) => self.say(&format!("exited {code}")),
+            Ok(WaitStatus::Signaled(_, sig, _)) => self.say(&format!("signalled {}", sig as i32)),
+            Ok(_) => self.say("error the command ended without a status"),
             Err(e) => self.say(&format!("error waiting for the command: {e}")),
         }
     }
@@ -271,8 +286,11 @@ impl Guard {
             if signal == Signal::SIGTERM && (Instant::now() >= kill_at || self.deadline_passed()) {
                 signal = Signal::SIGKILL;
             }
-            // SIGTERM once per process, SIGKILL on every sweep.
-            if signal == Signal::SIGKILL || termed.insert(-self.pgid.as_raw()) {
+            // SIGTERM once per process, SIGKILL on every sweep. The group
+            // only while its leader is unreaped (its id is ours until then);
+            // after that, our own children: their pids are ours until we
+            // reap them, and the rest of the tree comes to us as they die.
+            if !self.reaped && (signal == Signal::SIGKILL || termed.insert(-self.pgid.as_raw())) {
                 let _ = nix::sys::signal::killpg(self.pgid, signal);
             }
             for pid in self.tree_roots() {
@@ -284,10 +302,7 @@ impl Guard {
                 return;
             }
             match self.events.recv_timeout(SWEEP) {
-                Ok(Event::Exited(status)) => {
-                    self.reaped = true;
-                    self.report_exit(status);
-                }
+                Ok(Event::Exited) => self.reap_command(),
                 Ok(Event::Control(Control::Kill) | Event::DaemonGone) => signal = Signal::SIGKILL,
                 Ok(Event::Control(Control::Deadline(d))) => self.deadline = Some(d),
                 Ok(Event::Control(Control::Term)) => {}
@@ -311,7 +326,8 @@ impl Guard {
     }
 
     /// Our direct children other than the command: orphans of the tree
-    /// re-parented to us, possibly in groups or sessions of their own.
+    /// re-parented to us, possibly in groups or sessions of their own. Only
+    /// we reap them, so each pid names our child until we do.
     fn tree_roots(&self) -> Vec<Pid> {
         let me = std::process::id();
         let Ok(entries) = std::fs::read_dir("/proc") else {

@@ -16,6 +16,7 @@
 //! | `config` | the TOML configuration, validated, with placed errors |
 //! | `command_job` | a configured command as a job, under its guard |
 //! | `job_env` | a command's declared environment: never the daemon's secrets |
+//! | `orphans` | what is left of a tree whose guard died: found by its mark, ended through pidfds |
 //! | `output` | a command's output read in bounded memory: the tail for its status, its progress lines |
 //! | `guard` | the per-attempt guard process: the command's tree lives and dies with the lease |
 //! | `work_run` | `hajobs work run`: a command processes a work item under that guard and the item's lease |
@@ -37,6 +38,7 @@ mod daemon;
 mod guard;
 mod http;
 mod job_env;
+mod orphans;
 mod output;
 mod registry;
 mod work_run;

@@ -34,6 +34,7 @@ pub(crate) async fn run(
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(socket_error)?;
     ours.set_nonblocking(true).map_err(socket_error)?;
     let socket = tokio::net::UnixStream::from_std(ours).map_err(socket_error)?;
+    let mark = crate::orphans::new_mark();
     let mut command_line = tokio::process::Command::new("/proc/self/exe");
     // The caller's environment, less the secrets `hajobs` itself reads.
     for secret in crate::job_env::SECRETS {
@@ -45,6 +46,8 @@ pub(crate) async fn run(
         .arg(GRACE.as_millis().to_string())
         .arg("--")
         .args(&command)
+        // Found again by this mark should the guard die (see `orphans`).
+        .env(crate::orphans::MARK, &mark)
         .env("HAJOBS_WORK_SET", grant.work_set.as_str())
         .env("HAJOBS_WORK_KEY", grant.key.as_str())
         .env("HAJOBS_FENCING_TOKEN", grant.fencing_token.to_string())
@@ -113,8 +116,12 @@ pub(crate) async fn run(
         (Some(0), _) => Ok(serde_json::json!({ "exit_code": 0, "command": program })),
         (Some(code), _) => Err(format!("`{program}` ended with exit status: {code}")),
         (None, Some(signal)) => Err(format!("`{program}` was killed by signal {signal}")),
-        (None, None) => Err(format!(
-            "the guard of `{program}` ended ({exit}) before the command"
-        )),
+        (None, None) => {
+            // The guard died first: end what is left of the tree ourselves.
+            let ended = crate::orphans::end(&mark).await;
+            Err(format!(
+                "the guard of `{program}` ended ({exit}) before the command; {ended} process(es) left of its tree were killed"
+            ))
+        }
     }
 }

@@ -37,7 +37,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
 use utoipa::OpenApi;
 
 use crate::admin::{
@@ -50,9 +49,10 @@ const MAX_BODY: usize = 16 * 1024;
 
 mod protect;
 mod serve;
+mod stats_cache;
 
 pub(crate) use protect::Caller;
-use protect::Protection;
+use protect::{Documented, Protection};
 
 /// The page, self-contained: no CDN, no external fonts; its script and
 /// style are files of their own (the Content-Security-Policy allows no
@@ -67,6 +67,8 @@ pub(crate) struct ServerState {
     admin: Admin,
     metrics: PrometheusHandle,
     node: Arc<str>,
+    /// `/stats` is costly: served from a copy (see [`stats_cache`]).
+    stats: Arc<stats_cache::StatsCache>,
 }
 
 impl ServerState {
@@ -75,6 +77,7 @@ impl ServerState {
             admin,
             metrics,
             node: node.into(),
+            stats: Arc::default(),
         }
     }
 }
@@ -111,27 +114,79 @@ pub(crate) fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 /// The running server.
 pub(crate) struct Server {
     stop: tokio::sync::watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// Sent when the server's runtime has finished.
+    done: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl Server {
     /// Stops accepting and ends the open connections.
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.done).await;
     }
 }
 
 /// Serves the routes on `listener` until stopped, under `[http]`'s rules.
+///
+/// Connections are accepted, read and answered on a runtime of their own
+/// (one thread, `hajobs-http`): a flood of connections and requests,
+/// refused or not, queues there, never among the lease keepers' tasks. A
+/// request let in runs on the daemon's runtime, where the admin layer lives
+/// (at most `max_concurrent_requests` at once).
 pub(crate) fn spawn(
     listener: tokio::net::TcpListener,
     state: ServerState,
     http: &crate::config::HttpConfig,
-) -> Server {
+) -> anyhow::Result<Server> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (finished, done) = tokio::sync::oneshot::channel();
     let app = router(state, Protection::new(http));
-    let task = tokio::spawn(serve::serve(listener, app, http.request_timeout, stopped));
-    Server { stop, task }
+    let listener = listener.into_std()?;
+    let header_timeout = http.request_timeout;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("hajobs-http")
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("hajobs-http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => serve::serve(listener, app, header_timeout, stopped).await,
+                    Err(e) => tracing::error!(error = %e, "HTTP listener unusable"),
+                }
+            });
+            let _ = finished.send(());
+        })?;
+    Ok(Server { stop, done })
+}
+
+/// Runs the route on the daemon's runtime; the task is aborted if the
+/// connection's side gives up on it (the request timeout, a closed
+/// connection).
+async fn on_daemon_runtime(
+    State(daemon): State<tokio::runtime::Handle>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let task = daemon.spawn(next.run(request));
+    let _abort = AbortOnDrop(task.abort_handle());
+    match task.await {
+        Ok(response) => response,
+        Err(_) => Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the request was stopped",
+        )
+        .into_response(),
+    }
 }
 
 /// Every route, behind the [protections](protect).
@@ -162,6 +217,11 @@ pub(crate) fn router(state: ServerState, protection: Protection) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Inside the protections: only what they let in reaches the daemon's runtime.
+        .layer(axum::middleware::from_fn_with_state(
+            tokio::runtime::Handle::current(),
+            on_daemon_runtime,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(protection),
             protect::protect,
@@ -460,7 +520,7 @@ async fn job_stats(
 ) -> ApiResult<Json<hajobs_core::JobStats>> {
     let Path(job_type) = job_type?;
     state.admin.job_type(&job_type)?;
-    let mut stats = state.admin.stats(Some(&job_type)).await?;
+    let mut stats = state.stats.get(&state.admin, Some(&job_type)).await?;
     stats
         .pop()
         .map(Json)
@@ -470,7 +530,7 @@ async fn job_stats(
 /// Every job type's figures.
 #[utoipa::path(get, path = "/stats", responses((status = 200, body = [serde_json::Value])))]
 async fn stats(State(state): State<ServerState>) -> ApiResult<Json<Vec<hajobs_core::JobStats>>> {
-    Ok(Json(state.admin.stats(None).await?))
+    Ok(Json(state.stats.get(&state.admin, None).await?))
 }
 
 /// The live replicas.
@@ -548,23 +608,9 @@ async fn work_item(
     info(title = "hajobs", description = "Jobs that run on exactly one replica at a time: the admin API of a replica."),
     paths(health, ready, metrics, jobs, trigger, cancel, history, latest, attempt, job_stats, stats, nodes, locks, queue_all, queue_of, work_list, work_item),
     components(schemas(ApiError, HolderView, JobView, Triggered, Cancelled, Readiness, Health, QueuedView, WorkItemView)),
-    modifiers(&BearerToken)
+    modifiers(&Documented)
 )]
 struct ApiDoc;
-
-/// The `admin_token` security scheme.
-struct BearerToken;
-
-impl utoipa::Modify for BearerToken {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "admin_token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 /// The OpenAPI document as JSON (for `hajobs openapi`).
 pub(crate) fn openapi_json() -> String {

@@ -9,11 +9,11 @@
 //! | other methods, with an admin token set: the admin token (the read token is refused) | 401 / 403 `forbidden` |
 //! | other methods: not sent by another site (`Sec-Fetch-Site`, `Origin`) | 403 `cross_site` |
 //! | other methods: JSON (`Content-Type: application/json`) or with `Authorization`, so no plain form of another page can send it | 415 `unsupported_media_type` |
-//! | at most `http.max_concurrent_requests` at once (the probes aside) | 503 `busy` |
+//! | at most `http.max_concurrent_requests` at once (the probes, the page and `/metrics` aside) | 503 `busy` |
 //! | each done within `http.request_timeout` | 503 `timed_out` |
 //!
-//! `/health`, `/ready`, the page and its script and style need no token:
-//! they say nothing about the jobs.
+//! `/health`, `/ready`, `/openapi.json`, the page and its script and style
+//! need no token: they say nothing about the jobs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -199,7 +199,10 @@ fn cross_site(headers: &HeaderMap) -> Option<String> {
 
 /// Routes that say nothing about the jobs: no token, no limit.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/" | "/page.js" | "/page.css" | "/health" | "/ready")
+    matches!(
+        path,
+        "/" | "/page.js" | "/page.css" | "/health" | "/ready" | "/openapi.json"
+    )
 }
 
 /// The checks of [this module](self), then the route; every answer gets
@@ -264,9 +267,15 @@ fn check(p: &Protection, request: &mut Request) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Routes that answer from memory or for probes: never refused for lack
+/// of room, so that a flooded replica still reports its health and metrics.
+fn is_unlimited(path: &str) -> bool {
+    is_public(path) || path == "/metrics"
+}
+
 /// The route within the room and the time it has.
 async fn limited(p: &Protection, request: Request, next: Next) -> Response {
-    if is_public(request.uri().path()) {
+    if is_unlimited(request.uri().path()) {
         return next.run(request).await;
     }
     let Ok(_permit) = p.room.clone().try_acquire_owned() else {
@@ -294,6 +303,92 @@ async fn limited(p: &Protection, request: Request, next: Next) -> Response {
             ),
         )
         .into_response(),
+    }
+}
+
+/// The protections in the OpenAPI document: the `admin_token` and
+/// `read_token` schemes, and on every route the answers they add (so that
+/// every answer a route can give is documented).
+pub(crate) struct Documented;
+
+impl utoipa::Modify for Documented {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for scheme in ["admin_token", "read_token"] {
+            components.add_security_scheme(
+                scheme,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+        let error = |why: &str| {
+            ResponseBuilder::new()
+                .description(why)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ApiError")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let public = is_public(path);
+            let unlimited = is_unlimited(path);
+            let with_params = path.contains('{');
+            for (reading, op) in [
+                (true, item.get.as_mut()),
+                (false, item.post.as_mut()),
+                (false, item.delete.as_mut()),
+            ] {
+                let Some(op) = op else { continue };
+                let mut add = |code: &str, why: &str| {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| error(why).into());
+                };
+                add(
+                    "403",
+                    "`bad_host`: the Host is not one this API answers to; `cross_site`, `forbidden` (the read token on a mutating route)",
+                );
+                if public {
+                    continue;
+                }
+                if !unlimited {
+                    add(
+                        "503",
+                        "`busy`: http.max_concurrent_requests in progress; `timed_out`: http.request_timeout passed; `unavailable`: Cassandra",
+                    );
+                }
+                add(
+                    "401",
+                    "`unauthorized`: a token is configured for this route and none, or another, was shown",
+                );
+                if with_params || !reading {
+                    add(
+                        "400",
+                        "`bad_input`: a path, query or body that cannot be read",
+                    );
+                }
+                if !reading {
+                    add(
+                        "415",
+                        "`unsupported_media_type`: neither `Content-Type: application/json` nor `Authorization`",
+                    );
+                    add("413", "`too_large`: a body over 16 KiB");
+                }
+                if reading && op.security.is_none() {
+                    op.security = Some(vec![
+                        SecurityRequirement::new("read_token", Vec::<String>::new()),
+                        SecurityRequirement::new("admin_token", Vec::<String>::new()),
+                    ]);
+                }
+            }
+        }
     }
 }
 

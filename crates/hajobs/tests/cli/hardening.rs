@@ -19,10 +19,13 @@ fn serve(env: &Env, vars: &[(&str, &str)]) -> Child {
     c.spawn().unwrap()
 }
 
-/// `hajobs trigger JOB --wait` until a replica has registered the job.
-async fn trigger_and_wait(env: &Env, job: &str) {
+/// `hajobs trigger JOB --wait` until `daemon` has registered the job.
+async fn trigger_and_wait(env: &Env, daemon: &mut Child, job: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            panic!("the daemon exited ({status}) before running {job}");
+        }
         let out = env.run(&["trigger", job, "--wait"]);
         if out.status.success() {
             return;
@@ -82,6 +85,7 @@ inherit_env = ["ASKED_FOR"]
     let secrets = [
         ("HAJOBS_ADMIN_TOKEN", "admin-secret-6d1f"),
         ("HAJOBS_READ_TOKEN", "read-secret-93ab"),
+        ("HAJOBS_CASSANDRA_USER", "cassandra-user-0c7d"),
         ("HAJOBS_CASSANDRA_PASSWORD", "cassandra-secret-41c2"),
     ];
     let mut vars = secrets.to_vec();
@@ -90,8 +94,8 @@ inherit_env = ["ASKED_FOR"]
         ("NOT_ASKED_FOR", "kept-back"),
         ("LC_TIME", "C"),
     ]);
-    let daemon = serve(&env, &vars);
-    trigger_and_wait(&env, "envdump").await;
+    let mut daemon = serve(&env, &vars);
+    trigger_and_wait(&env, &mut daemon, "envdump").await;
     let seen = std::fs::read_to_string(&dump).unwrap();
     let content = finished_content(&env, "envdump").await;
     stop(daemon);
@@ -155,7 +159,7 @@ echo done"#;
         ),
     );
     expect(&env.run(&["schema", "apply"]), 0, "applied");
-    let daemon = serve(&env, &[]);
+    let mut daemon = serve(&env, &[]);
     let pid = daemon.id();
     let deadline = Instant::now() + Duration::from_secs(60);
     while env.run(&["nodes", "--json"]).stdout.is_empty() {
@@ -173,7 +177,7 @@ echo done"#;
         peak
     });
     let started = Instant::now();
-    trigger_and_wait(&env, "chatty").await;
+    trigger_and_wait(&env, &mut daemon, "chatty").await;
     let took = started.elapsed();
     let _ = tx.send(());
     let peak = sampler.join().unwrap();
@@ -221,5 +225,97 @@ echo done"#;
         "{} statuses in {took:?}",
         history.len()
     );
+    env.drop().await;
+}
+
+/// The direct children of `pid` (from `/proc`).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let after = &s[s.rfind(')')? + 1..];
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s[s.rfind(')').unwrap_or(0) + 1..]
+                .split_whitespace()
+                .next()
+                .is_some_and(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_work_run_ends_the_tree_when_its_guard_dies() {
+    let env = Env::new("guarddies", "");
+    expect(&env.run(&["schema", "apply"]), 0, "applied");
+    let pids = std::env::temp_dir().join(format!("hajobs-guard-dies-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pids);
+    // A command with a child in a session of its own: not in the group.
+    let script = format!(
+        "sleep 300 & echo $! >> {p}; setsid sleep 300 & echo $! >> {p}; wait",
+        p = pids.display()
+    );
+    let work = env
+        .command(&["work", "run", "guarded", "k1", "--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    until("the command's two children", || {
+        std::fs::read_to_string(&pids).is_ok_and(|t| t.lines().count() == 2)
+    })
+    .await;
+    let tree: Vec<u32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(tree.iter().all(|&p| alive(p)));
+    let guard = children_of(work.id())
+        .into_iter()
+        .find(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.starts_with("hajobs-guard"))
+        })
+        .expect("work run's guard");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &guard.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = work.wait_with_output().unwrap();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("process(es) left of its tree were killed"),
+        "{said}"
+    );
+    for p in &tree {
+        until(&format!("process {p} of the tree to end"), || !alive(*p)).await;
+    }
+    let _ = std::fs::remove_file(&pids);
     env.drop().await;
 }
