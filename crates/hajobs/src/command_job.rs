@@ -3,24 +3,23 @@
 
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use hajobs_core::CancelReason;
-use hajobs_scheduler::{DEFAULT_CANCEL_GRACE, Done, Job, JobContext, JobError, JobOutcome};
+use hajobs_scheduler::{
+    DEFAULT_CANCEL_GRACE, Done, Job, JobContext, JobError, JobOutcome, MAX_PROGRESS_BYTES,
+};
 use serde_json::json;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use hajobs_scheduler::MAX_PROGRESS_BYTES;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-use crate::job_env;
-use crate::orphans;
-use crate::output::{self, ProgressLine, Tail};
 
 use crate::config::CommandJobConfig;
 use crate::guard::{GUARD_ARG, monotonic_nanos};
+use crate::job_env;
+use crate::orphans;
+use crate::output::{self, ProgressLine, Tail};
 
 /// The least time between two progress writes of one attempt.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
@@ -107,8 +106,8 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
         .map_err(|e| JobError::new(format!("cannot make the guard's socket: {e}")))?;
     let socket = tokio::net::UnixStream::from_std(ours)
         .map_err(|e| JobError::new(format!("cannot make the guard's socket: {e}")))?;
-    // Our own executable, even if the file was replaced by an upgrade.
     let mark = orphans::new_mark();
+    // Our own executable, even if the file was replaced by an upgrade.
     let mut command = tokio::process::Command::new("/proc/self/exe");
     command
         .arg0("hajobs-guard")
