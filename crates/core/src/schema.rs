@@ -521,7 +521,33 @@ fn qualify(statement: &str, keyspace: &str) -> String {
     statement.to_owned()
 }
 
+/// How often a schema change is tried while the cluster's schema settles.
+const DDL_TRIES: u32 = 5;
+
+/// Whether a failed schema change met a cluster whose schema had not
+/// settled (a node just restarted, another change in flight): Cassandra
+/// answers such a change with an internal error naming a table it does not
+/// know yet. The change is tried again once the nodes agree.
+fn schema_unsettled(error: &str) -> bool {
+    error.contains("Unknown CF") || error.contains("schema version mismatch")
+}
+
 async fn ddl(session: &Session, statement: &str) -> Result<(), StoreError> {
+    let mut tries = 1;
+    loop {
+        match ddl_once(session, statement).await {
+            Err(e) if tries < DDL_TRIES && schema_unsettled(&format!("{e:?}")) => {
+                tracing::warn!(error = %e, tries, "the cluster's schema has not settled; waiting for agreement, then trying again");
+                tokio::time::sleep(std::time::Duration::from_secs(u64::from(tries))).await;
+                let _ = session.await_schema_agreement().await;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn ddl_once(session: &Session, statement: &str) -> Result<(), StoreError> {
     let head: String = statement.chars().take(60).collect();
     if let Err(e) = session.query_unpaged(statement, ()).await {
         // `ALTER TABLE … ADD` has no IF NOT EXISTS: a column already there
@@ -547,6 +573,17 @@ async fn ddl(session: &Session, statement: &str) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_meeting_an_unsettled_schema_is_tried_again() {
+        // As Cassandra 5.0 answers a CREATE KEYSPACE right after a node restart.
+        assert!(schema_unsettled(
+            "Internal server error. This indicates a server-side bug, Error message: java.lang.IllegalArgumentException: Unknown CF dd88c730-ec30-11f1-a3b8-5fe2ecbb259f"
+        ));
+        assert!(!schema_unsettled(
+            "SyntaxException: line 1:7 no viable alternative"
+        ));
+    }
 
     #[test]
     fn replication_parses_and_renders() {
