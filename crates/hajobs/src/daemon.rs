@@ -22,7 +22,8 @@ use std::time::Duration;
 use hajobs_supervisor::Supervisor;
 
 use crate::admin::Admin;
-use crate::cli::{CliError, Settings};
+use crate::exit::CliError;
+use crate::settings::Settings;
 
 /// The longest wait between two tries to start serving.
 const MAX_START_BACKOFF: Duration = Duration::from_secs(30);

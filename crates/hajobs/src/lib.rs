@@ -10,7 +10,10 @@
 //! | module | what it holds |
 //! |---|---|
 //! | `admin` | the admin layer: what an operator asks of the cluster, answered once for the CLI and HTTP |
-//! | `cli` | the command line: flags, and rendering the admin layer's answers |
+//! | `cli` | the command line: flags, and which command runs |
+//! | `cmd` | what each command does, one module per command group: parse, ask the admin layer, render |
+//! | `settings` | `Settings`: the validated configuration under flags and environment; sessions, admin layer, manager |
+//! | `exit` | `CliError`: an error and its exit code, decided in one place; an attempt's final status as an exit code |
 //! | `http` | the HTTP API, the page and `/metrics` (axum), over the admin layer |
 //! | `daemon` | `hajobs serve`: manager, supervisor, request watcher, registry, HTTP server, started and stopped in one place |
 //! | `config` | the TOML configuration, validated, with placed errors |
@@ -32,15 +35,18 @@ use clap::Parser;
 
 mod admin;
 mod cli;
+mod cmd;
 mod command_job;
 mod config;
 mod daemon;
+mod exit;
 mod guard;
 mod http;
 mod job_env;
 mod orphans;
 mod output;
 mod registry;
+mod settings;
 mod work_run;
 
 /// Runs `hajobs` with the process's arguments; returns its exit code.
