@@ -148,7 +148,30 @@ pub struct JobStatus {
     pub content: Option<serde_json::Value>,
 }
 
+/// The keys hajobs writes in a status's content and reads back, named once.
+pub mod content_keys {
+    /// Why an attempt ended as it did: CANCELED (the cancel reason), DEAD,
+    /// SKIPPED, or FAILED without having run.
+    pub const REASON: &str = "reason";
+    /// When the planned retry of a FAILED attempt is due (epoch ms).
+    pub const NEXT_RETRY_AT_MS: &str = "next_retry_at_ms";
+}
+
 impl JobStatus {
+    /// The reason its content gives ([`content_keys::REASON`]), if any.
+    pub fn reason(&self) -> Option<&str> {
+        self.content.as_ref()?.get(content_keys::REASON)?.as_str()
+    }
+
+    /// When its planned retry is due, in epoch ms
+    /// ([`content_keys::NEXT_RETRY_AT_MS`]), if one is planned.
+    pub fn next_retry_at_ms(&self) -> Option<i64> {
+        self.content
+            .as_ref()?
+            .get(content_keys::NEXT_RETRY_AT_MS)?
+            .as_i64()
+    }
+
     /// The result of its state.
     pub fn result(&self) -> JobResult {
         self.state.result()

@@ -470,7 +470,7 @@ impl Admin {
                     owner: None,
                     fencing_token: None,
                     content: Some(serde_json::json!({
-                        "reason": format!("removed from the queue of lock type `{}` by {by}", entry.lock_type),
+                        hajobs_core::status::content_keys::REASON: format!("removed from the queue of lock type `{}` by {by}", entry.lock_type),
                         "queued_by": entry.queued_by,
                     })),
                 })

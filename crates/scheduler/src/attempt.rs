@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use hajobs_core::status::content_keys;
 use hajobs_core::{CancelReason, JobState, StatusStore};
 use hajobs_lock_keeper::{KeptLease, LeasePhase};
 use serde_json::{Value, json};
@@ -134,7 +135,10 @@ pub(crate) async fn run(
                 let at = chrono::Utc::now()
                     + chrono::TimeDelta::from_std(note.backoff).unwrap_or_default();
                 map.insert("next_retry_at".into(), json!(at.to_rfc3339()));
-                map.insert("next_retry_at_ms".into(), json!(at.timestamp_millis()));
+                map.insert(
+                    content_keys::NEXT_RETRY_AT_MS.into(),
+                    json!(at.timestamp_millis()),
+                );
             }
         }
     }
@@ -164,7 +168,7 @@ fn final_status(ending: Ending) -> (JobState, Option<Value>) {
             Some(json!({ "error": format!("timed out after {d:?}") })),
         ),
         Ending::Cancelled(reason, late) => {
-            let mut content = json!({ "reason": reason.to_string() });
+            let mut content = json!({ content_keys::REASON: reason.to_string() });
             if let Some(Ok(Err(e))) = late {
                 content["error"] = Value::String(e.message);
             }

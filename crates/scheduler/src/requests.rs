@@ -276,10 +276,7 @@ pub async fn hand_over(
         };
         let by_shutdown = ended.state == JobState::Canceled
             && ended
-                .content
-                .as_ref()
-                .and_then(|c| c.get("reason"))
-                .and_then(|r| r.as_str())
+                .reason()
                 .is_some_and(|r| r == hajobs_core::CancelReason::Shutdown.to_string());
         if !by_shutdown {
             out.push(Handover::NotNeeded(job_type.clone(), *job_id));

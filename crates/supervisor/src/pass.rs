@@ -201,7 +201,7 @@ async fn supervise(
                 timestamp: last_sign_of_life + Duration::from_millis(1),
                 state: JobState::Dead,
                 content: Some(json!({
-                    "reason": "lease gone while the attempt was still RUNNING: its replica died or stalled",
+                    hajobs_core::status::content_keys::REASON: "lease gone while the attempt was still RUNNING: its replica died or stalled",
                     "detected_by": manager.node().as_str(),
                     "detected_at_ms": detected_at,
                 })),
@@ -255,11 +255,7 @@ async fn retrigger(
         // meanwhile) does the retrigger rule apply.
         let full = manager.statuses().get(job_type, latest.job_id).await?;
         let due = match &full {
-            Some(StatusEntry::Status(s)) => s
-                .content
-                .as_ref()
-                .and_then(|c| c.get("next_retry_at_ms"))
-                .and_then(serde_json::Value::as_i64),
+            Some(StatusEntry::Status(s)) => s.next_retry_at_ms(),
             _ => None,
         };
         let now_ms = SystemTime::now()
@@ -319,12 +315,7 @@ const RETRY_GRACE: Duration = Duration::from_secs(30);
 /// losing its lease or its replica shutting down, which a re-run repairs.
 fn cancelled_on_request(attempt: &JobStatus) -> bool {
     attempt.state == JobState::Canceled
-        && attempt
-            .content
-            .as_ref()
-            .and_then(|c| c.get("reason"))
-            .and_then(|r| r.as_str())
-            == Some(&hajobs_core::CancelReason::Requested.to_string())
+        && attempt.reason() == Some(&hajobs_core::CancelReason::Requested.to_string())
 }
 
 /// Whether `row` is seen corrupt for the first time by this process: the

@@ -368,7 +368,7 @@ impl JobManager {
             owner: Some(self.inner.node.clone()),
             fencing_token: None,
             content: Some(serde_json::json!({
-                "reason": format!("starting_deadline: the firing at {instant} could not start within {} s of its instant", deadline.as_secs()),
+                hajobs_core::status::content_keys::REASON: format!("starting_deadline: the firing at {instant} could not start within {} s of its instant", deadline.as_secs()),
                 "timeout": "starting_deadline",
                 "instant": instant.to_rfc3339(),
             })),

@@ -126,7 +126,7 @@ impl JobManager {
                             owner: Some(self.inner.node.clone()),
                             fencing_token: None,
                             content: Some(serde_json::json!({
-                                "reason": format!("{timeout}: waited {} s in the queue of lock type `{lock_type}` without getting it", waited.as_secs()),
+                                hajobs_core::status::content_keys::REASON: format!("{timeout}: waited {} s in the queue of lock type `{lock_type}` without getting it", waited.as_secs()),
                                 "timeout": timeout,
                                 "queued_by": entry.queued_by,
                             })),
