@@ -4,8 +4,7 @@
 //! - at most [`MAX_CONNECTIONS`] open at once; a connection beyond them is
 //!   closed at once;
 //! - a request's headers must arrive within the request timeout
-//!   (slowloris), and a connection idle that long between requests is
-//!   closed;
+//!   (slowloris): a connection that sends nothing is closed then;
 //! - at shutdown, connections finish the request in hand (at most
 //!   [`SHUTDOWN_WAIT`]) and close.
 
