@@ -6,7 +6,10 @@
 //! appended (`O_APPEND`, one `write` per line) by the job's shell script
 //! and by a subprocess it leaves running, at the wall-clock instant of the
 //! write. A run is the span from its first to its last line; two runs of one
-//! lock type whose spans intersect are an overlap.
+//! lock type whose spans intersect are an overlap. The verdict orders lines
+//! by their place in the file, the order in which the appends happened: a
+//! step of the wall clock (which `date` reads) can neither hide an overlap
+//! nor invent one. The timestamps only measure durations.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -39,6 +42,8 @@ pub fn now_nanos() -> u128 {
 /// One line a job wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// Its place in the records file (0 for the first line).
+    pub seq: usize,
     /// When it was written (ns since the epoch).
     pub at: u128,
     /// The attempt's fencing token.
@@ -72,6 +77,10 @@ pub struct Run {
     pub first: u128,
     /// Its last line, subprocess included (ns).
     pub last: u128,
+    /// The place of its first line in the records file.
+    pub first_seq: usize,
+    /// The place of its last line in the records file.
+    pub last_seq: usize,
     /// Whether it wrote `end`.
     pub ended: bool,
 }
@@ -83,10 +92,12 @@ pub fn read_records(path: &Path) -> Vec<Record> {
     text.split_inclusive('\n')
         .filter_map(|l| l.strip_suffix('\n'))
         .filter(|l| !l.trim().is_empty())
-        .map(|l| {
+        .enumerate()
+        .map(|(seq, l)| {
             let f: Vec<&str> = l.split_whitespace().collect();
             assert_eq!(f.len(), 7, "malformed record line `{l}`");
             Record {
+                seq,
                 at: f[0].parse().expect("record time"),
                 token: f[1].parse().expect("record token"),
                 node: f[2].to_owned(),
@@ -99,7 +110,7 @@ pub fn read_records(path: &Path) -> Vec<Record> {
         .collect()
 }
 
-/// The runs in `records`, ordered by their first line.
+/// The runs in `records`, ordered by their first line's place in the file.
 pub fn runs(records: &[Record]) -> Vec<Run> {
     let mut by_id: BTreeMap<&str, Run> = BTreeMap::new();
     for r in records {
@@ -111,14 +122,18 @@ pub fn runs(records: &[Record]) -> Vec<Run> {
             node: r.node.clone(),
             first: r.at,
             last: r.at,
+            first_seq: r.seq,
+            last_seq: r.seq,
             ended: false,
         });
         run.first = run.first.min(r.at);
         run.last = run.last.max(r.at);
+        run.first_seq = run.first_seq.min(r.seq);
+        run.last_seq = run.last_seq.max(r.seq);
         run.ended |= r.kind == "end";
     }
     let mut runs: Vec<Run> = by_id.into_values().collect();
-    runs.sort_by_key(|r| r.first);
+    runs.sort_by_key(|r| r.first_seq);
     runs
 }
 
@@ -136,13 +151,16 @@ pub struct Verdict {
 }
 
 /// Checks that no two runs overlap and that tokens strictly increase in the
-/// order the runs started.
+/// order the runs started, both judged by the order of the appends (the
+/// lines' places in the file), whatever the wall clock did.
 pub fn check(runs: &[Run]) -> Verdict {
+    let mut runs = runs.to_vec();
+    runs.sort_by_key(|r| r.first_seq);
     let mut v = Verdict::default();
     for (i, a) in runs.iter().enumerate() {
         for b in &runs[i + 1..] {
-            if b.first <= a.last {
-                let ms = (a.last.min(b.last) - b.first) / 1_000_000;
+            if b.first_seq <= a.last_seq {
+                let ms = a.last.min(b.last).saturating_sub(b.first) / 1_000_000;
                 v.overlaps += 1;
                 v.max_overlap_ms = v.max_overlap_ms.max(ms);
                 v.details.push(format!(
@@ -153,7 +171,7 @@ pub fn check(runs: &[Run]) -> Verdict {
         }
     }
     let mut highest = 0;
-    for r in runs {
+    for r in &runs {
         if r.token <= highest {
             v.token_regressions += 1;
             v.details.push(format!(
@@ -162,6 +180,22 @@ pub fn check(runs: &[Run]) -> Verdict {
             ));
         }
         highest = highest.max(r.token);
+    }
+    if v.overlaps + v.token_regressions > 0 {
+        // The whole history, to tell a late start from a clock step.
+        for r in &runs {
+            v.details.push(format!(
+                "  run {} token {} on {}: lines {}..={} at {}..={} ns{}",
+                r.job_id,
+                r.token,
+                r.node,
+                r.first_seq,
+                r.last_seq,
+                r.first,
+                r.last,
+                if r.ended { ", ended" } else { "" }
+            ));
+        }
     }
     v
 }
@@ -416,6 +450,7 @@ impl Drop for Daemons {
 mod tests {
     use super::*;
 
+    /// A run whose lines' places in the file follow their times.
     fn run(id: &str, token: u64, first: u128, last: u128) -> Run {
         Run {
             job_type: "j".into(),
@@ -425,6 +460,8 @@ mod tests {
             node: "n".into(),
             first,
             last,
+            first_seq: first as usize,
+            last_seq: last as usize,
             ended: true,
         }
     }
@@ -445,6 +482,21 @@ mod tests {
     }
 
     #[test]
+    fn the_checker_judges_by_the_order_of_the_appends_not_the_clock() {
+        // The wall clock stepped back 5 s between run a and run b: by their
+        // times b came first, by the file a did, and the tokens agree.
+        let mut a = run("a", 1, 10_000_000_000, 11_000_000_000);
+        (a.first_seq, a.last_seq) = (0, 10);
+        let mut b = run("b", 2, 6_000_000_000, 7_000_000_000);
+        (b.first_seq, b.last_seq) = (11, 20);
+        assert_eq!(check(&[b.clone(), a.clone()]), Verdict::default());
+        // Lines of b appended between a's are an overlap, whatever the times say.
+        b.first_seq = 5;
+        let v = check(&[a, b]);
+        assert_eq!(v.overlaps, 1);
+    }
+
+    #[test]
     fn records_group_into_runs() {
         let dir = std::env::temp_dir().join(format!("hajobs-records-{}", std::process::id()));
         std::fs::write(
@@ -456,6 +508,7 @@ mod tests {
         let _ = std::fs::remove_file(&dir);
         assert_eq!(runs.len(), 2);
         assert_eq!((runs[0].first, runs[0].last, runs[0].ended), (5, 9, true));
+        assert_eq!((runs[0].first_seq, runs[0].last_seq, runs[1].first_seq), (0, 2, 3));
         assert_eq!((runs[1].job_id.as_str(), runs[1].ended), ("b", false));
     }
 }

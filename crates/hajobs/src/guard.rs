@@ -15,8 +15,11 @@
 //!   starts the command in another **process group of its own**: `Ctrl-C`
 //!   on the daemon's terminal reaches neither (the daemon decides), and one
 //!   `killpg` reaches the command's children;
-//! - learns the lease's **deadline** from the daemon after every confirmed
-//!   renewal, on `CLOCK_MONOTONIC`, and kills the tree itself when it passes
+//! - starts the command only once the daemon has told it the lease's
+//!   **deadline**, and only while that deadline is still ahead: a daemon or
+//!   guard delayed past it starts nothing;
+//! - learns the deadline again after every confirmed renewal, on
+//!   `CLOCK_MONOTONIC`, and kills the tree itself when it passes
 //!   unextended — so a daemon that is paused (`SIGSTOP`, a stuck runtime)
 //!   cannot leave a command running past its lease;
 //! - kills the tree at once when the socket closes: the daemon died
@@ -39,7 +42,7 @@
 //! pause): there the fencing token is the defence (`docs/guarantees.md`).
 //!
 //! The protocol, one line per message. Daemon → guard: `deadline NANOS`
-//! (`CLOCK_MONOTONIC`), `term`, `kill`. Guard → daemon: `started PID`,
+//! (`CLOCK_MONOTONIC`; the first before anything starts), `term`, `kill`. Guard → daemon: `started PID`,
 //! `exited CODE` or `signalled SIGNAL` (the command's own end),
 //! `deadline-passed`, `error MESSAGE`.
 
@@ -139,7 +142,8 @@ struct Guard {
     grace: Duration,
     /// The command's pid, which is also its process group's id.
     pgid: Pid,
-    /// The lease's deadline (`CLOCK_MONOTONIC` ns), once the daemon sent one.
+    /// The lease's deadline (`CLOCK_MONOTONIC` ns): the first one came
+    /// before the command started, later ones with each renewal.
     deadline: Option<u128>,
     /// Whether the command itself has been reaped (by the waiter thread).
     reaped: bool,
@@ -154,6 +158,22 @@ impl Guard {
             return Err(());
         }
         let (program, args) = command.split_first().ok_or(())?;
+        // Never a command without a lease: it starts only once the daemon
+        // has told a deadline, and only while that deadline is ahead — a
+        // daemon or guard delayed past it (a stall, a slow start) starts
+        // nothing.
+        let mut socket = BufReader::new(socket);
+        let deadline = match first_deadline(&mut socket) {
+            Ok(d) => d,
+            Err(why) => {
+                let _ = writeln!(
+                    report,
+                    "error `{}` not started: {why}",
+                    program.to_string_lossy()
+                );
+                return Err(());
+            }
+        };
         let child = match std::process::Command::new(program)
             .args(args)
             .stdin(Stdio::null())
@@ -187,7 +207,7 @@ impl Guard {
             let _ = waiter.send(Event::Exited);
         });
         std::thread::spawn(move || {
-            for line in BufReader::new(socket).lines() {
+            for line in socket.lines() {
                 let Ok(line) = line else { break };
                 if let Some(c) = Control::parse(&line) {
                     if tx.send(Event::Control(c)).is_err() {
@@ -202,7 +222,7 @@ impl Guard {
             events,
             grace,
             pgid,
-            deadline: None,
+            deadline: Some(deadline),
             reaped: false,
         })
     }
@@ -342,6 +362,30 @@ impl Guard {
     }
 }
 
+/// Reads the daemon's messages until the first deadline, which must still
+/// be ahead; anything else (the daemon gone, `term`, `kill`, a deadline
+/// already passed) is why the command must not start.
+fn first_deadline(socket: &mut impl BufRead) -> Result<u128, &'static str> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match socket.read_line(&mut line) {
+            Ok(0) | Err(_) => return Err("the daemon went away before it told the lease's deadline"),
+            Ok(_) => {}
+        }
+        match Control::parse(&line) {
+            Some(Control::Deadline(d)) if monotonic_nanos() < d => return Ok(d),
+            Some(Control::Deadline(_)) => {
+                return Err("the lease's deadline had passed before it could start");
+            }
+            Some(Control::Term | Control::Kill) => {
+                return Err("the daemon asked to stop before it started");
+            }
+            None => {}
+        }
+    }
+}
+
 /// The parent pid of `pid`, from `/proc/PID/stat` (field 4, after the
 /// command name in parentheses, which may itself hold spaces and parentheses).
 fn parent_of(pid: i32) -> Option<u32> {
@@ -372,6 +416,37 @@ mod tests {
         assert!(parse_args(&a(&["250", "--"])).is_none());
         assert!(parse_args(&a(&["x", "--", "sh"])).is_none());
         assert!(parse_args(&a(&["250", "sh"])).is_none());
+    }
+
+    #[test]
+    fn a_command_starts_only_under_a_deadline_still_ahead() {
+        let ahead = monotonic_nanos() + 10_000_000_000;
+        let mut told = std::io::Cursor::new(format!("bogus\ndeadline {ahead}\n"));
+        assert_eq!(first_deadline(&mut told), Ok(ahead));
+        let past = monotonic_nanos();
+        let mut late = std::io::Cursor::new(format!("deadline {past}\n"));
+        assert!(first_deadline(&mut late).unwrap_err().contains("had passed"));
+        let mut gone = std::io::Cursor::new("");
+        assert!(first_deadline(&mut gone).unwrap_err().contains("went away"));
+        let mut stop = std::io::Cursor::new("kill\n");
+        assert!(first_deadline(&mut stop).unwrap_err().contains("asked to stop"));
+    }
+
+    #[test]
+    fn a_guard_told_a_passed_deadline_never_starts_its_command() {
+        let dir = std::env::temp_dir().join(format!("hajobs-guard-late-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        writeln!(&ours, "deadline {}", monotonic_nanos()).unwrap();
+        let command = ["sh", "-c", &format!("touch {}", dir.display())]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert!(Guard::start(theirs, Duration::from_millis(10), command).is_err());
+        let mut said = String::new();
+        BufReader::new(&ours).read_line(&mut said).unwrap();
+        assert!(said.starts_with("error `sh` not started: the lease's deadline had passed"), "{said}");
+        assert!(!dir.exists(), "the command ran");
     }
 
     #[test]

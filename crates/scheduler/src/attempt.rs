@@ -55,6 +55,12 @@ pub(crate) async fn run(
     let mut lease_state = kept.subscribe();
     let began = std::time::Instant::now();
     hajobs_core::metrics::attempt_started(ctx.job_type.as_str());
+    // A job starts only under a lease still valid: an attempt delayed past
+    // its deadline (a stalled runtime, a slow RUNNING write) before its
+    // keeper noticed is cancelled here, and its job never polled.
+    if !ctx.lease_valid() && !cancellation.is_cancelled() {
+        cancellation.cancel(CancelReason::LeaseExpiredUnconfirmed);
+    }
     let fut = AssertUnwindSafe(job.run(ctx.clone())).catch_unwind();
     // Boxed so that it can be dropped (and the job with it) before the final status.
     let mut fut = Box::pin(fut.map(|r| r.map_err(panic_message)));
