@@ -508,7 +508,10 @@ mod tests {
         let _ = std::fs::remove_file(&dir);
         assert_eq!(runs.len(), 2);
         assert_eq!((runs[0].first, runs[0].last, runs[0].ended), (5, 9, true));
-        assert_eq!((runs[0].first_seq, runs[0].last_seq, runs[1].first_seq), (0, 2, 3));
+        assert_eq!(
+            (runs[0].first_seq, runs[0].last_seq, runs[1].first_seq),
+            (0, 2, 3)
+        );
         assert_eq!((runs[1].job_id.as_str(), runs[1].ended), ("b", false));
     }
 }

@@ -158,6 +158,29 @@ pub mod content_keys {
 }
 
 impl JobStatus {
+    /// The one status of an attempt that never ran: a trigger that ended
+    /// without starting (a firing past its starting deadline, a queued
+    /// trigger given up or removed, a claim nobody followed up), written now
+    /// by `owner` under a fresh job id and without a fencing token.
+    pub fn never_ran(
+        job_type: JobType,
+        trigger_id: TriggerId,
+        state: JobState,
+        owner: Option<NodeId>,
+        content: serde_json::Value,
+    ) -> Self {
+        Self {
+            job_type,
+            job_id: JobId::new(),
+            trigger_id,
+            timestamp: SystemTime::now(),
+            state,
+            owner,
+            fencing_token: None,
+            content: Some(content),
+        }
+    }
+
     /// The reason its content gives ([`content_keys::REASON`]), if any.
     pub fn reason(&self) -> Option<&str> {
         self.content.as_ref()?.get(content_keys::REASON)?.as_str()

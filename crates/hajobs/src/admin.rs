@@ -26,11 +26,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hajobs_core::schema::{self, MIGRATIONS};
 use hajobs_core::{
-    CassandraConfig, Holder, JobId, JobStats, JobStatus, JobType, LeaseStore, LockType, NodeRecord,
-    NodeStore, QueueStore, RequestOutcome, RequestStore, StatusEntry, StatusStore, TriggerId,
-    WorkItem, WorkKey, WorkSet, WorkStore,
+    CassandraConfig, Holder, JobId, JobStats, JobStatus, JobType, LockType, NodeRecord, NodeStore,
+    QueueStore, RequestOutcome, RequestStore, StatusEntry, StatusStore, TriggerId, WorkItem,
+    WorkKey, WorkSet, WorkStore,
 };
-use hajobs_scheduler::{CancelOutcome, Concurrency, JobManager, OnLocked};
+use hajobs_scheduler::{CancelOutcome, Concurrency, JobManager, Locks, OnLocked};
 use scylla::client::session::Session;
 use serde::Serialize;
 
@@ -164,9 +164,11 @@ pub(crate) struct JobView {
     /// Its lease's TTL, ms.
     pub(crate) lease_ttl_ms: u64,
     /// What a trigger does when the lock is held: `skip` or `queue`.
-    pub(crate) on_locked: String,
+    #[schema(value_type = String)]
+    pub(crate) on_locked: OnLocked,
     /// `forbid`, `replace` or `allow`.
-    pub(crate) concurrency: String,
+    #[schema(value_type = String)]
+    pub(crate) concurrency: Concurrency,
     /// How often a FAILED attempt is retried.
     pub(crate) retry_count: u32,
     /// Attempts its lock type lets run at once.
@@ -250,7 +252,9 @@ pub(crate) struct Admin {
     jobs: Option<Arc<DaemonConfig>>,
     manager: Option<JobManager>,
     statuses: Arc<StatusStore>,
-    leases: Arc<LeaseStore>,
+    /// The lock types' rows and lease stores (the job manager's, when this
+    /// process has one).
+    locks: Arc<Locks>,
     nodes: Arc<NodeStore>,
     requests: Arc<RequestStore>,
     /// Prepared on first use: only the work commands need it.
@@ -344,8 +348,8 @@ impl Admin {
         jobs: Option<Arc<DaemonConfig>>,
         manager: Option<JobManager>,
     ) -> AdminResult<Self> {
-        let (statuses, leases) = match &manager {
-            Some(m) => (m.statuses().clone(), m.leases().clone()),
+        let (statuses, locks) = match &manager {
+            Some(m) => (m.statuses().clone(), m.locks().clone()),
             None => (
                 Arc::new(
                     StatusStore::new(
@@ -355,7 +359,15 @@ impl Admin {
                     )
                     .await?,
                 ),
-                Arc::new(LeaseStore::new(session.clone(), cassandra).await?),
+                Arc::new(
+                    Locks::new(
+                        session.clone(),
+                        cassandra,
+                        jobs.iter().flat_map(|c| &c.locks),
+                        jobs.iter().flat_map(|c| c.jobs.iter().map(|j| &j.spec)),
+                    )
+                    .await?,
+                ),
             ),
         };
         Ok(Self {
@@ -368,7 +380,7 @@ impl Admin {
             jobs,
             manager,
             statuses,
-            leases,
+            locks,
         })
     }
 
@@ -461,19 +473,16 @@ impl Admin {
         }
         if let Ok(job_type) = JobType::new(entry.job_type.clone()) {
             self.statuses
-                .write(&JobStatus {
+                .write(&JobStatus::never_ran(
                     job_type,
-                    job_id: JobId::new(),
-                    trigger_id: id,
-                    timestamp: SystemTime::now(),
-                    state: hajobs_core::JobState::Skipped,
-                    owner: None,
-                    fencing_token: None,
-                    content: Some(serde_json::json!({
+                    id,
+                    hajobs_core::JobState::Skipped,
+                    None,
+                    serde_json::json!({
                         hajobs_core::status::content_keys::REASON: format!("removed from the queue of lock type `{}` by {by}", entry.lock_type),
                         "queued_by": entry.queued_by,
-                    })),
-                })
+                    }),
+                ))
                 .await?;
         }
         tracing::warn!(trigger_id = %id, lock_type = %entry.lock_type, job_type = entry.job_type, by, "queued trigger removed by an operator");
@@ -601,7 +610,7 @@ impl Admin {
     pub(crate) async fn jobs(&self) -> AdminResult<Vec<JobView>> {
         let config = self.config("listing the jobs")?;
         let now = chrono::Utc::now();
-        let holders = self.leases.list().await?;
+        let holders = self.locks.cluster_leases().list().await?;
         let mut out = Vec::with_capacity(config.jobs.len());
         for job in &config.jobs {
             let spec = &job.spec;
@@ -621,23 +630,10 @@ impl Admin {
                 retrigger_count: spec.retrigger_count,
                 timeout_ms: spec.timeout.map(|t| t.as_millis() as u64),
                 lease_ttl_ms: spec.keeper.ttl().duration().as_millis() as u64,
-                on_locked: match spec.on_locked {
-                    OnLocked::Skip => "skip",
-                    OnLocked::Queue => "queue",
-                }
-                .to_owned(),
-                concurrency: match spec.concurrency {
-                    Concurrency::Forbid => "forbid",
-                    Concurrency::Replace => "replace",
-                    Concurrency::Allow => "allow",
-                }
-                .to_owned(),
+                on_locked: spec.on_locked,
+                concurrency: spec.concurrency,
                 retry_count: spec.retry.count,
-                capacity: config
-                    .locks
-                    .iter()
-                    .find(|l| l.lock_type == spec.lock_type)
-                    .map_or(1, |l| l.capacity),
+                capacity: self.locks.capacity(&spec.lock_type),
                 holder: holder.map(HolderView::from),
                 latest: self.latest_with_progress(&spec.job_type).await?,
             });
@@ -704,7 +700,7 @@ impl Admin {
                     hajobs_core::metrics::trigger_requested(job, "locked");
                     let lock = self.lock_of(&job_type);
                     let held = match &lock {
-                        Some(l) => self.leases.read(l, true).await?,
+                        Some(l) => self.locks.leases_of(l).read(l, true).await?,
                         None => None,
                     };
                     let mut e = AdminError::new(
@@ -899,37 +895,7 @@ impl Admin {
 
     /// The held locks.
     pub(crate) async fn locks(&self) -> AdminResult<Vec<Holder>> {
-        Ok(self.leases.list().await?)
-    }
-
-    /// The lease store for `lock` (or one of its capacity slots,
-    /// `NAME#k`): the cluster's, or a SERIAL one when the jobs configured on
-    /// that lock type ask for `consistency = "global"` and the cluster's
-    /// default is local (and the other way round).
-    async fn leases_of(&self, lock: &LockType) -> AdminResult<Arc<LeaseStore>> {
-        let base = lock.as_str().split('#').next().unwrap_or(lock.as_str());
-        let wanted = self.jobs.as_ref().and_then(|c| {
-            c.jobs
-                .iter()
-                .find(|j| j.spec.lock_type.as_str() == base)
-                .and_then(|j| j.spec.consistency)
-        });
-        let global = match wanted {
-            Some(hajobs_scheduler::LockConsistency::Global) => true,
-            Some(hajobs_scheduler::LockConsistency::Local) => false,
-            None => return Ok(self.leases.clone()),
-        };
-        if global == self.cassandra.is_global() {
-            return Ok(self.leases.clone());
-        }
-        let config = if global {
-            self.cassandra.clone().with_global_consistency()
-        } else {
-            self.cassandra.clone().with_local_consistency()
-        };
-        Ok(Arc::new(
-            LeaseStore::new(self.session.clone(), &config).await?,
-        ))
+        Ok(self.locks.cluster_leases().list().await?)
     }
 
     /// Releases `lock`: by default a cancel request through the lock and a
@@ -946,7 +912,7 @@ impl Admin {
         mut on_asked: impl FnMut(&Holder),
     ) -> AdminResult<Unlocked> {
         let lock = LockType::new(lock).map_err(|e| AdminError::bad_input(e.to_string()))?;
-        let leases = self.leases_of(&lock).await?;
+        let leases = self.locks.leases_of(&lock);
         if force {
             return Ok(match leases.force_release(&lock).await? {
                 Some(h) => {

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use hajobs_core::schema::Replication;
 use hajobs_core::{CassandraConfig, NodeId, Secret};
-use hajobs_scheduler::{
-    Concurrency, JobSpec, LockConsistency, LockSpec, MissedRuns, OnLocked, RetryPolicy,
-};
+use hajobs_scheduler::{JobSpec, LockSpec, MissedRuns, RetryPolicy};
 use hajobs_supervisor::SupervisorConfig;
 use serde::Deserialize;
 use toml::Spanned;
@@ -203,6 +201,25 @@ impl Source<'_> {
         ))
     }
 
+    /// One of the words of a policy enum (`on_locked = "queue"`), named
+    /// by the enum's own serde form: the one map between word and value.
+    pub(crate) fn choice<T: serde::de::DeserializeOwned>(
+        &self,
+        value: &Spanned<String>,
+        job: Option<&str>,
+        field: &str,
+    ) -> Result<T, ConfigError> {
+        let word = value.get_ref().trim();
+        T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(word))
+            .map_err(|e| {
+                let expected = e.to_string();
+                let expected = expected
+                    .split_once(", expected ")
+                    .map_or(expected.as_str(), |(_, x)| x);
+                self.error(value, job, field, format!("`{word}`: expected {expected}"))
+            })
+    }
+
     fn duration(
         &self,
         value: &Spanned<String>,
@@ -331,19 +348,9 @@ pub(crate) fn parse(
         let capacity = locks
             .get(config.spec.lock_type.as_str())
             .map_or(1, |l| l.capacity);
-        let allow = config.spec.concurrency == Concurrency::Allow;
-        if allow != (capacity > 1) {
+        if let Some(problem) = config.spec.concurrency_problem(capacity) {
             let at = job.concurrency.as_ref().unwrap_or(&job.name);
-            return Err(src.error(
-                at,
-                Some(name),
-                "concurrency",
-                if allow {
-                    format!("`allow` needs a lock type with capacity > 1 (`[[lock]] name = \"{}\"`, `capacity = N`)", config.spec.lock_type)
-                } else {
-                    format!("lock type `{}` has capacity {capacity}: its jobs run up to {capacity} attempts at once, so they need `concurrency = \"allow\"`", config.spec.lock_type)
-                },
-            ));
+            return Err(src.error(at, Some(name), "concurrency", problem));
         }
         jobs.push(config);
     }
@@ -504,18 +511,7 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
         spec = spec.missed_runs(MissedRuns::RunOnce { threshold });
     }
     if let Some(c) = &job.consistency {
-        spec = spec.consistency(match c.get_ref().as_str() {
-            "local" => LockConsistency::Local,
-            "global" => LockConsistency::Global,
-            other => {
-                return Err(src.error(
-                    c,
-                    Some(name),
-                    "consistency",
-                    format!("`{other}`: expected `local` or `global`"),
-                ));
-            }
-        });
+        spec = spec.consistency(src.choice(c, Some(name), "consistency")?);
     }
     if let Some(d) = &job.starting_deadline {
         spec = spec
@@ -528,18 +524,7 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
             })?;
     }
     if let Some(o) = &job.on_locked {
-        spec = spec.on_locked(match o.get_ref().as_str() {
-            "skip" => OnLocked::Skip,
-            "queue" => OnLocked::Queue,
-            other => {
-                return Err(src.error(
-                    o,
-                    Some(name),
-                    "on_locked",
-                    format!("`{other}`: expected `skip` or `queue`"),
-                ));
-            }
-        });
+        spec = spec.on_locked(src.choice(o, Some(name), "on_locked")?);
     }
     if job.retry_count.is_some()
         || job.retry_backoff.is_some()
@@ -576,19 +561,7 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
         })?;
     }
     if let Some(c) = &job.concurrency {
-        spec = spec.concurrency(match c.get_ref().as_str() {
-            "forbid" => Concurrency::Forbid,
-            "replace" => Concurrency::Replace,
-            "allow" => Concurrency::Allow,
-            other => {
-                return Err(src.error(
-                    c,
-                    Some(name),
-                    "concurrency",
-                    format!("`{other}`: expected `forbid`, `replace` or `allow`"),
-                ));
-            }
-        });
+        spec = spec.concurrency(src.choice(c, Some(name), "concurrency")?);
     }
     if let Some(t) = &job.lock_wait_timeout {
         spec = spec

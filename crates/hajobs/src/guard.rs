@@ -370,7 +370,9 @@ fn first_deadline(socket: &mut impl BufRead) -> Result<u128, &'static str> {
     loop {
         line.clear();
         match socket.read_line(&mut line) {
-            Ok(0) | Err(_) => return Err("the daemon went away before it told the lease's deadline"),
+            Ok(0) | Err(_) => {
+                return Err("the daemon went away before it told the lease's deadline");
+            }
             Ok(_) => {}
         }
         match Control::parse(&line) {
@@ -425,11 +427,19 @@ mod tests {
         assert_eq!(first_deadline(&mut told), Ok(ahead));
         let past = monotonic_nanos();
         let mut late = std::io::Cursor::new(format!("deadline {past}\n"));
-        assert!(first_deadline(&mut late).unwrap_err().contains("had passed"));
+        assert!(
+            first_deadline(&mut late)
+                .unwrap_err()
+                .contains("had passed")
+        );
         let mut gone = std::io::Cursor::new("");
         assert!(first_deadline(&mut gone).unwrap_err().contains("went away"));
         let mut stop = std::io::Cursor::new("kill\n");
-        assert!(first_deadline(&mut stop).unwrap_err().contains("asked to stop"));
+        assert!(
+            first_deadline(&mut stop)
+                .unwrap_err()
+                .contains("asked to stop")
+        );
     }
 
     #[test]
@@ -445,7 +455,10 @@ mod tests {
         assert!(Guard::start(theirs, Duration::from_millis(10), command).is_err());
         let mut said = String::new();
         BufReader::new(&ours).read_line(&mut said).unwrap();
-        assert!(said.starts_with("error `sh` not started: the lease's deadline had passed"), "{said}");
+        assert!(
+            said.starts_with("error `sh` not started: the lease's deadline had passed"),
+            "{said}"
+        );
         assert!(!dir.exists(), "the command ran");
     }
 

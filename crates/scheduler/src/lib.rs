@@ -21,7 +21,8 @@
 //! | [`context`] | [`JobContext`]: ids, fencing token, cancellation, progress, blocking work with a [`LeaseCheck`] |
 //! | [`spec`] | [`JobSpec`]: lock type, cron, timeout, retrigger count, lease TTL, and the policies: [`OnLocked`] (skip / queue), [`Concurrency`] (forbid / replace / allow), [`RetryPolicy`], missed runs, starting deadline, [`LockConsistency`]; [`LockSpec`]: a lock type's capacity and `min_interval` |
 //! | [`cron`] | [`CronSchedule`] (croner, with seconds, time zones) and [`MissedRuns`] |
-//! | [`manager`] | [`JobManager`]: its state, start and accessors; its rooms: `builder` ([`JobManagerBuilder`]), `cron` (timers, firings claimed once, catch-up, lost firings), `triggers` (by hand, through the cluster, retrigger, replace), `queue` (the queue runners), `attempts` (an attempt from its lease to its end, planned retries), `locks` (where a lease is **taken**: slots, the gate, the lease store per consistency), `cancel` (cancel and shutdown) |
+//! | [`manager`] | [`JobManager`]: its state, start and accessors; its rooms: `builder` ([`JobManagerBuilder`]), `cron` (timers, firings claimed once, catch-up, lost firings), `triggers` (by hand, through the cluster, retrigger, replace), `queue` (the queue runners), `attempts` (an attempt from its lease to its end, planned retries), `cancel` (cancel and shutdown) |
+//! | [`locks`] | [`Locks`]: where a lease is **taken** — a lock type's rows (slots, the gate), the lease store of its consistency, acquire; the manager and the admin layer both go through it |
 //! | [`requests`] | [`RequestWatcher`]: triggers asked of the cluster, claimed once and started here; [`hand_over()`]: a stopping replica's cancelled attempts resumed elsewhere |
 //! | [`work`] | [`WorkItems`]: work items processed exactly once — check-in with a kept lease, check-out, fail, [`WorkItems::process`] with a check-in timeout |
 //! | [`clock`] | [`Clock`]: the wall clock that names cron firings |
@@ -75,6 +76,7 @@ pub mod context;
 pub mod cron;
 pub mod error;
 pub mod job;
+pub mod locks;
 pub mod manager;
 pub mod requests;
 pub mod spec;
@@ -86,6 +88,7 @@ pub use context::{JobContext, LeaseCheck};
 pub use cron::{CronSchedule, MissedRuns};
 pub use error::{MAX_PROGRESS_BYTES, ManagerError, ProgressError};
 pub use job::{Done, FinalState, Job, JobError, JobOutcome};
+pub use locks::Locks;
 pub use manager::{
     CancelOutcome, DEFAULT_CANCEL_GRACE, JobManager, JobManagerBuilder, StartOutcome,
 };

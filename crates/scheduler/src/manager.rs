@@ -11,7 +11,7 @@
 //! | `triggers` | a trigger by hand, through the cluster or by the supervisor: started, queued, or replacing the running attempt |
 //! | `queue` | the queue runners: the oldest queued trigger started once its lock is free |
 //! | `attempts` | one attempt from its lease to its end, and planned retries |
-//! | `locks` | where a lease is taken: the lock rows (slots), the gate, the lease store per consistency |
+//! | `locks` | the manager's side of [`Locks`](crate::Locks), the room where a lease is taken |
 //! | `cancel` | cancel, here or through the lock, and the graceful shutdown |
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,7 +36,8 @@ use crate::context::JobContext;
 use crate::cron::MissedRuns;
 use crate::error::ManagerError;
 use crate::job::Job;
-use crate::spec::{Concurrency, JobSpec, LockConsistency, LockSpec, OnLocked};
+use crate::locks::Locks;
+use crate::spec::{Concurrency, JobSpec, LockSpec, OnLocked};
 use crate::watch::Watch;
 
 mod attempts;
@@ -141,7 +142,6 @@ struct Running {
 
 struct Inner {
     node: NodeId,
-    leases: Arc<LeaseStore>,
     statuses: Arc<StatusStore>,
     firings: FiringStore,
     /// What this replica asks the supervisors to watch.
@@ -163,11 +163,8 @@ struct Inner {
     /// what wakes their runner on this replica.
     queues: Option<Arc<QueueStore>>,
     queue_wake: BTreeMap<LockType, Arc<tokio::sync::Notify>>,
-    /// Lock types with a capacity or a rate limit.
-    locks: BTreeMap<LockType, LockSpec>,
-    /// Lock types whose jobs override the cluster's consistency, with the
-    /// lease store of theirs.
-    lock_stores: BTreeMap<LockType, Arc<LeaseStore>>,
+    /// Where leases are taken (see [`Locks`]).
+    locks: Arc<Locks>,
 }
 
 /// The job manager of one replica. Cheap to clone.
@@ -226,9 +223,15 @@ impl JobManager {
         self.inner.watch.store()
     }
 
-    /// The lease store (for reading locks).
+    /// The lease store of the cluster's consistency (for reading locks).
     pub fn leases(&self) -> &Arc<LeaseStore> {
-        &self.inner.leases
+        self.inner.locks.cluster_leases()
+    }
+
+    /// Where this replica's leases are taken: its lock types' rows and
+    /// lease stores.
+    pub fn locks(&self) -> &Arc<Locks> {
+        &self.inner.locks
     }
 
     fn registered(&self, job_type: &str) -> Result<&Registered, ManagerError> {

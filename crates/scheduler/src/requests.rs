@@ -191,16 +191,13 @@ async fn close_stale(
             let Ok(job_type) = JobType::new(r.job_type.clone()) else {
                 return;
             };
-            let status = JobStatus {
+            let status = JobStatus::never_ran(
                 job_type,
-                job_id: JobId::new(),
-                trigger_id: runs_under(r),
-                timestamp: SystemTime::now(),
-                state: JobState::Failed,
-                owner: Some(manager.node().clone()),
-                fencing_token: None,
-                content: Some(json!({ "error": message, "requested_by": r.requested_by })),
-            };
+                runs_under(r),
+                JobState::Failed,
+                Some(manager.node().clone()),
+                json!({ "error": message, "requested_by": r.requested_by }),
+            );
             tracing::warn!(job_type = %r.job_type, trigger_id = %r.trigger_id, claimant, "trigger request claimed but never started: recorded FAILED");
             match manager.statuses().write(&status).await {
                 // Listed, so that the next supervisor passes apply the

@@ -18,7 +18,8 @@ pub const DEFAULT_RETRIGGER_COUNT: u32 = 1;
 pub const DEFAULT_LOCK_WAIT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// What a trigger does when it finds its lock type held.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnLocked {
     /// Nothing starts ([`StartOutcome::Locked`](crate::StartOutcome)); a
     /// cron firing keeps trying for one period of its schedule, then is
@@ -34,7 +35,8 @@ pub enum OnLocked {
 
 /// Whether attempts of one job type may overlap (Kubernetes CronJob's
 /// `concurrencyPolicy`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Concurrency {
     /// Never two attempts at once: the lock decides (today's behaviour).
     #[default]
@@ -49,7 +51,8 @@ pub enum Concurrency {
 }
 
 /// How far a job's lock is exclusive, overriding the cluster's setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LockConsistency {
     /// LOCAL_SERIAL: exclusive within a data centre; replicas in two data
     /// centres may each run it (fast: no cross-DC round trip).
@@ -152,7 +155,8 @@ impl LockSpec {
             )));
         }
         // Every slot's name must be a valid lock type.
-        LockType::new(format!("{}#{capacity}", self.lock_type))
+        self.lock_type
+            .slot(capacity)
             .map_err(|e| self.invalid(format!("slot names: {e}")))?;
         self.capacity = capacity;
         Ok(self)
@@ -168,7 +172,8 @@ impl LockSpec {
                 "min_interval {interval:?} is invalid: whole seconds, 1 s to one day"
             )));
         }
-        LockType::new(format!("{}#gate", self.lock_type))
+        self.lock_type
+            .gate()
             .map_err(|e| self.invalid(format!("gate name: {e}")))?;
         self.min_interval = Some(interval);
         Ok(self)
@@ -177,10 +182,10 @@ impl LockSpec {
     /// The lock rows of its slots, slot 1 (the lock type itself) first.
     pub fn slots(&self) -> Vec<LockType> {
         (1..=self.capacity)
-            .map(|k| match k {
-                1 => self.lock_type.clone(),
-                k => LockType::new(format!("{}#{k}", self.lock_type))
-                    .expect("checked by LockSpec::capacity"),
+            .map(|k| {
+                self.lock_type
+                    .slot(k)
+                    .expect("checked by LockSpec::capacity")
             })
             .collect()
     }
@@ -189,7 +194,9 @@ impl LockSpec {
     /// that long (Cassandra expires TTLs in whole seconds of its clock).
     pub fn gate(&self) -> Option<(LockType, LeaseTtl)> {
         let interval = self.min_interval?;
-        let name = LockType::new(format!("{}#gate", self.lock_type))
+        let name = self
+            .lock_type
+            .gate()
             .expect("checked by LockSpec::min_interval");
         let ttl = LeaseTtl::new(interval + hajobs_core::lease::TTL_GRANULARITY)
             .or_else(|_| LeaseTtl::new(LeaseTtl::MIN))
@@ -236,6 +243,25 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
+    /// What is wrong with this job's concurrency under a lock type of
+    /// `capacity` (1 without limits), if anything: `allow` needs a capacity
+    /// above 1, and a capacity above 1 needs `allow` (its job types run up
+    /// to that many attempts at once). The one rule, for the builder and for
+    /// the daemon's configuration alike.
+    pub fn concurrency_problem(&self, capacity: u32) -> Option<String> {
+        match (self.concurrency, capacity) {
+            (Concurrency::Allow, 1) => Some(format!(
+                "`allow` needs a lock type with capacity > 1; lock type `{}` has 1",
+                self.lock_type
+            )),
+            (Concurrency::Forbid | Concurrency::Replace, c) if c > 1 => Some(format!(
+                "lock type `{}` has capacity {c}: its job types run up to {c} attempts at once, so they need concurrency `allow`",
+                self.lock_type
+            )),
+            _ => None,
+        }
+    }
+
     /// A job type running under `lock_type`, no schedule, 30 s lease TTL.
     pub fn new(job_type: &str, lock_type: &str) -> Result<Self, ManagerError> {
         let invalid = |source| ManagerError::InvalidSpec {

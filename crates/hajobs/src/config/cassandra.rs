@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use hajobs_core::{CassandraConfig, ClientCert, Secret, TlsConfig};
+use hajobs_scheduler::LockConsistency;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -66,17 +67,9 @@ pub(super) fn cassandra_config(
         cassandra = cassandra.with_local_datacenter(dc);
     }
     if let Some(consistency) = &c.consistency {
-        match consistency.get_ref().as_str() {
-            "local" => {}
-            "global" => cassandra = cassandra.with_global_consistency(),
-            other => {
-                return Err(src.error(
-                    consistency,
-                    None,
-                    "cassandra.consistency",
-                    format!("`{other}`: expected `local` or `global`"),
-                ));
-            }
+        match src.choice(consistency, None, "cassandra.consistency")? {
+            LockConsistency::Local => {}
+            LockConsistency::Global => cassandra = cassandra.with_global_consistency(),
         }
     }
     if let Some((user, password)) = credentials(src, c, overrides)? {

@@ -75,29 +75,13 @@ impl JobManagerBuilder {
                 return Err(ManagerError::DuplicateJobType(job_type));
             }
         }
-        let mut locks = BTreeMap::new();
-        for lock in self.locks {
-            if locks.insert(lock.lock_type.clone(), lock.clone()).is_some() {
-                return Err(ManagerError::InvalidLock {
-                    lock_type: lock.lock_type.to_string(),
-                    problem: "its limits are given twice".into(),
-                });
-            }
-        }
         for r in jobs.values() {
-            let capacity = locks.get(&r.spec.lock_type).map_or(1, |l| l.capacity);
-            let problem = match (r.spec.concurrency, capacity) {
-                (Concurrency::Allow, 1) => Some(format!(
-                    "concurrency `allow` needs a lock type with capacity > 1; `{}` has 1",
-                    r.spec.lock_type
-                )),
-                (Concurrency::Forbid | Concurrency::Replace, c) if c > 1 => Some(format!(
-                    "lock type `{}` has capacity {c}: its job types run up to {c} attempts at once, so they need concurrency `allow`",
-                    r.spec.lock_type
-                )),
-                _ => None,
-            };
-            if let Some(problem) = problem {
+            let capacity = self
+                .locks
+                .iter()
+                .find(|l| l.lock_type == r.spec.lock_type)
+                .map_or(1, |l| l.capacity);
+            if let Some(problem) = r.spec.concurrency_problem(capacity) {
                 return Err(ManagerError::Policy {
                     job_type: r.spec.job_type.to_string(),
                     problem,
@@ -108,55 +92,15 @@ impl JobManagerBuilder {
             Some(s) => s,
             None => self.config.connect().await?,
         };
-        let leases = Arc::new(LeaseStore::new(session.clone(), &self.config).await?);
-        // Per lock type, the consistency its jobs ask for; they must agree.
-        let mut wanted: BTreeMap<LockType, (JobType, Option<LockConsistency>)> = BTreeMap::new();
-        for r in jobs.values() {
-            let spec = &r.spec;
-            match wanted.get(&spec.lock_type) {
-                Some((other, c)) if *c != spec.consistency => {
-                    return Err(ManagerError::Policy {
-                        job_type: spec.job_type.to_string(),
-                        problem: format!(
-                            "its consistency differs from that of `{other}`, which shares lock type `{}`",
-                            spec.lock_type
-                        ),
-                    });
-                }
-                _ => {
-                    wanted.insert(
-                        spec.lock_type.clone(),
-                        (spec.job_type.clone(), spec.consistency),
-                    );
-                }
-            }
-        }
-        let mut lock_stores = BTreeMap::new();
-        let mut other_store: Option<Arc<LeaseStore>> = None;
-        for (lock_type, (_, consistency)) in wanted {
-            let global = match consistency {
-                Some(LockConsistency::Global) => true,
-                Some(LockConsistency::Local) => false,
-                None => continue,
-            };
-            if global == self.config.is_global() {
-                continue;
-            }
-            let store = match &other_store {
-                Some(s) => s.clone(),
-                None => {
-                    let config = if global {
-                        self.config.clone().with_global_consistency()
-                    } else {
-                        self.config.clone().with_local_consistency()
-                    };
-                    let s = Arc::new(LeaseStore::new(session.clone(), &config).await?);
-                    other_store = Some(s.clone());
-                    s
-                }
-            };
-            lock_stores.insert(lock_type, store);
-        }
+        let locks = Arc::new(
+            Locks::new(
+                session.clone(),
+                &self.config,
+                &self.locks,
+                jobs.values().map(|r| &r.spec),
+            )
+            .await?,
+        );
         let statuses =
             Arc::new(StatusStore::new(session.clone(), &self.config, self.retention).await?);
         let firings = FiringStore::new(session.clone(), &self.config, self.retention).await?;
@@ -180,7 +124,6 @@ impl JobManagerBuilder {
                 nodes,
                 peers: Peers::default(),
                 node: self.node,
-                leases,
                 statuses,
                 firings,
                 jobs,
@@ -194,7 +137,6 @@ impl JobManagerBuilder {
                 queues,
                 queue_wake,
                 locks,
-                lock_stores,
             }),
         })
     }

@@ -359,20 +359,17 @@ impl JobManager {
         instant: DateTime<Utc>,
         deadline: Duration,
     ) {
-        let status = JobStatus {
-            job_type: job_type.clone(),
-            job_id: JobId::new(),
+        let status = JobStatus::never_ran(
+            job_type.clone(),
             trigger_id,
-            timestamp: SystemTime::now(),
-            state: JobState::Skipped,
-            owner: Some(self.inner.node.clone()),
-            fencing_token: None,
-            content: Some(serde_json::json!({
+            JobState::Skipped,
+            Some(self.inner.node.clone()),
+            serde_json::json!({
                 hajobs_core::status::content_keys::REASON: format!("starting_deadline: the firing at {instant} could not start within {} s of its instant", deadline.as_secs()),
                 "timeout": "starting_deadline",
                 "instant": instant.to_rfc3339(),
-            })),
-        };
+            }),
+        );
         tracing::warn!(%job_type, %instant, %trigger_id, ?deadline, "cron firing past its starting deadline: recorded SKIPPED");
         if let Err(e) = self.inner.statuses.write(&status).await {
             tracing::error!(%job_type, %trigger_id, error = %e, "SKIPPED status of a late firing not recorded");
@@ -475,22 +472,19 @@ impl JobManager {
                 "the cron firing at {instant} was claimed by {owner} but never started (that replica died or stalled before starting it)"
             );
             tracing::warn!(%job_type, %instant, trigger_id = %f.trigger_id, owner, "claimed cron firing never started: recorded FAILED");
-            let job_id = JobId::new();
-            self.inner
-                .statuses
-                .write(&JobStatus {
-                    job_type: job_type.clone(),
-                    job_id,
-                    trigger_id: f.trigger_id,
-                    timestamp: now,
-                    state: JobState::Failed,
-                    owner: Some(self.inner.node.clone()),
-                    fencing_token: None,
-                    content: Some(serde_json::json!({ "error": message, "lost_firing": instant.to_rfc3339() })),
-                })
-                .await?;
+            let status = JobStatus::never_ran(
+                job_type.clone(),
+                f.trigger_id,
+                JobState::Failed,
+                Some(self.inner.node.clone()),
+                serde_json::json!({ "error": message, "lost_firing": instant.to_rfc3339() }),
+            );
+            self.inner.statuses.write(&status).await?;
             // Listed, so that the next passes apply the retrigger rule.
-            self.inner.watch.ended_elsewhere(job_type, job_id).await;
+            self.inner
+                .watch
+                .ended_elsewhere(job_type, status.job_id)
+                .await;
             closed.push(f.trigger_id);
         }
         Ok(closed)

@@ -83,24 +83,21 @@ impl JobManager {
             };
             if !started {
                 if let Some(job_type) = &job_type {
-                    let job_id = JobId::new();
+                    let status = JobStatus::never_ran(
+                        job_type.clone(),
+                        entry.trigger_id,
+                        JobState::Failed,
+                        Some(self.inner.node.clone()),
+                        serde_json::json!({
+                            "error": "the queued trigger was claimed but never started (its replica died or stalled before starting it)",
+                            "lock_type": lock_type.as_str(),
+                        }),
+                    );
+                    self.inner.statuses.write(&status).await?;
                     self.inner
-                        .statuses
-                        .write(&JobStatus {
-                            job_type: job_type.clone(),
-                            job_id,
-                            trigger_id: entry.trigger_id,
-                            timestamp: now,
-                            state: JobState::Failed,
-                            owner: Some(self.inner.node.clone()),
-                            fencing_token: None,
-                            content: Some(serde_json::json!({
-                                "error": "the queued trigger was claimed but never started (its replica died or stalled before starting it)",
-                                "lock_type": lock_type.as_str(),
-                            })),
-                        })
-                        .await?;
-                    self.inner.watch.ended_elsewhere(job_type, job_id).await;
+                        .watch
+                        .ended_elsewhere(job_type, status.job_id)
+                        .await;
                 }
             }
             queues.remove(&entry).await?;
@@ -117,20 +114,17 @@ impl JobManager {
                 if let Some(job_type) = &job_type {
                     self.inner
                         .statuses
-                        .write(&JobStatus {
-                            job_type: job_type.clone(),
-                            job_id: JobId::new(),
-                            trigger_id: entry.trigger_id,
-                            timestamp: now,
-                            state: JobState::Skipped,
-                            owner: Some(self.inner.node.clone()),
-                            fencing_token: None,
-                            content: Some(serde_json::json!({
+                        .write(&JobStatus::never_ran(
+                            job_type.clone(),
+                            entry.trigger_id,
+                            JobState::Skipped,
+                            Some(self.inner.node.clone()),
+                            serde_json::json!({
                                 hajobs_core::status::content_keys::REASON: format!("{timeout}: waited {} s in the queue of lock type `{lock_type}` without getting it", waited.as_secs()),
                                 "timeout": timeout,
                                 "queued_by": entry.queued_by,
-                            })),
-                        })
+                            }),
+                        ))
                         .await?;
                 }
             }
