@@ -1,9 +1,12 @@
 //! Small helpers shared by the stores: preparing statements with the
-//! configured consistency, and converting timestamps.
+//! configured consistency, reading rows, and converting timestamps.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use scylla::client::session::Session;
+use scylla::deserialize::row::DeserializeRow;
+use scylla::errors::ExecutionError;
+use scylla::response::query_result::QueryResult;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::CqlTimestamp;
@@ -25,6 +28,26 @@ pub(crate) async fn prepare(
     statement.set_consistency(consistency);
     statement.set_serial_consistency(Some(config.serial_consistency));
     Ok(statement)
+}
+
+/// The rows a query returned, each decoded as `R` — a struct deriving
+/// `DeserializeRow`, its fields matched to the columns by name — every
+/// failure said of `what`. The one way the stores read rows.
+pub(crate) fn rows<R>(
+    result: Result<QueryResult, ExecutionError>,
+    what: &str,
+) -> Result<Vec<R>, StoreError>
+where
+    R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata>,
+{
+    let rows = result
+        .map_err(|e| StoreError::request(what, e))?
+        .into_rows_result()
+        .map_err(|e| StoreError::request(what, e))?;
+    rows.rows::<R>()
+        .map_err(|e| StoreError::request(what, e))?
+        .map(|r| r.map_err(|e| StoreError::request(what, e)))
+        .collect()
 }
 
 /// The consistency of a SERIAL read matching the configured serial consistency.

@@ -33,7 +33,7 @@ use crate::config::CassandraConfig;
 use crate::cql;
 use crate::error::StoreError;
 use crate::ids::{NodeId, TriggerId};
-use crate::lwt::LwtOutcome;
+use crate::lwt::{LwtOutcome, Settled, settle};
 use crate::status::JobType;
 
 /// What became of a claimed firing.
@@ -202,6 +202,16 @@ fn key_marks(key: &str) -> String {
 const LEGACY_KEY: &str = "job_type = ? AND instant = ?";
 const DAILY_KEY: &str = "job_type = ? AND day = ? AND instant = ?";
 
+/// A row of `cron_firing` (or the legacy table), decoded by column name.
+#[derive(scylla::DeserializeRow)]
+struct FiringRow {
+    instant: CqlTimestamp,
+    trigger_id: Option<CqlTimeuuid>,
+    owner: Option<String>,
+    outcome: Option<String>,
+    seen_at: Option<CqlTimestamp>,
+}
+
 impl FiringStore {
     /// Prepares the statements; claims live for `retention`. Looks whether
     /// schema 10 is applied (see [`FiringStore::refresh`]).
@@ -354,11 +364,12 @@ impl FiringStore {
         {
             Ok(result) => Ok(LwtOutcome::from_result(result, &what())?.applied),
             Err(error) => {
-                let owner_read = self
-                    .owner(job_type, instant, |s| &s.read_serial)
-                    .await
-                    .map_err(|_| StoreError::request(what(), error))?;
-                Ok(owner_read.as_deref() == Some(owner.as_str()))
+                // Ours only if the SERIAL read names us.
+                let read = self.owner(job_type, instant, |s| &s.read_serial);
+                settle(what, error, read, |claimant| {
+                    Ok(Settled::Known(claimant.as_deref() == Some(owner.as_str())))
+                })
+                .await
             }
         }
     }
@@ -371,14 +382,14 @@ impl FiringStore {
     ) -> Result<Option<String>, StoreError> {
         let ts = cql::to_timestamp(instant);
         let what = || format!("reading the claim of the cron firing of `{job_type}` at {ts:?}");
-        Ok(self
-            .execute_keyed(job_type, instant, pick, None, Vec::new())
-            .await
-            .map_err(|e| StoreError::request(what(), e))?
-            .into_rows_result()
-            .map_err(|e| StoreError::request(what(), e))?
-            .maybe_first_row::<(Option<String>,)>()
-            .map_err(|e| StoreError::request(what(), e))?
+        let rows: Vec<(Option<String>,)> = cql::rows(
+            self.execute_keyed(job_type, instant, pick, None, Vec::new())
+                .await,
+            &what(),
+        )?;
+        Ok(rows
+            .into_iter()
+            .next()
             .map(|(owner,)| owner.unwrap_or_default()))
     }
 
@@ -411,17 +422,13 @@ impl FiringStore {
                 }
             }
         }
-        let what = || format!("reading the last cron firing of `{job_type}`");
-        let row = self
-            .session
-            .execute_unpaged(&self.last, (job_type.as_str(),))
-            .await
-            .map_err(|e| StoreError::request(what(), e))?
-            .into_rows_result()
-            .map_err(|e| StoreError::request(what(), e))?
-            .maybe_first_row::<(Option<CqlValue>,)>()
-            .map_err(|e| StoreError::request(what(), e))?;
-        Ok(match row {
+        let rows: Vec<(Option<CqlValue>,)> = cql::rows(
+            self.session
+                .execute_unpaged(&self.last, (job_type.as_str(),))
+                .await,
+            &format!("reading the last cron firing of `{job_type}`"),
+        )?;
+        Ok(match rows.into_iter().next() {
             Some((Some(CqlValue::Timestamp(t)),)) => Some(cql::from_timestamp(t)),
             _ => None,
         })
@@ -507,14 +514,6 @@ impl FiringStore {
         day: Option<i32>,
         limit: i32,
     ) -> Result<Vec<Firing>, StoreError> {
-        let what = || format!("reading the recent cron firings of `{job_type}`");
-        type Row = (
-            CqlTimestamp,
-            Option<CqlTimeuuid>,
-            Option<String>,
-            Option<String>,
-            Option<CqlTimestamp>,
-        );
         let result = match day {
             Some(day) => {
                 self.session
@@ -527,30 +526,26 @@ impl FiringStore {
                     .await
             }
         };
-        let rows = result
-            .map_err(|e| StoreError::request(what(), e))?
-            .into_rows_result()
-            .map_err(|e| StoreError::request(what(), e))?;
-        let mut out = Vec::new();
-        for row in rows
-            .rows::<Row>()
-            .map_err(|e| StoreError::request(what(), e))?
-        {
-            let (instant, trigger_id, owner, outcome, seen_at) =
-                row.map_err(|e| StoreError::request(what(), e))?;
-            let instant = cql::from_timestamp(instant);
-            out.push(Firing {
-                instant,
-                trigger_id: trigger_id.map_or_else(
-                    || TriggerId::for_firing(job_type.as_str(), instant),
-                    |t| TriggerId::from_uuid(t.into()),
-                ),
-                owner,
-                outcome,
-                seen_at: seen_at.map(cql::from_timestamp),
-            });
-        }
-        Ok(out)
+        let rows: Vec<FiringRow> = cql::rows(
+            result,
+            &format!("reading the recent cron firings of `{job_type}`"),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let instant = cql::from_timestamp(r.instant);
+                Firing {
+                    instant,
+                    trigger_id: r.trigger_id.map_or_else(
+                        || TriggerId::for_firing(job_type.as_str(), instant),
+                        |t| TriggerId::from_uuid(t.into()),
+                    ),
+                    owner: r.owner,
+                    outcome: r.outcome,
+                    seen_at: r.seen_at.map(cql::from_timestamp),
+                }
+            })
+            .collect())
     }
 
     /// Closes a firing nobody started: `true` for exactly one caller, and

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use scylla::client::session::Session;
 use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlTimeuuid, CqlValue, Row};
+use scylla::value::{CqlTimestamp, CqlTimeuuid, CqlValue};
 
 use crate::config::CassandraConfig;
 use crate::cql;
@@ -20,7 +20,7 @@ use crate::error::StoreError;
 use crate::ids::{JobId, NodeId};
 use crate::lease::{Acquired, FencingToken, Holder, Lease, LeaseTtl, Released, Renewed};
 use crate::lock_type::LockType;
-use crate::lwt::LwtOutcome;
+use crate::lwt::{LwtOutcome, Settled, settle};
 
 /// How often an acquisition retries when only its cached fencing token was
 /// stale (another replica acquired and released meanwhile).
@@ -211,35 +211,29 @@ impl LeaseStore {
             let outcome = match self.session.batch(&self.acquire, values).await {
                 Ok(result) => LwtOutcome::from_result(result, &what())?,
                 Err(error) => {
-                    // Unknown outcome: settle it with a SERIAL read.
-                    tracing::warn!(%lock_type, %job_id, %error, "acquire outcome unknown; reading at SERIAL");
-                    let holder = match self.read(lock_type, true).await {
-                        Ok(holder) => holder,
-                        Err(_) => return Err(StoreError::request(what(), error)),
-                    };
-                    return Ok(match holder {
-                        Some(h) if h.job_id == job_id => {
-                            let token = h.fencing_token.ok_or_else(|| {
-                                corrupt(lock_type, "held lock without fencing_token")
-                            })?;
-                            self.remember_token(lock_type, Some(token.0));
-                            Acquired::Acquired(Lease {
-                                lock_type: lock_type.clone(),
-                                job_id,
-                                owner: owner.clone(),
-                                ttl,
-                                fencing_token: token,
-                                sent_at,
-                            })
-                        }
-                        Some(h) => Acquired::Held(h),
-                        None => {
-                            return Err(StoreError::request(
-                                format!("{} (it did not apply: the lock is free)", what()),
-                                error,
-                            ));
-                        }
-                    });
+                    // Ours only if the SERIAL read shows our job id.
+                    return settle(what, error, self.read(lock_type, true), |holder| {
+                        Ok(match holder {
+                            Some(h) if h.job_id == job_id => {
+                                let token = h.fencing_token.ok_or_else(|| {
+                                    corrupt(lock_type, "held lock without fencing_token")
+                                })?;
+                                self.remember_token(lock_type, Some(token.0));
+                                Settled::Known(Acquired::Acquired(Lease {
+                                    lock_type: lock_type.clone(),
+                                    job_id,
+                                    owner: owner.clone(),
+                                    ttl,
+                                    fencing_token: token,
+                                    sent_at,
+                                }))
+                            }
+                            Some(h) => Settled::Known(Acquired::Held(h)),
+                            // Free: it did not apply, or applied and expired.
+                            None => Settled::Unknown,
+                        })
+                    })
+                    .await;
                 }
             };
             if outcome.applied {
@@ -388,22 +382,19 @@ impl LeaseStore {
                 })
             }
             Err(error) => {
-                // Unknown outcome. Even if the SERIAL read shows our job id,
-                // we cannot tell whether our renewal or an earlier one wrote
-                // it, so the renewal is not confirmed: report the error and
-                // keep counting from the last confirmed one. Only a read that
-                // shows the lease gone turns this into a definite loss.
-                match self.read(&lease.lock_type, true).await {
-                    Ok(Some(h)) if h.job_id == lease.job_id => Err(StoreError::request(
-                        format!("renewing lease on `{}`", lease.lock_type),
-                        error,
-                    )),
-                    Ok(_) => Ok(Renewed::Lost),
-                    Err(_) => Err(StoreError::request(
-                        format!("renewing lease on `{}`", lease.lock_type),
-                        error,
-                    )),
-                }
+                // Even if the SERIAL read shows our job id, we cannot tell
+                // whether our renewal or an earlier one wrote it, so the
+                // renewal is not confirmed: the error, and the keeper counts
+                // from the last confirmed one. Only a read that shows the
+                // lease gone turns this into a definite loss.
+                let what = || format!("renewing lease on `{}`", lease.lock_type);
+                settle(what, error, self.read(&lease.lock_type, true), |h| {
+                    Ok(match h {
+                        Some(h) if h.job_id == lease.job_id => Settled::Unknown,
+                        _ => Settled::Known(Renewed::Lost),
+                    })
+                })
+                .await
             }
         }
     }
@@ -464,11 +455,15 @@ impl LeaseStore {
             } else {
                 Released::NotHolder
             }),
-            Err(error) => match self.read(lock_type, true).await {
-                Ok(Some(h)) if h.job_id == job_id => Err(StoreError::request(what(), error)),
-                Ok(_) => Ok(Released::Released),
-                Err(_) => Err(StoreError::request(what(), error)),
-            },
+            Err(error) => {
+                settle(what, error, self.read(lock_type, true), |h| {
+                    Ok(match h {
+                        Some(h) if h.job_id == job_id => Settled::Unknown,
+                        _ => Settled::Known(Released::Released),
+                    })
+                })
+                .await
+            }
         }
     }
 
@@ -505,40 +500,27 @@ impl LeaseStore {
         } else {
             &self.read_quorum
         };
-        let what = || format!("reading lock type `{lock_type}`");
-        let rows = self
-            .session
-            .execute_unpaged(statement, (lock_type.as_str(),))
-            .await
-            .map_err(|e| StoreError::request(what(), e))?
-            .into_rows_result()
-            .map_err(|e| StoreError::request(what(), e))?;
-        let row: Option<Row> = rows
-            .maybe_first_row()
-            .map_err(|e| StoreError::request(what(), e))?;
-        match row {
+        let rows: Vec<LockRow> = cql::rows(
+            self.session
+                .execute_unpaged(statement, (lock_type.as_str(),))
+                .await,
+            &format!("reading lock type `{lock_type}`"),
+        )?;
+        match rows.into_iter().next() {
             None => Ok(None),
-            Some(row) => holder_from_row(row),
+            Some(row) => row.holder(),
         }
     }
 
     /// Every lock currently held.
     pub async fn list(&self) -> Result<Vec<Holder>, StoreError> {
-        let what = "listing locks";
+        let rows: Vec<LockRow> = cql::rows(
+            self.session.execute_unpaged(&self.list, ()).await,
+            "listing locks",
+        )?;
         let mut holders = Vec::new();
-        let rows = self
-            .session
-            .execute_unpaged(&self.list, ())
-            .await
-            .map_err(|e| StoreError::request(what, e))?
-            .into_rows_result()
-            .map_err(|e| StoreError::request(what, e))?;
-        for row in rows
-            .rows::<Row>()
-            .map_err(|e| StoreError::request(what, e))?
-        {
-            let row = row.map_err(|e| StoreError::request(what, e))?;
-            if let Some(h) = holder_from_row(row)? {
+        for row in rows {
+            if let Some(h) = row.holder()? {
                 holders.push(h);
             }
         }
@@ -547,61 +529,42 @@ impl LeaseStore {
     }
 }
 
-/// Decodes `lock_type, job_lock, owner, acquired_at, fencing_token`; a row
-/// with no `job_lock` is a free lock (`None`).
 impl std::fmt::Debug for LeaseStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LeaseStore").finish_non_exhaustive()
     }
 }
 
-fn holder_from_row(row: Row) -> Result<Option<Holder>, StoreError> {
-    let mut cols = row.columns.into_iter();
-    let mut next = || cols.next().flatten();
-    let lock_type = match next() {
-        Some(CqlValue::Text(s)) => s,
-        other => {
-            return Err(StoreError::CorruptRow {
+/// A row of `lock`, decoded by column name.
+#[derive(scylla::DeserializeRow)]
+struct LockRow {
+    lock_type: String,
+    job_lock: Option<CqlTimeuuid>,
+    owner: Option<String>,
+    acquired_at: Option<CqlTimestamp>,
+    fencing_token: Option<i64>,
+}
+
+impl LockRow {
+    /// Who holds the lock; a row with no `job_lock` is a free lock (`None`).
+    fn holder(self) -> Result<Option<Holder>, StoreError> {
+        let Some(job_lock) = self.job_lock else {
+            return Ok(None);
+        };
+        let lock_type =
+            LockType::new(self.lock_type.clone()).map_err(|e| StoreError::CorruptRow {
                 table: "lock",
-                key: "?".into(),
-                problem: format!("lock_type is {other:?}"),
-            });
-        }
-    };
-    let key = format!("lock_type={lock_type:?}");
-    let bad = |problem: String| StoreError::CorruptRow {
-        table: "lock",
-        key: key.clone(),
-        problem,
-    };
-    let lock_type = LockType::new(lock_type.clone()).map_err(|e| bad(e.to_string()))?;
-    let job_id = match next() {
-        None => return Ok(None),
-        Some(CqlValue::Timeuuid(u)) => JobId::from_uuid(u.into()),
-        Some(other) => return Err(bad(format!("job_lock is {other:?}"))),
-    };
-    let owner = match next() {
-        None => None,
-        Some(CqlValue::Text(s)) => Some(s),
-        Some(other) => return Err(bad(format!("owner is {other:?}"))),
-    };
-    let since = match next() {
-        None => None,
-        Some(CqlValue::Timestamp(t)) => Some(cql::from_timestamp(t)),
-        Some(other) => return Err(bad(format!("acquired_at is {other:?}"))),
-    };
-    let fencing_token = match next() {
-        None => None,
-        Some(CqlValue::BigInt(t)) => Some(FencingToken(t)),
-        Some(other) => return Err(bad(format!("fencing_token is {other:?}"))),
-    };
-    Ok(Some(Holder {
-        lock_type,
-        job_id,
-        owner,
-        since,
-        fencing_token,
-    }))
+                key: format!("lock_type={:?}", self.lock_type),
+                problem: e.to_string(),
+            })?;
+        Ok(Some(Holder {
+            lock_type,
+            job_id: JobId::from_uuid(job_lock.into()),
+            owner: self.owner,
+            since: self.acquired_at.map(cql::from_timestamp),
+            fencing_token: self.fencing_token.map(FencingToken),
+        }))
+    }
 }
 
 fn corrupt(lock_type: &LockType, problem: &str) -> StoreError {

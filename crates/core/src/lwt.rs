@@ -1,10 +1,14 @@
-//! Decoding the result of a lightweight transaction.
+//! Decoding the result of a lightweight transaction, and settling one whose
+//! outcome is unknown.
 //!
 //! Cassandra answers an applied LWT with the `[applied]` column alone, and a
 //! rejected one with `[applied]` plus the current values of the columns named
 //! in its conditions; ScyllaDB always adds the old row. A fixed tuple cannot
 //! decode all three, so [`LwtOutcome`] reads the columns by name.
 
+use std::future::Future;
+
+use scylla::errors::ExecutionError;
 use scylla::response::query_result::QueryResult;
 use scylla::value::{CqlValue, Row};
 
@@ -69,5 +73,33 @@ impl LwtOutcome {
     /// Whether column `name` was returned at all (null or not).
     pub fn has(&self, name: &str) -> bool {
         self.columns.iter().any(|(n, _)| n == name)
+    }
+}
+
+/// What a SERIAL read tells of an LWT whose outcome was unknown.
+pub(crate) enum Settled<T> {
+    /// The row decides it.
+    Known(T),
+    /// The row cannot tell (it shows what it showed before, or something
+    /// that proves nothing): the outcome stays unknown.
+    Unknown,
+}
+
+/// Settles an LWT whose outcome is unknown (`error`: a timeout, a lost
+/// connection — it may or may not have applied) with a SERIAL read of its
+/// row: `read` reads it, `decide` says what the row shows. When the read
+/// fails too, or the row cannot tell, the outcome stays unknown: `error`,
+/// said of `what`. The one rule of every store's conditional writes.
+pub(crate) async fn settle<R, T>(
+    what: impl Fn() -> String,
+    error: ExecutionError,
+    read: impl Future<Output = Result<R, StoreError>>,
+    decide: impl FnOnce(R) -> Result<Settled<T>, StoreError>,
+) -> Result<T, StoreError> {
+    tracing::warn!(what = %what(), %error, "LWT outcome unknown; settling it with a SERIAL read");
+    match read.await.map(decide) {
+        Ok(Ok(Settled::Known(t))) => Ok(t),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(Settled::Unknown)) | Err(_) => Err(StoreError::request(what(), error)),
     }
 }

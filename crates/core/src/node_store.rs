@@ -121,47 +121,41 @@ impl NodeStore {
 
     /// Every live replica, by node id.
     pub async fn list(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        type Row = (
-            String,
-            Option<String>,
-            Option<i32>,
-            Option<String>,
-            Option<String>,
-            Option<CqlTimestamp>,
-            Option<CqlTimestamp>,
-            Option<Vec<String>>,
-            Option<Vec<String>>,
-        );
-        let what = "listing the nodes";
-        let rows = self
-            .session
-            .execute_unpaged(&self.list, ())
-            .await
-            .map_err(|e| StoreError::request(what, e))?
-            .into_rows_result()
-            .map_err(|e| StoreError::request(what, e))?;
-        let mut nodes = Vec::new();
-        for row in rows
-            .rows::<Row>()
-            .map_err(|e| StoreError::request(what, e))?
-        {
-            let (node_id, host, pid, version, http, started, seen, job_types, running) =
-                row.map_err(|e| StoreError::request(what, e))?;
-            nodes.push(NodeRecord {
-                node_id,
-                host: host.unwrap_or_default(),
-                pid: pid.unwrap_or(0),
-                version: version.unwrap_or_default(),
-                http,
-                started_at_ms: started.map_or(0, |t| t.0),
-                seen_at_ms: seen.map_or(0, |t| t.0),
-                job_types: job_types.unwrap_or_default(),
-                running: running.unwrap_or_default(),
-            });
-        }
+        let rows: Vec<NodeRow> = cql::rows(
+            self.session.execute_unpaged(&self.list, ()).await,
+            "listing the nodes",
+        )?;
+        let mut nodes: Vec<NodeRecord> = rows
+            .into_iter()
+            .map(|r| NodeRecord {
+                node_id: r.node_id,
+                host: r.host.unwrap_or_default(),
+                pid: r.pid.unwrap_or(0),
+                version: r.version.unwrap_or_default(),
+                http: r.http,
+                started_at_ms: r.started_at.map_or(0, |t| t.0),
+                seen_at_ms: r.seen_at.map_or(0, |t| t.0),
+                job_types: r.job_types.unwrap_or_default(),
+                running: r.running.unwrap_or_default(),
+            })
+            .collect();
         nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         Ok(nodes)
     }
+}
+
+/// A row of `node`, decoded by column name.
+#[derive(scylla::DeserializeRow)]
+struct NodeRow {
+    node_id: String,
+    host: Option<String>,
+    pid: Option<i32>,
+    version: Option<String>,
+    http: Option<String>,
+    started_at: Option<CqlTimestamp>,
+    seen_at: Option<CqlTimestamp>,
+    job_types: Option<Vec<String>>,
+    running: Option<Vec<String>>,
 }
 
 /// Now, in epoch milliseconds (for [`NodeRecord::started_at_ms`]).

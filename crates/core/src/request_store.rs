@@ -96,22 +96,24 @@ const SHARD: i32 = 0;
 
 const COLUMNS: &str = "trigger_id, job_type, requested_by, claimed_by, claimed_at, withdrawn, outcome, job_id, fencing_token, detail, resumes";
 
-type Row = (
-    CqlTimeuuid,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<CqlTimestamp>,
-    Option<bool>,
-    Option<String>,
-    Option<CqlTimeuuid>,
-    Option<i64>,
-    Option<String>,
-    Option<CqlTimeuuid>,
-);
+/// A row of `trigger_request` ([`COLUMNS`]), decoded by column name.
+#[derive(scylla::DeserializeRow)]
+struct RequestRow {
+    trigger_id: CqlTimeuuid,
+    job_type: Option<String>,
+    requested_by: Option<String>,
+    claimed_by: Option<String>,
+    claimed_at: Option<CqlTimestamp>,
+    withdrawn: Option<bool>,
+    outcome: Option<String>,
+    job_id: Option<CqlTimeuuid>,
+    fencing_token: Option<i64>,
+    detail: Option<String>,
+    resumes: Option<CqlTimeuuid>,
+}
 
-fn decode(row: Row) -> TriggerRequest {
-    let (
+fn decode(row: RequestRow) -> TriggerRequest {
+    let RequestRow {
         trigger_id,
         job_type,
         requested_by,
@@ -120,10 +122,10 @@ fn decode(row: Row) -> TriggerRequest {
         withdrawn,
         outcome,
         job_id,
-        token,
+        fencing_token: token,
         detail,
         resumes,
-    ) = row;
+    } = row;
     let job_id = job_id.map(|u| JobId::from_uuid(u.into()));
     let outcome = match (outcome.as_deref(), job_id) {
         (Some("started"), Some(job_id)) => Some(RequestOutcome::Started {
@@ -277,17 +279,9 @@ impl RequestStore {
         values: impl scylla::serialize::row::SerializeRow,
         what: &'static str,
     ) -> Result<Vec<TriggerRequest>, StoreError> {
-        let rows = self
-            .session
-            .execute_unpaged(statement, values)
-            .await
-            .map_err(|e| StoreError::request(what, e))?
-            .into_rows_result()
-            .map_err(|e| StoreError::request(what, e))?;
-        rows.rows::<Row>()
-            .map_err(|e| StoreError::request(what, e))?
-            .map(|r| r.map(decode).map_err(|e| StoreError::request(what, e)))
-            .collect()
+        let rows: Vec<RequestRow> =
+            cql::rows(self.session.execute_unpaged(statement, values).await, what)?;
+        Ok(rows.into_iter().map(decode).collect())
     }
 
     /// Claims `trigger_id` for `node`: true for exactly one claimant, and

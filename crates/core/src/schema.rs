@@ -486,22 +486,16 @@ async fn copy_statuses(
 
 /// The migration versions recorded in the keyspace.
 pub async fn applied_versions(session: &Session, keyspace: &str) -> Result<Vec<i32>, StoreError> {
-    let what = || format!("reading {keyspace}.schema_migrations");
-    let rows = session
-        .query_unpaged(
-            format!("SELECT version FROM {keyspace}.schema_migrations"),
-            (),
-        )
-        .await
-        .map_err(|e| StoreError::request(what(), e))?
-        .into_rows_result()
-        .map_err(|e| StoreError::request(what(), e))?;
-    let mut versions = rows
-        .rows::<(i32,)>()
-        .map_err(|e| StoreError::request(what(), e))?
-        .map(|r| r.map(|(v,)| v))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StoreError::request(what(), e))?;
+    let rows: Vec<(i32,)> = crate::cql::rows(
+        session
+            .query_unpaged(
+                format!("SELECT version FROM {keyspace}.schema_migrations"),
+                (),
+            )
+            .await,
+        &format!("reading {keyspace}.schema_migrations"),
+    )?;
+    let mut versions: Vec<i32> = rows.into_iter().map(|(v,)| v).collect();
     versions.sort_unstable();
     Ok(versions)
 }

@@ -51,13 +51,15 @@ impl std::fmt::Debug for WatchStore {
     }
 }
 
-type Row = (
-    String,
-    Option<BTreeMap<CqlTimeuuid, String>>,
-    Option<BTreeMap<CqlTimeuuid, String>>,
-    Option<CqlTimestamp>,
-    Option<i64>,
-);
+/// A row of `watch_list`, decoded by column name.
+#[derive(scylla::DeserializeRow)]
+struct WatchRow {
+    node_id: String,
+    attempts: Option<BTreeMap<CqlTimeuuid, String>>,
+    firings: Option<BTreeMap<CqlTimeuuid, String>>,
+    written_at: Option<CqlTimestamp>,
+    write_time: Option<i64>,
+}
 
 impl WatchStore {
     /// Prepares the statements.
@@ -83,7 +85,7 @@ impl WatchStore {
             ))
             .await?,
             list: prepare(format!(
-                "SELECT node_id, attempts, firings, written_at, WRITETIME(written_at) FROM {ks}.watch_list"
+                "SELECT node_id, attempts, firings, written_at, WRITETIME(written_at) AS write_time FROM {ks}.watch_list"
             ))
             .await?,
             session,
@@ -136,21 +138,19 @@ impl WatchStore {
     /// Every replica's list. An entry whose job type is not a valid name is
     /// named in the log and left out.
     pub async fn list(&self) -> Result<Vec<WatchList>, StoreError> {
-        let what = "reading the watch lists";
-        let rows = self
-            .session
-            .execute_unpaged(&self.list, ())
-            .await
-            .map_err(|e| StoreError::request(what, e))?
-            .into_rows_result()
-            .map_err(|e| StoreError::request(what, e))?;
+        let rows: Vec<WatchRow> = cql::rows(
+            self.session.execute_unpaged(&self.list, ()).await,
+            "reading the watch lists",
+        )?;
         let mut lists = Vec::new();
-        for row in rows
-            .rows::<Row>()
-            .map_err(|e| StoreError::request(what, e))?
+        for WatchRow {
+            node_id,
+            attempts,
+            firings,
+            written_at,
+            write_time,
+        } in rows
         {
-            let (node_id, attempts, firings, written_at, write_time) =
-                row.map_err(|e| StoreError::request(what, e))?;
             let entries = |map: Option<BTreeMap<CqlTimeuuid, String>>| {
                 map.unwrap_or_default()
                     .into_iter()

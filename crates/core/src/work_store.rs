@@ -40,7 +40,7 @@ use crate::ids::{JobId, NodeId, name_type};
 use crate::lease::{FencingToken, Lease, LeaseTtl, Released, Renewed};
 use crate::lease_store::LeaseRenewer;
 use crate::lock_type::LockType;
-use crate::lwt::LwtOutcome;
+use crate::lwt::{LwtOutcome, Settled, settle};
 
 name_type!(
     /// A named set of work items ("orders", "daily-files"): the first half
@@ -387,13 +387,12 @@ impl WorkStore {
                     }
                 }
                 Err(error) => {
-                    // Unknown outcome: settled by a SERIAL read, ours only if
-                    // it shows our ticket.
-                    tracing::warn!(%work_set, %key, %error, "check-in outcome unknown; reading at SERIAL");
-                    let row = self
-                        .read(work_set, key, true)
-                        .await
-                        .map_err(|_| StoreError::request(what(), error))?;
+                    // Ours only if the SERIAL read shows our ticket; else
+                    // the row read is where the next try starts.
+                    let row = settle(what, error, self.read(work_set, key, true), |row| {
+                        Ok(Settled::Known(row))
+                    })
+                    .await?;
                     if row.as_ref().and_then(|r| r.holder) != Some(ticket) {
                         known = row;
                         continue;
@@ -459,14 +458,17 @@ impl WorkStore {
                 },
             ),
             Err(error) => {
+                // As a lease's renewal: only a row without our ticket is
+                // definite (a loss).
                 let what = || format!("renewing work item `{}` of `{}`", claim.key, claim.work_set);
-                match self.read(&claim.work_set, &claim.key, true).await {
-                    Ok(Some(item)) if item.holder == Some(lease.job_id) => {
-                        Err(StoreError::request(what(), error))
-                    }
-                    Ok(_) => Ok(Renewed::Lost),
-                    Err(_) => Err(StoreError::request(what(), error)),
-                }
+                let read = self.read(&claim.work_set, &claim.key, true);
+                settle(what, error, read, |item| {
+                    Ok(match item {
+                        Some(item) if item.holder == Some(lease.job_id) => Settled::Unknown,
+                        _ => Settled::Known(Renewed::Lost),
+                    })
+                })
+                .await
             }
         }
     }
@@ -540,23 +542,21 @@ impl WorkStore {
         let outcome = match self.session.execute_unpaged(&self.end, values).await {
             Ok(r) => LwtOutcome::from_result(r, &what())?.applied,
             Err(error) => {
-                // Settled by a SERIAL read: ended by us if it shows our
-                // fencing token with the state we wrote and no holder.
-                let item = self
-                    .read(&claim.work_set, &claim.key, true)
-                    .await
-                    .map_err(|_| StoreError::request(what(), error))?;
-                match item {
-                    Some(i) if i.holder == Some(claim.lease.job_id) => {
-                        return Err(StoreError::request(what(), "outcome unknown; still held"));
-                    }
-                    Some(i) => {
-                        i.fencing_token == claim.lease.fencing_token
-                            && i.state == state
-                            && i.holder.is_none()
-                    }
-                    None => false,
-                }
+                // Ended by us if the row shows our fencing token with the
+                // state we wrote and no holder; still ours proves nothing.
+                let read = self.read(&claim.work_set, &claim.key, true);
+                settle(what, error, read, |item| {
+                    Ok(match item {
+                        Some(i) if i.holder == Some(claim.lease.job_id) => Settled::Unknown,
+                        Some(i) => Settled::Known(
+                            i.fencing_token == claim.lease.fencing_token
+                                && i.state == state
+                                && i.holder.is_none(),
+                        ),
+                        None => Settled::Known(false),
+                    })
+                })
+                .await?
             }
         };
         crate::metrics::work_checkin(

@@ -63,8 +63,8 @@ const RECENT_FIRINGS: i32 = 10;
 /// How long after a scheduled instant its claim is checked for being lost.
 const LOST_WINDOW: Duration = Duration::from_secs(600);
 /// How many of a job type's newest attempts are read to find the attempts
-/// of one trigger (a lost claim's, a queue entry's, a retry's).
-const TRIGGER_HISTORY: u32 = 64;
+/// of one trigger (a lost claim's, a queue entry's, a retry's, a handover's).
+pub const TRIGGER_HISTORY: u32 = 100;
 /// How often a replica looks at the head of a lock type's queue when
 /// nothing woke it (an attempt of that lock type ending here does).
 const QUEUE_POLL: Duration = Duration::from_millis(500);

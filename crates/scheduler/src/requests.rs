@@ -253,8 +253,6 @@ pub async fn hand_over(
     store: &RequestStore,
     attempts: &[(JobType, JobId, TriggerId)],
 ) -> Vec<Handover> {
-    /// How many of a job type's newest attempts are read to count a trigger's.
-    const DEPTH: u32 = 100;
     let mut out = Vec::with_capacity(attempts.len());
     for (job_type, job_id, trigger_id) in attempts {
         let Ok(spec) = manager.spec(job_type.as_str()) else {
@@ -279,12 +277,8 @@ pub async fn hand_over(
             out.push(Handover::NotNeeded(job_type.clone(), *job_id));
             continue;
         }
-        let attempts_of_trigger = match manager.statuses().history(job_type, DEPTH).await {
-            Ok(h) => h
-                .iter()
-                .filter_map(|e| e.status())
-                .filter(|s| s.trigger_id == *trigger_id)
-                .count(),
+        let attempts_of_trigger = match manager.attempts_of(job_type, *trigger_id).await {
+            Ok(n) => n,
             Err(e) => {
                 out.push(Handover::Failed(job_type.clone(), e.to_string()));
                 continue;

@@ -202,8 +202,9 @@ impl JobManager {
     }
 
     /// How many attempts of `trigger_id` the newest statuses of `job_type`
-    /// hold (its newest [`TRIGGER_HISTORY`] attempts are looked at).
-    pub(super) async fn attempts_of(
+    /// hold (its newest [`TRIGGER_HISTORY`] attempts are looked at): the one
+    /// count for retries, retriggers and handovers.
+    pub async fn attempts_of(
         &self,
         job_type: &JobType,
         trigger_id: TriggerId,
