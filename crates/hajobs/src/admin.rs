@@ -26,11 +26,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hajobs_core::schema::{self, MIGRATIONS};
 use hajobs_core::{
-    CassandraConfig, Holder, JobId, JobStats, JobStatus, JobType, LockType, NodeRecord, NodeStore,
-    QueueStore, RequestOutcome, RequestStore, StatusEntry, StatusStore, TriggerId, WorkItem,
-    WorkKey, WorkSet, WorkStore,
+    CassandraConfig, FencingToken, Holder, JobId, JobStats, JobStatus, JobType, LockType,
+    NodeRecord, NodeStore, QueueStore, RequestOutcome, RequestStore, StatusEntry, StatusStore,
+    TriggerId, WorkItem, WorkKey, WorkSet, WorkStore,
 };
-use hajobs_scheduler::{CancelOutcome, Concurrency, JobManager, Locks, OnLocked};
+use hajobs_scheduler::{CancelOutcome, Concurrency, JobManager, Locks, OnLocked, StartOutcome};
 use scylla::client::session::Session;
 use serde::Serialize;
 
@@ -181,8 +181,32 @@ pub(crate) struct JobView {
 }
 
 /// A trigger that a replica took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Triggered {
+    /// An attempt started under its lease.
+    Started {
+        job_type: String,
+        /// The replica running it.
+        node: String,
+        trigger_id: TriggerId,
+        job_id: JobId,
+        fencing_token: FencingToken,
+    },
+    /// Its lock type was held and its job queues: it runs when its turn comes.
+    Queued {
+        job_type: String,
+        /// The replica that queued it.
+        node: String,
+        trigger_id: TriggerId,
+        /// Its place in the lock type's queue (1: next).
+        position: u32,
+    },
+}
+
+/// A [`Triggered`] as the HTTP API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub(crate) struct Triggered {
+#[schema(as = Triggered)]
+pub(crate) struct TriggeredView {
     /// The job type.
     pub(crate) job_type: String,
     /// The replica running it (or that queued it).
@@ -196,6 +220,40 @@ pub(crate) struct Triggered {
     /// For a job that queues, found its lock held: its place in the lock
     /// type's queue (1: next). It runs when its turn comes.
     pub(crate) queue_position: Option<u32>,
+}
+
+impl From<&Triggered> for TriggeredView {
+    fn from(t: &Triggered) -> Self {
+        match t {
+            Triggered::Started {
+                job_type,
+                node,
+                trigger_id,
+                job_id,
+                fencing_token,
+            } => Self {
+                job_type: job_type.clone(),
+                node: node.clone(),
+                job_id: Some(job_id.to_string()),
+                trigger_id: trigger_id.to_string(),
+                fencing_token: Some(fencing_token.0),
+                queue_position: None,
+            },
+            Triggered::Queued {
+                job_type,
+                node,
+                trigger_id,
+                position,
+            } => Self {
+                job_type: job_type.clone(),
+                node: node.clone(),
+                job_id: None,
+                trigger_id: trigger_id.to_string(),
+                fencing_token: None,
+                queue_position: Some(*position),
+            },
+        }
+    }
 }
 
 /// What a cancel did.
@@ -233,6 +291,20 @@ pub(crate) struct Readiness {
     pub(crate) schema_current: bool,
     /// What is wrong, if anything.
     pub(crate) problem: Option<String>,
+}
+
+/// The refusal of a trigger that found its lock held by `holder`.
+fn locked(job: &str, holder: HolderView) -> AdminError {
+    let mut e = AdminError::new(
+        ErrorKind::Locked,
+        format!(
+            "locked: {job} is held by job {} on {}",
+            holder.job_id,
+            holder.owner.as_deref().unwrap_or("(ha-jobs?)")
+        ),
+    );
+    e.holder = Some(Box::new(holder));
+    e
 }
 
 /// How long a cluster trigger waits for a replica to claim its request.
@@ -676,24 +748,21 @@ impl Admin {
                     fencing_token,
                 }) => {
                     hajobs_core::metrics::trigger_requested(job, "started");
-                    return Ok(Triggered {
+                    return Ok(Triggered::Started {
                         job_type: job.to_owned(),
                         node: claimant.unwrap_or_else(|| "?".into()),
-                        job_id: Some(job_id.to_string()),
-                        trigger_id: trigger_id.to_string(),
-                        fencing_token: Some(fencing_token.0),
-                        queue_position: None,
+                        trigger_id,
+                        job_id,
+                        fencing_token,
                     });
                 }
                 Some(RequestOutcome::Queued { position }) => {
                     hajobs_core::metrics::trigger_requested(job, "queued");
-                    return Ok(Triggered {
+                    return Ok(Triggered::Queued {
                         job_type: job.to_owned(),
                         node: claimant.unwrap_or_else(|| "?".into()),
-                        job_id: None,
-                        trigger_id: trigger_id.to_string(),
-                        fencing_token: None,
-                        queue_position: Some(position),
+                        trigger_id,
+                        position,
                     });
                 }
                 Some(RequestOutcome::Locked { holder, owner }) => {
@@ -703,25 +772,20 @@ impl Admin {
                         Some(l) => self.locks.leases_of(l).read(l, true).await?,
                         None => None,
                     };
-                    let mut e = AdminError::new(
-                        ErrorKind::Locked,
-                        format!(
-                            "locked: {job} is held by {holder} on {}",
-                            owner.as_deref().unwrap_or("(ha-jobs?)")
-                        ),
-                    );
-                    e.holder = Some(Box::new(match held.filter(|h| h.job_id == holder) {
-                        Some(h) => HolderView::from(&h),
-                        None => HolderView {
-                            lock_type: lock.map(|l| l.as_str().to_owned()).unwrap_or_default(),
-                            job_id: holder.to_string(),
-                            owner,
-                            fencing_token: None,
-                            since_ms: None,
-                            foreign: false,
+                    return Err(locked(
+                        job,
+                        match held.filter(|h| h.job_id == holder) {
+                            Some(h) => HolderView::from(&h),
+                            None => HolderView {
+                                lock_type: lock.map(|l| l.as_str().to_owned()).unwrap_or_default(),
+                                job_id: holder.to_string(),
+                                owner,
+                                fencing_token: None,
+                                since_ms: None,
+                                foreign: false,
+                            },
                         },
-                    }));
-                    return Err(e);
+                    ));
                 }
                 Some(RequestOutcome::Error(e)) => {
                     hajobs_core::metrics::trigger_requested(job, "error");
@@ -759,6 +823,67 @@ impl Admin {
         }
     }
 
+    /// Runs `job` in this process, under its lease (`hajobs trigger
+    /// --here`): started, queued or refused as a trigger through the cluster
+    /// is. [`Admin::wait_here`] follows a started attempt to its end.
+    pub(crate) async fn trigger_here(&self, job: &str) -> AdminResult<Triggered> {
+        let manager = self.manager("triggering a job here")?;
+        let job_type = self.job_type(job)?;
+        match manager.trigger(job_type.as_str()).await? {
+            StartOutcome::Started {
+                trigger_id,
+                job_id,
+                fencing_token,
+            } => Ok(Triggered::Started {
+                job_type: job.to_owned(),
+                node: manager.node().as_str().to_owned(),
+                trigger_id,
+                job_id,
+                fencing_token,
+            }),
+            StartOutcome::Queued {
+                trigger_id,
+                position,
+            } => Ok(Triggered::Queued {
+                job_type: job.to_owned(),
+                node: manager.node().as_str().to_owned(),
+                trigger_id,
+                position: u32::try_from(position).unwrap_or(u32::MAX),
+            }),
+            StartOutcome::Locked { holder, .. } => Err(locked(job, HolderView::from(&holder))),
+            StartOutcome::Error { details, .. } => Err(AdminError::new(
+                ErrorKind::Failed,
+                format!("error: {job} not started: {details}"),
+            )),
+        }
+    }
+
+    /// Waits until attempt `job_id` of `job`, started in this process, has
+    /// ended; its final status.
+    pub(crate) async fn wait_here(&self, job: &str, job_id: JobId) -> AdminResult<JobStatus> {
+        let manager = self.manager("waiting for a job here")?;
+        let job_type = self.job_type(job)?;
+        while manager.is_running_here(job_id) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        match self.statuses.get(&job_type, job_id).await? {
+            Some(StatusEntry::Status(s)) => Ok(s),
+            other => Err(AdminError::new(
+                ErrorKind::Failed,
+                format!("{job} attempt {job_id}: final status unreadable: {other:?}"),
+            )),
+        }
+    }
+
+    /// This process's job manager, needed by `what`.
+    fn manager(&self, what: &str) -> AdminResult<&JobManager> {
+        self.manager.as_ref().ok_or_else(|| {
+            AdminError::bad_input(format!(
+                "{what} needs the jobs' configuration: pass --config FILE or set HAJOBS_CONFIG"
+            ))
+        })
+    }
+
     fn lock_of(&self, job_type: &JobType) -> Option<LockType> {
         self.jobs.as_ref().and_then(|c| {
             c.jobs
@@ -772,11 +897,7 @@ impl Admin {
     /// it runs in this process, else through a cancel request on its lock.
     pub(crate) async fn cancel(&self, job: &str) -> AdminResult<Cancelled> {
         let job_type = self.job_type(job)?;
-        let manager = self.manager.as_ref().ok_or_else(|| {
-            AdminError::bad_input(
-                "cancelling needs the jobs' configuration: pass --config FILE or set HAJOBS_CONFIG",
-            )
-        })?;
+        let manager = self.manager("cancelling")?;
         let mut out = Cancelled {
             job_type: job_type.as_str().to_owned(),
             job_id: None,

@@ -35,8 +35,16 @@ pub(crate) fn print_json_lines<T: serde::Serialize>(items: &[T]) -> Result<(), C
     Ok(())
 }
 
+/// A time as the CLI prints it: RFC 3339, UTC, milliseconds.
 pub(crate) fn rfc3339(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Epoch milliseconds (as rows and views hold them) as the CLI prints a
+/// time, at `precision`; `-` for none or one out of range.
+pub(crate) fn rfc3339_ms(ms: Option<i64>, precision: chrono::SecondsFormat) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339_opts(precision, true))
 }
 
 pub(crate) fn print_entries(entries: &[StatusEntry], json: bool) -> Result<(), CliError> {

@@ -29,28 +29,30 @@ pub(crate) fn new_mark() -> String {
 }
 
 /// Ends every process marked `mark` (`SIGKILL`), sweeping until none is
-/// found or the sweeps run out. Returns how many were signalled.
+/// found or the sweeps run out. Returns how many processes were signalled
+/// (one still dying when the next sweep comes is signalled again, and
+/// counted once).
 pub(crate) async fn end(mark: &str) -> usize {
     let needle = format!("{MARK}={mark}");
-    let mut signalled = 0;
+    let mut signalled = std::collections::HashSet::new();
     for _ in 0..SWEEPS {
         let found = kill_marked(needle.as_bytes());
-        if found == 0 {
+        if found.is_empty() {
             break;
         }
-        signalled += found;
+        signalled.extend(found);
         tokio::time::sleep(SWEEP_GAP).await;
     }
-    signalled
+    signalled.len()
 }
 
-/// One sweep: every marked process gets `SIGKILL` through a pidfd.
-fn kill_marked(needle: &[u8]) -> usize {
+/// One sweep: every marked process gets `SIGKILL` through a pidfd; their pids.
+fn kill_marked(needle: &[u8]) -> Vec<i32> {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
     };
-    let mut killed = 0;
+    let mut killed = Vec::new();
     for pid in entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
@@ -68,7 +70,7 @@ fn kill_marked(needle: &[u8]) -> usize {
         };
         // Still the marked one (not a new process under a reused pid)?
         if marked(pid, needle) && pidfd_send_signal(&fd, Signal::KILL).is_ok() {
-            killed += 1;
+            killed.push(pid);
         }
     }
     killed

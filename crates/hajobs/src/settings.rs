@@ -85,20 +85,18 @@ impl Settings {
         Ok(session)
     }
 
-    /// The admin layer; `with_manager` for the operations that need the
-    /// jobs' configuration as a job manager (cancel).
-    pub(crate) async fn admin(&self, with_manager: bool) -> Result<Admin, CliError> {
+    /// The admin layer.
+    pub(crate) async fn admin(&self) -> Result<Admin, CliError> {
         let session = self.session().await?;
-        let manager = if with_manager {
-            Some(self.manager_on("cancel", session.clone()).await?)
-        } else {
-            None
-        };
-        Ok(Admin::new(&self.cassandra, session, self.daemon.clone(), manager).await?)
+        Ok(Admin::new(&self.cassandra, session, self.daemon.clone(), None).await?)
     }
 
-    pub(crate) async fn manager(&self, command: &str) -> Result<JobManager, CliError> {
-        self.manager_on(command, self.session().await?).await
+    /// The admin layer with a job manager of the jobs' configuration, for
+    /// `command`s that run or cancel attempts from this process.
+    pub(crate) async fn admin_with_manager(&self, command: &str) -> Result<Admin, CliError> {
+        let session = self.session().await?;
+        let manager = self.manager_on(command, session.clone()).await?;
+        Ok(Admin::new(&self.cassandra, session, self.daemon.clone(), Some(manager)).await?)
     }
 
     pub(crate) async fn manager_on(

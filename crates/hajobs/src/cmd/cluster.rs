@@ -8,7 +8,7 @@ use crate::admin::{HolderView, Unlocked};
 
 /// The live replicas.
 pub(crate) async fn nodes(settings: &Settings, json: bool) -> Result<(), CliError> {
-    let nodes = settings.admin(false).await?.nodes().await?;
+    let nodes = settings.admin().await?.nodes().await?;
     if json {
         return print_json_lines(&nodes);
     }
@@ -18,9 +18,7 @@ pub(crate) async fn nodes(settings: &Settings, json: bool) -> Result<(), CliErro
         "NODE", "HOST", "PID", "VERSION", "STARTED (UTC)", "SEEN", "HTTP"
     );
     for n in &nodes {
-        let started = chrono::DateTime::from_timestamp_millis(n.started_at_ms)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .unwrap_or_default();
+        let started = rfc3339_ms(Some(n.started_at_ms), chrono::SecondsFormat::Secs);
         println!(
             "{:<20} {:<16} {:>8} {:<8} {:<24} {:>7.1}s  {:<22} {} / {}",
             n.node_id,
@@ -43,7 +41,7 @@ pub(crate) async fn nodes(settings: &Settings, json: bool) -> Result<(), CliErro
 
 /// The held locks.
 pub(crate) async fn locks(settings: &Settings, json: bool) -> Result<(), CliError> {
-    let holders = settings.admin(false).await?.locks().await?;
+    let holders = settings.admin().await?.locks().await?;
     if json {
         let views: Vec<HolderView> = holders.iter().map(HolderView::from).collect();
         return print_json_lines(&views);
@@ -75,7 +73,7 @@ pub(crate) async fn unlock(
     wait: Duration,
     force: bool,
 ) -> Result<(), CliError> {
-    let admin = settings.admin(false).await?;
+    let admin = settings.admin().await?;
     let unlocked = admin
         .unlock(&lock_type, wait, force, &requested_by(), |h| {
             eprintln!(
@@ -112,7 +110,7 @@ pub(crate) async fn unlock(
 
 /// Removes a queued trigger.
 pub(crate) async fn queue_remove(settings: &Settings, trigger_id: String) -> Result<(), CliError> {
-    let admin = settings.admin(false).await?;
+    let admin = settings.admin().await?;
     let q = admin.queue_remove(&trigger_id, &requested_by()).await?;
     println!(
         "removed trigger {} of {} from the queue of {} (it was at position {}); recorded as SKIPPED",
@@ -127,11 +125,7 @@ pub(crate) async fn queue(
     lock_type: Option<String>,
     json: bool,
 ) -> Result<(), CliError> {
-    let queued = settings
-        .admin(false)
-        .await?
-        .queue(lock_type.as_deref())
-        .await?;
+    let queued = settings.admin().await?.queue(lock_type.as_deref()).await?;
     if json {
         return print_json_lines(&queued);
     }
@@ -146,9 +140,7 @@ pub(crate) async fn queue(
             q.position,
             q.job_type,
             q.trigger_id,
-            q.queued_at_ms
-                .map(|ms| rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)))
-                .unwrap_or_else(|| "-".into()),
+            rfc3339_ms(q.queued_at_ms, chrono::SecondsFormat::Millis),
             q.queued_by.as_deref().unwrap_or("-")
         );
     }

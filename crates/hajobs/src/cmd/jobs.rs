@@ -4,7 +4,7 @@ use super::*;
 
 /// The configured jobs and their next firing.
 pub(crate) async fn jobs(settings: &Settings, json: bool) -> Result<(), CliError> {
-    let jobs = settings.admin(false).await?.jobs().await?;
+    let jobs = settings.admin().await?.jobs().await?;
     if json {
         return print_json_lines(&jobs);
     }
@@ -48,7 +48,7 @@ pub(crate) async fn status(
     json: bool,
 ) -> Result<(), CliError> {
     let entries = settings
-        .admin(false)
+        .admin()
         .await?
         .status(job.as_deref(), limit)
         .await?;
@@ -62,7 +62,7 @@ pub(crate) async fn history(
     job: String,
     job_id: String,
 ) -> Result<(), CliError> {
-    let entries = settings.admin(false).await?.attempt(&job, &job_id).await?;
+    let entries = settings.admin().await?.attempt(&job, &job_id).await?;
     print_entries(&entries, true)?;
     Ok(())
 }
@@ -73,7 +73,7 @@ pub(crate) async fn stats(
     job: Option<String>,
     json: bool,
 ) -> Result<(), CliError> {
-    let stats = settings.admin(false).await?.stats(job.as_deref()).await?;
+    let stats = settings.admin().await?.stats(job.as_deref()).await?;
     if json {
         return print_json_lines(&stats);
     }
@@ -94,12 +94,7 @@ pub(crate) async fn stats(
     for s in &stats {
         let ms =
             |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{:.1}s", v as f64 / 1000.0));
-        let at = |v: Option<i64>| {
-            v.and_then(chrono::DateTime::from_timestamp_millis)
-                .map_or("-".to_owned(), |t| {
-                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                })
-        };
+        let at = |v: Option<i64>| rfc3339_ms(v, chrono::SecondsFormat::Secs);
         println!(
             "{:<24} {:>8} {:>8} {:>8} {:>6} {:>8} {:>8} {:>9} {:>9} {:>9}  {:<24} {}",
             s.job_type,

@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use hajobs_core::{JobId, JobType};
-use hajobs_scheduler::StartOutcome;
 
 use super::*;
-use crate::admin::{Admin, AdminError};
+use crate::admin::{Admin, Triggered};
 use crate::exit::final_status;
 
 /// Runs a job now on one live replica (through the cluster).
@@ -16,77 +15,66 @@ pub(crate) async fn through_cluster(
     job: String,
     wait: bool,
 ) -> Result<(), CliError> {
-    let admin = settings.admin(false).await?;
-    let t = admin.trigger(&job, &requested_by()).await?;
-    match (&t.job_id, t.fencing_token, t.queue_position) {
-        (Some(job_id), Some(token), _) => {
+    let admin = settings.admin().await?;
+    match admin.trigger(&job, &requested_by()).await? {
+        Triggered::Started {
+            job_type,
+            node,
+            trigger_id,
+            job_id,
+            fencing_token,
+        } => {
             println!(
-                "started {} on {} as {job_id} (trigger {}, fencing token {token})",
-                t.job_type, t.node, t.trigger_id
+                "started {job_type} on {node} as {job_id} (trigger {trigger_id}, fencing token {fencing_token})"
             );
             if wait {
                 let job_type = admin.job_type(&job)?;
-                let job_id: JobId = job_id.parse()?;
                 follow(&admin, &job_type, job_id).await?;
             }
         }
-        (_, _, position) => println!(
-            "queued {} as trigger {} at position {} of its lock type's queue (by {}): it runs when its turn comes; `hajobs queue` shows it",
-            t.job_type,
-            t.trigger_id,
-            position.unwrap_or(0),
-            t.node
+        Triggered::Queued {
+            job_type,
+            node,
+            trigger_id,
+            position,
+        } => println!(
+            "queued {job_type} as trigger {trigger_id} at position {position} of its lock type's queue (by {node}): it runs when its turn comes; `hajobs queue` shows it"
         ),
     }
     Ok(())
 }
 
+/// Runs a job now in this process, under its lease, to its end: the exit
+/// code says how it ended.
 pub(crate) async fn here(settings: &Settings, job: &str) -> Result<(), CliError> {
-    let manager = settings.manager("trigger").await?;
-    match manager.trigger(job).await.map_err(AdminError::from)? {
-        StartOutcome::Started {
+    let admin = settings.admin_with_manager("trigger").await?;
+    match admin.trigger_here(job).await? {
+        Triggered::Started {
             job_id, trigger_id, ..
         } => {
             eprintln!("started {job} attempt {job_id} (trigger {trigger_id}) here");
-            while manager.running_here(job) == Some(job_id) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let job_type = JobType::new(job).map_err(CliError::input)?;
-            match manager.statuses().get(&job_type, job_id).await? {
-                Some(StatusEntry::Status(s)) => final_status(&s)?,
-                other => {
-                    return Err(anyhow::anyhow!(
-                        "{job} attempt {job_id}: final status unreadable: {other:?}"
-                    )
-                    .into());
-                }
-            }
-            Ok(())
+            final_status(&admin.wait_here(job, job_id).await?)
         }
-        StartOutcome::Locked { holder, .. } => Err(CliError::locked(anyhow::anyhow!(
-            "{job} not started: lock `{}` is held by job {} on {}",
-            holder.lock_type,
-            holder.job_id,
-            holder.owner.as_deref().unwrap_or("?")
-        ))),
-        StartOutcome::Queued {
+        Triggered::Queued {
             trigger_id,
             position,
+            ..
         } => {
             println!(
                 "{job} queued as trigger {trigger_id} at position {position}: its lock is held; a replica runs it when its turn comes"
             );
             Ok(())
         }
-        StartOutcome::Error { details, .. } => {
-            Err(anyhow::anyhow!("{job} not started: {details}").into())
-        }
     }
 }
 
 /// Cancels the running attempt, wherever it runs.
 pub(crate) async fn cancel(settings: &Settings, job: String) -> Result<(), CliError> {
-    let c = settings.admin(true).await?.cancel(&job).await?;
+    let c = settings
+        .admin_with_manager("cancel")
+        .await?
+        .cancel(&job)
+        .await?;
     match (&c.job_id, &c.node) {
         (Some(id), node) => println!(
             "cancelled {job} attempt {id} on {}: its replica stops it within one renewal interval",
@@ -100,7 +88,7 @@ pub(crate) async fn cancel(settings: &Settings, job: String) -> Result<(), CliEr
 /// `hajobs watch JOB`: the running attempt's progress, live, to its end.
 pub(crate) async fn watch(settings: &Settings, job: &str, wait: Duration) -> Result<(), CliError> {
     let job_type = JobType::new(job).map_err(CliError::input)?;
-    let admin = settings.admin(false).await?;
+    let admin = settings.admin().await?;
     let store = admin.statuses();
     let started = std::time::Instant::now();
     let attempt = loop {

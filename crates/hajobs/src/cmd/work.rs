@@ -17,7 +17,7 @@ pub(crate) async fn run(settings: &Settings, command: WorkCommand) -> Result<(),
     {
         return work_run(settings, &work_set, &key, timeout, lease_ttl, &command).await;
     }
-    let admin = settings.admin(false).await?;
+    let admin = settings.admin().await?;
     match command {
         WorkCommand::Run { .. } => unreachable!("handled above"),
         WorkCommand::Check {

@@ -40,8 +40,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
 use crate::admin::{
-    Admin, AdminError, Cancelled, ErrorKind, HolderView, JobView, QueuedView, Readiness, Triggered,
-    WorkItemView,
+    Admin, AdminError, Cancelled, ErrorKind, HolderView, JobView, QueuedView, Readiness,
+    TriggeredView, WorkItemView,
 };
 
 /// The largest request body accepted (no route needs one).
@@ -426,7 +426,7 @@ async fn jobs(State(state): State<ServerState>) -> ApiResult<Json<Vec<JobView>>>
 #[utoipa::path(post, path = "/jobs/{job_type}",
     params(("job_type" = String, Path, description = "the job type")),
     responses(
-        (status = 202, body = Triggered, description = "started on a replica"),
+        (status = 202, body = TriggeredView, description = "started on a replica"),
         (status = 401, body = ApiError), (status = 404, body = ApiError),
         (status = 409, body = ApiError, description = "the lock is held: `holder` says by whom"),
         (status = 413, body = ApiError), (status = 503, body = ApiError, description = "no live replica has the job")),
@@ -436,12 +436,12 @@ async fn trigger(
     Extension(caller): Extension<Caller>,
     job_type: Result<Path<String>, PathRejection>,
     body: Result<axum::body::Bytes, BytesRejection>,
-) -> ApiResult<(StatusCode, Json<Triggered>)> {
+) -> ApiResult<(StatusCode, Json<TriggeredView>)> {
     let Path(job_type) = job_type?;
     body?;
     let by = format!("{}@{}", caller.name(), state.node);
     let t = state.admin.trigger(&job_type, &by).await?;
-    Ok((StatusCode::ACCEPTED, Json(t)))
+    Ok((StatusCode::ACCEPTED, Json(TriggeredView::from(&t))))
 }
 
 /// Cancels the running attempt, wherever it runs.
@@ -607,7 +607,7 @@ async fn work_item(
 #[openapi(
     info(title = "hajobs", description = "Jobs that run on exactly one replica at a time: the admin API of a replica."),
     paths(health, ready, metrics, jobs, trigger, cancel, history, latest, attempt, job_stats, stats, nodes, locks, queue_all, queue_of, work_list, work_item),
-    components(schemas(ApiError, HolderView, JobView, Triggered, Cancelled, Readiness, Health, QueuedView, WorkItemView)),
+    components(schemas(ApiError, HolderView, JobView, TriggeredView, Cancelled, Readiness, Health, QueuedView, WorkItemView)),
     modifiers(&Documented)
 )]
 struct ApiDoc;

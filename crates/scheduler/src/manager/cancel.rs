@@ -40,7 +40,7 @@ impl JobManager {
         let Some(holder) = self.leases_of(&spec.lock_type).read(slot, true).await? else {
             return Ok(None);
         };
-        if self.running_here_id(holder.job_id) {
+        if self.is_running_here(holder.job_id) {
             return Ok(None);
         }
         let attempt = self
@@ -72,7 +72,8 @@ impl JobManager {
         }
     }
 
-    pub(super) fn running_here_id(&self, job_id: JobId) -> bool {
+    /// Whether attempt `job_id` runs in this process now.
+    pub fn is_running_here(&self, job_id: JobId) -> bool {
         self.inner
             .running
             .lock()
