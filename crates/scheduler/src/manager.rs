@@ -11,7 +11,7 @@
 //! | `triggers` | a trigger by hand, through the cluster or by the supervisor: started, queued, or replacing the running attempt |
 //! | `queue` | the queue runners: the oldest queued trigger started once its lock is free |
 //! | `attempts` | one attempt from its lease to its end, and planned retries |
-//! | `locks` | the manager's side of [`Locks`](crate::Locks), the room where a lease is taken |
+//! | `locks` | the manager's side of [`Locks`], the room where a lease is taken |
 //! | `cancel` | cancel, here or through the lock, and the graceful shutdown |
 
 use std::collections::{BTreeMap, HashMap};
