@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scylla::client::session::Session;
+use scylla::deserialize::row::DeserializeRow;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlTimeuuid, CqlValue, Row};
+use scylla::value::{CqlTimestamp, CqlTimeuuid};
 
 use crate::config::CassandraConfig;
 use crate::cql;
@@ -108,8 +109,9 @@ impl StatusStore {
         // orders two statuses of one attempt written in the same millisecond,
         // which the key (job_status_ts, job_state, job_result) orders by
         // state name instead.
-        let data =
-            format!("{META_COLUMNS}, content, WRITETIME(trigger_id) FROM {ks}.job_status_data");
+        let data = format!(
+            "{META_COLUMNS}, content, WRITETIME(trigger_id) AS written FROM {ks}.job_status_data"
+        );
         Ok(Self {
             history: prepare(format!(
                 "SELECT {META_COLUMNS} FROM {ks}.job_status_meta WHERE job_type = ? LIMIT ?"
@@ -221,11 +223,9 @@ impl StatusStore {
         limit: u32,
     ) -> Result<Vec<StatusEntry>, StoreError> {
         let limit = i32::try_from(limit.max(1)).unwrap_or(i32::MAX);
-        self.select(
+        self.select::<MetaRow>(
             &self.history,
             (job_type.as_str(), limit),
-            "job_status_meta",
-            false,
             "reading job history",
         )
         .await
@@ -238,14 +238,8 @@ impl StatusStore {
 
     /// The latest attempt of every job type (at most [`MAX_JOB_TYPES`]).
     pub async fn latest_of_all(&self) -> Result<Vec<StatusEntry>, StoreError> {
-        self.select(
-            &self.latest_all,
-            (),
-            "job_status_meta",
-            false,
-            "reading the latest statuses",
-        )
-        .await
+        self.select::<MetaRow>(&self.latest_all, (), "reading the latest statuses")
+            .await
     }
 
     /// The latest status of one attempt, with its content.
@@ -256,13 +250,7 @@ impl StatusStore {
     ) -> Result<Option<StatusEntry>, StoreError> {
         let values = (job_type.as_str(), CqlTimeuuid::from(job_id.uuid()));
         Ok(self
-            .select(
-                &self.run_latest,
-                values,
-                "job_status_data",
-                true,
-                "reading a job attempt",
-            )
+            .select::<DataRow>(&self.run_latest, values, "reading a job attempt")
             .await?
             .into_iter()
             .next())
@@ -276,22 +264,15 @@ impl StatusStore {
         job_id: JobId,
     ) -> Result<Vec<StatusEntry>, StoreError> {
         let values = (job_type.as_str(), CqlTimeuuid::from(job_id.uuid()));
-        self.select(
-            &self.run,
-            values,
-            "job_status_data",
-            true,
-            "reading an attempt's history",
-        )
-        .await
+        self.select::<DataRow>(&self.run, values, "reading an attempt's history")
+            .await
     }
 
-    async fn select(
+    /// The rows of `statement` in table `T`, decoded; corrupt rows named.
+    async fn select<T: StatusTable>(
         &self,
         statement: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
-        table: &'static str,
-        with_content: bool,
         what: &'static str,
     ) -> Result<Vec<StatusEntry>, StoreError> {
         let mut pager = self
@@ -299,7 +280,7 @@ impl StatusStore {
             .execute_iter(statement.clone(), values)
             .await
             .map_err(|e| StoreError::request(what, e))?
-            .rows_stream::<Row>()
+            .rows_stream::<T>()
             .map_err(|e| StoreError::request(what, e))?;
         let mut entries = Vec::new();
         use futures::TryStreamExt;
@@ -308,10 +289,11 @@ impl StatusStore {
             .await
             .map_err(|e| StoreError::request(what, e))?
         {
+            let row = row.into_row();
             let order = newest_first_key(&row);
-            entries.push((order, decode(row, table, with_content)));
+            entries.push((order, decode(row, T::TABLE)));
         }
-        if table == "job_status_data" {
+        if T::TABLE == "job_status_data" {
             // One attempt's statuses come newest millisecond first; within
             // one millisecond the write time puts them in writing order.
             entries.sort_by_key(|(order, _)| std::cmp::Reverse(*order));
@@ -320,94 +302,184 @@ impl StatusStore {
     }
 }
 
-/// A row's (job_status_ts, write time), when the query selected the write
-/// time (column 9); sorting by it descending puts the newest status first.
-fn newest_first_key(row: &Row) -> (Option<i64>, Option<i64>) {
-    let ts = match row.columns.get(3) {
-        Some(Some(CqlValue::Timestamp(t))) => Some(t.0),
-        _ => None,
-    };
-    let written = match row.columns.get(9) {
-        Some(Some(CqlValue::BigInt(w))) => Some(*w),
-        _ => None,
-    };
-    (ts, written)
+/// A row of `job_status_meta`, decoded by column name; every cell optional,
+/// so that a row another tool wrote is named corrupt by [`decode`] instead
+/// of failing the whole read.
+#[derive(scylla::DeserializeRow)]
+struct MetaRow {
+    job_type: Option<String>,
+    job_id: Option<CqlTimeuuid>,
+    trigger_id: Option<CqlTimeuuid>,
+    job_status_ts: Option<CqlTimestamp>,
+    job_state: Option<String>,
+    job_result: Option<String>,
+    owner: Option<String>,
+    fencing_token: Option<i64>,
 }
 
-/// Decodes a status row, or names what is wrong with it.
-fn decode(row: Row, table: &str, with_content: bool) -> StatusEntry {
-    let cols = row.columns;
-    let text = |i: usize| match cols.get(i) {
-        Some(Some(CqlValue::Text(s))) => Some(s.clone()),
-        _ => None,
-    };
-    let uuid = |i: usize| match cols.get(i) {
-        Some(Some(CqlValue::Timeuuid(u))) => Some(uuid::Uuid::from(*u)),
-        _ => None,
-    };
+/// A row of `job_status_data`: the columns of a [`MetaRow`], the content,
+/// and the write time, which orders two statuses of one attempt written in
+/// the same millisecond.
+#[derive(scylla::DeserializeRow)]
+struct DataRow {
+    job_type: Option<String>,
+    job_id: Option<CqlTimeuuid>,
+    trigger_id: Option<CqlTimeuuid>,
+    job_status_ts: Option<CqlTimestamp>,
+    job_state: Option<String>,
+    job_result: Option<String>,
+    owner: Option<String>,
+    fencing_token: Option<i64>,
+    content: Option<String>,
+    written: Option<i64>,
+}
+
+/// A row of either status table, as [`decode`] reads it.
+#[derive(Debug, Clone, Default)]
+struct StatusRow {
+    job_type: Option<String>,
+    job_id: Option<CqlTimeuuid>,
+    trigger_id: Option<CqlTimeuuid>,
+    job_status_ts: Option<CqlTimestamp>,
+    job_state: Option<String>,
+    job_result: Option<String>,
+    owner: Option<String>,
+    fencing_token: Option<i64>,
+    content: Option<String>,
+    written: Option<i64>,
+}
+
+/// One of the two status tables, by the row it is read into.
+trait StatusTable: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata> {
+    /// The table's name (for errors and corrupt rows).
+    const TABLE: &'static str;
+    /// The row as [`decode`] reads it.
+    fn into_row(self) -> StatusRow;
+}
+
+impl StatusTable for MetaRow {
+    const TABLE: &'static str = "job_status_meta";
+    fn into_row(self) -> StatusRow {
+        let MetaRow {
+            job_type,
+            job_id,
+            trigger_id,
+            job_status_ts,
+            job_state,
+            job_result,
+            owner,
+            fencing_token,
+        } = self;
+        StatusRow {
+            job_type,
+            job_id,
+            trigger_id,
+            job_status_ts,
+            job_state,
+            job_result,
+            owner,
+            fencing_token,
+            content: None,
+            written: None,
+        }
+    }
+}
+
+impl StatusTable for DataRow {
+    const TABLE: &'static str = "job_status_data";
+    fn into_row(self) -> StatusRow {
+        let DataRow {
+            job_type,
+            job_id,
+            trigger_id,
+            job_status_ts,
+            job_state,
+            job_result,
+            owner,
+            fencing_token,
+            content,
+            written,
+        } = self;
+        StatusRow {
+            job_type,
+            job_id,
+            trigger_id,
+            job_status_ts,
+            job_state,
+            job_result,
+            owner,
+            fencing_token,
+            content,
+            written,
+        }
+    }
+}
+
+/// A row's (job_status_ts, write time); sorting by it descending puts the
+/// newest status first.
+fn newest_first_key(row: &StatusRow) -> (Option<i64>, Option<i64>) {
+    (row.job_status_ts.map(|t| t.0), row.written)
+}
+
+/// Decodes a status row, or names what is wrong with it (its content, if
+/// the row has one, must be JSON).
+fn decode(row: StatusRow, table: &str) -> StatusEntry {
     let key = format!(
         "{table} job_type={:?} job_id={}",
-        text(0).unwrap_or_default(),
-        uuid(1).map(|u| u.to_string()).unwrap_or_else(|| "?".into())
+        row.job_type.clone().unwrap_or_default(),
+        row.job_id
+            .map(|u| uuid::Uuid::from(u).to_string())
+            .unwrap_or_else(|| "?".into())
     );
     let corrupt = |problem: String| StatusEntry::Corrupt {
         row: key.clone(),
-        job_type: text(0),
+        job_type: row.job_type.clone(),
         problem,
     };
-    let job_type = match text(0).map(JobType::new) {
+    let job_type = match row.job_type.clone().map(JobType::new) {
         Some(Ok(t)) => t,
         Some(Err(e)) => return corrupt(format!("bad job_type: {e}")),
         None => return corrupt("job_type is null".into()),
     };
-    let Some(job_id) = uuid(1) else {
+    let Some(job_id) = row.job_id else {
         return corrupt("job_id is null".into());
     };
-    let Some(trigger_id) = uuid(2) else {
+    let Some(trigger_id) = row.trigger_id else {
         return corrupt("trigger_id is null".into());
     };
-    let timestamp = match cols.get(3) {
-        Some(Some(CqlValue::Timestamp(t))) => cql::from_timestamp(*t),
-        _ => return corrupt("job_status_ts is null".into()),
+    let Some(timestamp) = row.job_status_ts.map(cql::from_timestamp) else {
+        return corrupt("job_status_ts is null".into());
     };
-    let state = match text(4).map(|s| s.parse::<JobState>()) {
+    let state = match row.job_state.as_deref().map(str::parse::<JobState>) {
         Some(Ok(s)) => s,
         Some(Err(e)) => return corrupt(e),
         None => return corrupt("job_state is null".into()),
     };
-    if let Some(result) = text(5) {
+    if let Some(result) = &row.job_result {
         if result != state.result().as_str() {
             return corrupt(format!(
                 "job_result `{result}` does not match job_state {state}"
             ));
         }
     }
-    let owner = match text(6).map(NodeId::new) {
+    let owner = match row.owner.clone().map(NodeId::new) {
         Some(Ok(o)) => Some(o),
         Some(Err(e)) => return corrupt(format!("bad owner: {e}")),
         None => None,
     };
-    let fencing_token = match cols.get(7) {
-        Some(Some(CqlValue::BigInt(t))) => Some(FencingToken(*t)),
-        _ => None,
-    };
-    let content = if with_content {
-        match text(8).map(|s| serde_json::from_str(&s)) {
-            Some(Ok(v)) => Some(v),
-            Some(Err(e)) => return corrupt(format!("content is not valid JSON: {e}")),
-            None => None,
-        }
-    } else {
-        None
+    let content = match row.content.as_deref().map(serde_json::from_str) {
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => return corrupt(format!("content is not valid JSON: {e}")),
+        None => None,
     };
     StatusEntry::Status(JobStatus {
         job_type,
-        job_id: JobId::from_uuid(job_id),
-        trigger_id: TriggerId::from_uuid(trigger_id),
+        job_id: JobId::from_uuid(job_id.into()),
+        trigger_id: TriggerId::from_uuid(trigger_id.into()),
         timestamp,
         state,
         owner,
-        fencing_token,
+        fencing_token: row.fencing_token.map(FencingToken),
         content,
     })
 }
@@ -416,13 +488,12 @@ fn decode(row: Row, table: &str, with_content: bool) -> StatusEntry {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use scylla::value::{CqlTimestamp, CqlTimeuuid};
 
-    /// Any value a column of the status tables could hold, right type or not.
-    fn cell() -> impl Strategy<Value = Option<CqlValue>> {
+    /// Any text another tool could write in a text column.
+    fn text() -> impl Strategy<Value = Option<String>> {
         prop_oneof![
             Just(None),
-            any::<String>().prop_map(|s| Some(CqlValue::Text(s))),
+            any::<String>().prop_map(Some),
             prop_oneof![
                 Just("RUNNING"),
                 Just("FINISHED"),
@@ -430,26 +501,36 @@ mod tests {
                 Just("FAILED"),
                 Just("{\"a\":1}"),
                 Just("{not json"),
+                Just("job"),
             ]
-            .prop_map(|s| Some(CqlValue::Text(s.into()))),
-            any::<u128>().prop_map(|u| Some(CqlValue::Timeuuid(CqlTimeuuid::from(
-                uuid::Uuid::from_u128(u)
-            )))),
-            any::<i64>().prop_map(|t| Some(CqlValue::Timestamp(CqlTimestamp(t)))),
-            any::<i64>().prop_map(|t| Some(CqlValue::BigInt(t))),
-            any::<bool>().prop_map(|b| Some(CqlValue::Boolean(b))),
+            .prop_map(|s| Some(s.to_owned())),
         ]
+    }
+
+    fn timeuuid() -> impl Strategy<Value = Option<CqlTimeuuid>> {
+        proptest::option::of(
+            any::<u128>().prop_map(|u| CqlTimeuuid::from(uuid::Uuid::from_u128(u))),
+        )
+    }
+
+    prop_compose! {
+        /// Any row of the status tables, whatever another tool wrote.
+        fn row()(
+            (job_type, job_state, job_result, owner, content) in (text(), text(), text(), text(), text()),
+            (job_id, trigger_id) in (timeuuid(), timeuuid()),
+            job_status_ts in proptest::option::of(any::<i64>().prop_map(CqlTimestamp)),
+            (fencing_token, written) in (proptest::option::of(any::<i64>()), proptest::option::of(any::<i64>())),
+        ) -> StatusRow {
+            StatusRow { job_type, job_id, trigger_id, job_status_ts, job_state, job_result, owner, fencing_token, content, written }
+        }
     }
 
     proptest! {
         /// Whatever another tool wrote, decoding never panics: a row is a
         /// status or a named corrupt row.
         #[test]
-        fn decoding_any_row_never_panics(
-            cells in proptest::collection::vec(cell(), 0..11),
-            with_content in any::<bool>(),
-        ) {
-            match decode(Row { columns: cells }, "job_status_data", with_content) {
+        fn decoding_any_row_never_panics(row in row()) {
+            match decode(row, "job_status_data") {
                 StatusEntry::Status(s) => prop_assert!(!s.job_type.as_str().is_empty()),
                 StatusEntry::Corrupt { row, problem, .. } => {
                     prop_assert!(row.starts_with("job_status_data"));

@@ -76,150 +76,50 @@ impl JobManager {
         }
         let at = SystemTime::from(instant);
         let trigger_id = TriggerId::for_firing(job_type.as_str(), at);
-        // The preferred replica claims at once; the others look a little
-        // later whether it did, and claim only if not (see `claim_order`).
-        let rank = self
-            .inner
-            .peers
-            .rank(&self.inner.node, job_type, instant.timestamp_millis());
-        if rank > 0 {
-            tokio::time::sleep(claim_order::CLAIM_STEP * rank).await;
-            if self.inner.shutting_down.load(Ordering::SeqCst) {
-                return None;
-            }
-            match self.inner.firings.claimed_by(job_type, at).await {
-                Ok(Some(owner)) => {
-                    hajobs_core::metrics::cron_claim_check(job_type.as_str(), "claimed");
-                    tracing::debug!(%job_type, %instant, owner, "cron firing claimed by another replica");
-                    return None;
-                }
-                Ok(None) => {
-                    hajobs_core::metrics::cron_claim_check(job_type.as_str(), "free");
-                    tracing::info!(%job_type, %instant, rank, "cron firing not claimed by the replicas before this one: claiming it");
-                }
-                Err(e) => {
-                    hajobs_core::metrics::cron_claim_check(job_type.as_str(), "error");
-                    tracing::warn!(%job_type, %instant, error = %e, "cron claim not read; claiming");
-                }
-            }
-        }
-        match self
-            .inner
-            .firings
-            .claim(job_type, at, trigger_id, &self.inner.node)
-            .await
-        {
-            Ok(true) => hajobs_core::metrics::cron_claim(job_type.as_str(), "won"),
-            Ok(false) => {
-                hajobs_core::metrics::cron_claim(job_type.as_str(), "lost");
-                tracing::debug!(%job_type, %instant, "cron firing claimed by another replica");
-                return None;
-            }
-            Err(e) => {
-                hajobs_core::metrics::cron_claim(job_type.as_str(), "error");
-                tracing::error!(%job_type, %instant, error = %e, "cron firing not claimed: Cassandra failed; another replica may run it");
-                return None;
-            }
-        }
-        let queues = self
-            .registered(job_type.as_str())
-            .is_ok_and(|r| r.spec.on_locked == OnLocked::Queue);
-        let starting_deadline = self
-            .registered(job_type.as_str())
-            .ok()
-            .and_then(|r| r.spec.starting_deadline);
-        let late = |now: DateTime<Utc>| {
-            starting_deadline.and_then(|d| {
-                let age = (now - instant).to_std().unwrap_or_default();
-                (age > d).then_some(d)
-            })
-        };
-        if let Some(deadline) = late(self.inner.clock.now()) {
-            self.skip_past_deadline(job_type, trigger_id, instant, deadline)
-                .await;
-            if let Err(e) = self
-                .inner
-                .firings
-                .record(job_type, at, FiringOutcome::Skipped)
-                .await
-            {
-                tracing::warn!(%job_type, %instant, error = %e, "outcome of a cron firing not recorded");
-            }
+        if !self.claim_firing(job_type, instant).await {
             return None;
         }
-        let mut listed = false;
-        let outcome = if queues {
+        let spec = self.registered(job_type.as_str()).ok().map(|r| &r.spec);
+        let deadline = StartingDeadline {
+            instant,
+            within: spec.and_then(|s| s.starting_deadline),
+        };
+        if let Some(d) = deadline.passed(self.inner.clock.now()) {
+            self.skip_past_deadline(job_type, trigger_id, instant, d)
+                .await;
+            self.record_firing(job_type, at, FiringOutcome::Skipped)
+                .await;
+            return None;
+        }
+        let (outcome, listed) = if spec.is_some_and(|s| s.on_locked == OnLocked::Queue) {
             // A firing of a job that queues joins its lock type's queue
-            // when the lock is held, like any trigger of it.
-            // What is left of the starting deadline bounds its wait.
-            let left = starting_deadline.map(|d| {
-                d.saturating_sub(
-                    (self.inner.clock.now() - instant)
-                        .to_std()
-                        .unwrap_or_default(),
-                )
-            });
-            self.start_or_queue(job_type, trigger_id, self.inner.node.as_str(), left)
-                .await
+            // when the lock is held, like any trigger of it; what is left
+            // of the starting deadline bounds its wait.
+            let left = deadline.left(self.inner.clock.now());
+            let outcome = self
+                .start_or_queue(job_type, trigger_id, self.inner.node.as_str(), left)
+                .await;
+            (outcome, false)
         } else {
-            // A claimed firing that finds its lock held (the previous firing, or
-            // another job type sharing the lock, still runs) waits for it until
-            // one period of the schedule has passed, then is skipped.
-            let period = self
-                .registered(job_type.as_str())
-                .ok()
-                .and_then(|r| r.spec.schedule.as_ref()?.next_after(instant))
-                .and_then(|next| (next - instant).to_std().ok())
-                .unwrap_or_default();
-            // … or until its starting deadline, if that comes first.
-            let to_deadline = starting_deadline
-                .map(|d| {
-                    d.saturating_sub(
-                        (self.inner.clock.now() - instant)
-                            .to_std()
-                            .unwrap_or_default(),
-                    )
-                })
-                .unwrap_or(period);
-            let give_up = tokio::time::Instant::now() + period.min(to_deadline);
-            let mut touched = tokio::time::Instant::now();
-            loop {
-                let outcome = self.start_attempt(job_type, trigger_id, None).await;
-                let retry = matches!(outcome, Ok(StartOutcome::Locked { .. }))
-                    && tokio::time::Instant::now() + FIRING_RETRY < give_up
-                    && !self.inner.shutting_down.load(Ordering::SeqCst);
-                if !retry {
-                    break outcome;
-                }
-                if !listed {
-                    // Waiting: listed, so that a supervisor closes the claim
-                    // should this replica die before starting it.
-                    listed = true;
-                    self.inner.watch.firing_waits(job_type, trigger_id).await;
-                }
-                // Still ours: said now and then, so that no supervisor closes
-                // the claim as lost while this replica waits for the lock.
-                if touched.elapsed() >= FIRING_TOUCH {
-                    touched = tokio::time::Instant::now();
-                    if let Err(e) = self.inner.firings.touch(job_type, at).await {
-                        tracing::warn!(%job_type, %instant, error = %e, "cron firing not marked as waiting");
-                    }
-                }
-                tokio::time::sleep(FIRING_RETRY).await;
-            }
+            self.start_waiting_for_the_lock(job_type, instant, trigger_id, &deadline)
+                .await
         };
         // What became of the claim. An attempt that could not start leaves it
         // open: a supervisor closes it as lost and re-runs its trigger.
-        let decided = match &outcome {
-            Ok(StartOutcome::Started { .. }) => Some(FiringOutcome::Started),
-            Ok(StartOutcome::Locked { .. }) => Some(FiringOutcome::Skipped),
-            Ok(StartOutcome::Queued { .. }) => Some(FiringOutcome::Queued),
-            _ => None,
-        };
-        if let Some(decided) = decided {
-            if let Err(e) = self.inner.firings.record(job_type, at, decided).await {
-                tracing::warn!(%job_type, %instant, error = %e, "outcome of a cron firing not recorded");
+        match &outcome {
+            Ok(StartOutcome::Started { .. }) => {
+                self.record_firing(job_type, at, FiringOutcome::Started)
+                    .await
             }
+            Ok(StartOutcome::Locked { .. }) => {
+                self.record_firing(job_type, at, FiringOutcome::Skipped)
+                    .await
+            }
+            Ok(StartOutcome::Queued { .. }) => {
+                self.record_firing(job_type, at, FiringOutcome::Queued)
+                    .await
+            }
+            _ => {}
         }
         if listed {
             self.inner.watch.firing_decided(trigger_id).await;
@@ -233,12 +133,11 @@ impl JobManager {
                 tracing::info!(%job_type, %instant, %job_id, %trigger_id, ?lag, "cron firing started")
             }
             Ok(StartOutcome::Locked { holder, .. }) => {
-                match late(
-                    self.inner.clock.now()
-                        + chrono::TimeDelta::milliseconds(FIRING_RETRY.as_millis() as i64),
-                ) {
-                    Some(deadline) => {
-                        self.skip_past_deadline(job_type, trigger_id, instant, deadline)
+                let next_try = self.inner.clock.now()
+                    + chrono::TimeDelta::milliseconds(FIRING_RETRY.as_millis() as i64);
+                match deadline.passed(next_try) {
+                    Some(d) => {
+                        self.skip_past_deadline(job_type, trigger_id, instant, d)
                             .await
                     }
                     None => {
@@ -255,6 +154,120 @@ impl JobManager {
             Err(e) => tracing::error!(%job_type, error = %e, "cron firing failed"),
         }
         outcome.ok()
+    }
+
+    /// Claims the firing of `job_type` at `instant` once cluster-wide: the
+    /// preferred replica at once; the others look a little later whether it
+    /// did, and claim only if not (see `claim_order`). Whether this replica
+    /// won it.
+    async fn claim_firing(&self, job_type: &JobType, instant: DateTime<Utc>) -> bool {
+        let at = SystemTime::from(instant);
+        let rank = self
+            .inner
+            .peers
+            .rank(&self.inner.node, job_type, instant.timestamp_millis());
+        if rank > 0 {
+            tokio::time::sleep(claim_order::CLAIM_STEP * rank).await;
+            if self.inner.shutting_down.load(Ordering::SeqCst) {
+                return false;
+            }
+            match self.inner.firings.claimed_by(job_type, at).await {
+                Ok(Some(owner)) => {
+                    hajobs_core::metrics::cron_claim_check(job_type.as_str(), "claimed");
+                    tracing::debug!(%job_type, %instant, owner, "cron firing claimed by another replica");
+                    return false;
+                }
+                Ok(None) => {
+                    hajobs_core::metrics::cron_claim_check(job_type.as_str(), "free");
+                    tracing::info!(%job_type, %instant, rank, "cron firing not claimed by the replicas before this one: claiming it");
+                }
+                Err(e) => {
+                    hajobs_core::metrics::cron_claim_check(job_type.as_str(), "error");
+                    tracing::warn!(%job_type, %instant, error = %e, "cron claim not read; claiming");
+                }
+            }
+        }
+        let trigger_id = TriggerId::for_firing(job_type.as_str(), at);
+        match self
+            .inner
+            .firings
+            .claim(job_type, at, trigger_id, &self.inner.node)
+            .await
+        {
+            Ok(true) => {
+                hajobs_core::metrics::cron_claim(job_type.as_str(), "won");
+                true
+            }
+            Ok(false) => {
+                hajobs_core::metrics::cron_claim(job_type.as_str(), "lost");
+                tracing::debug!(%job_type, %instant, "cron firing claimed by another replica");
+                false
+            }
+            Err(e) => {
+                hajobs_core::metrics::cron_claim(job_type.as_str(), "error");
+                tracing::error!(%job_type, %instant, error = %e, "cron firing not claimed: Cassandra failed; another replica may run it");
+                false
+            }
+        }
+    }
+
+    /// Starts a claimed firing whose job does not queue. One that finds its
+    /// lock held (the previous firing, or another job type sharing the
+    /// lock, still runs) tries again until one period of the schedule has
+    /// passed — or its starting deadline, if that comes first — listed for
+    /// the supervisors while it waits. The outcome, and whether it was listed.
+    async fn start_waiting_for_the_lock(
+        &self,
+        job_type: &JobType,
+        instant: DateTime<Utc>,
+        trigger_id: TriggerId,
+        deadline: &StartingDeadline,
+    ) -> (Result<StartOutcome, ManagerError>, bool) {
+        let at = SystemTime::from(instant);
+        let period = self
+            .registered(job_type.as_str())
+            .ok()
+            .and_then(|r| r.spec.schedule.as_ref()?.next_after(instant))
+            .and_then(|next| (next - instant).to_std().ok())
+            .unwrap_or_default();
+        let wait = deadline
+            .left(self.inner.clock.now())
+            .map_or(period, |left| left.min(period));
+        let give_up = tokio::time::Instant::now() + wait;
+        let mut listed = false;
+        let mut touched = tokio::time::Instant::now();
+        loop {
+            let outcome = self.start_attempt(job_type, trigger_id, None).await;
+            let retry = matches!(outcome, Ok(StartOutcome::Locked { .. }))
+                && tokio::time::Instant::now() + FIRING_RETRY < give_up
+                && !self.inner.shutting_down.load(Ordering::SeqCst);
+            if !retry {
+                return (outcome, listed);
+            }
+            if !listed {
+                // Waiting: listed, so that a supervisor closes the claim
+                // should this replica die before starting it.
+                listed = true;
+                self.inner.watch.firing_waits(job_type, trigger_id).await;
+            }
+            // Still ours: said now and then, so that no supervisor closes
+            // the claim as lost while this replica waits for the lock.
+            if touched.elapsed() >= FIRING_TOUCH {
+                touched = tokio::time::Instant::now();
+                if let Err(e) = self.inner.firings.touch(job_type, at).await {
+                    tracing::warn!(%job_type, %instant, error = %e, "cron firing not marked as waiting");
+                }
+            }
+            tokio::time::sleep(FIRING_RETRY).await;
+        }
+    }
+
+    /// Records what became of a claimed firing (best effort: a claim left
+    /// open is closed as lost by a supervisor).
+    async fn record_firing(&self, job_type: &JobType, at: SystemTime, outcome: FiringOutcome) {
+        if let Err(e) = self.inner.firings.record(job_type, at, outcome).await {
+            tracing::warn!(%job_type, ?at, error = %e, "outcome of a cron firing not recorded");
+        }
     }
 
     pub(super) async fn catch_up_missed_runs(&self) {
@@ -488,5 +501,26 @@ impl JobManager {
             closed.push(f.trigger_id);
         }
         Ok(closed)
+    }
+}
+
+/// A firing's starting deadline (`starting_deadline`), counted from its
+/// scheduled instant; computed in one place.
+struct StartingDeadline {
+    instant: DateTime<Utc>,
+    within: Option<Duration>,
+}
+
+impl StartingDeadline {
+    /// How long the firing may still take to start at `now` (none: no deadline).
+    fn left(&self, now: DateTime<Utc>) -> Option<Duration> {
+        self.within
+            .map(|d| d.saturating_sub((now - self.instant).to_std().unwrap_or_default()))
+    }
+
+    /// The deadline, if it has passed at `now`.
+    fn passed(&self, now: DateTime<Utc>) -> Option<Duration> {
+        self.within
+            .filter(|d| (now - self.instant).to_std().unwrap_or_default() > *d)
     }
 }

@@ -60,7 +60,10 @@ impl JobManager {
         }
     }
 
-    /// Looks at the head of `lock_type`'s queue once.
+    /// Deals with the head of `lock_type`'s queue once, without waiting:
+    /// a claimed head whose start was lost is closed FAILED, an expired one
+    /// SKIPPED, one of a job type registered here is started if its lock is
+    /// free; anything else is left to wait for the next look.
     async fn serve_queue_head(
         &self,
         queues: &QueueStore,
