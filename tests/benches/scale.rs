@@ -8,7 +8,10 @@
 //! - `fire_lag`: two job managers (two replicas, in the node registry as
 //!   daemons are) on a per-second cron of a Rust job; lag = the job's first
 //!   poll − the scheduled instant (read back from the firing's trigger id,
-//!   which encodes it).
+//!   which encodes it). Beside it, `fire_steps`: the same firings by step,
+//!   from the scheduler's `hajobs::steps` spans — the timer's wake (the
+//!   firing's start − its instant), then claim, lease, keeper, watch,
+//!   RUNNING and the outcome, p50 / p99 over the firings that started.
 //! - `throughput`: 1 and 3 job managers, each with 8 no-op job types on
 //!   distinct lock types, each job type triggered again as soon as its last
 //!   attempt ended (acquire, RUNNING, FINISHED, release); beside it, the raw
@@ -74,6 +77,97 @@ fn now_ns() -> i128 {
         .as_nanos() as i128
 }
 
+/// Collects the firing path's step spans (`hajobs_scheduler::steps`): per
+/// firing that started an attempt, how long its timer woke late and how
+/// long each step took.
+mod step_times {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use hajobs_scheduler::steps::TARGET;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id};
+    use tracing::{Metadata, Subscriber};
+    use tracing_subscriber::layer::{Context, Layer};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// Durations (ms) by step, over the firings that started.
+    pub(crate) type Times = Arc<Mutex<BTreeMap<String, Vec<f64>>>>;
+
+    #[derive(Default)]
+    struct Fields {
+        step: Option<String>,
+        instant_ms: Option<i64>,
+    }
+
+    impl Visit for Fields {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "step" {
+                self.step = Some(value.to_owned());
+            }
+        }
+        fn record_i64(&mut self, field: &Field, value: i64) {
+            if field.name() == "instant_ms" {
+                self.instant_ms = Some(value);
+            }
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "step" {
+                self.step = Some(format!("{value:?}").trim_matches('"').to_owned());
+            }
+        }
+    }
+
+    /// A step span's name and start.
+    struct Step(String, Instant);
+    /// A firing span's wake lag and its steps so far.
+    struct Firing(f64, Vec<(String, f64)>);
+
+    /// The layer; `times` receives each started firing's steps.
+    pub(crate) struct StepLayer {
+        pub(crate) times: Times,
+    }
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for StepLayer {
+        fn enabled(&self, metadata: &Metadata<'_>, _: Context<'_, S>) -> bool {
+            metadata.target() == TARGET
+        }
+
+        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+            let Some(span) = ctx.span(id) else { return };
+            let mut fields = Fields::default();
+            attrs.record(&mut fields);
+            if let Some(instant_ms) = fields.instant_ms {
+                let wake = (super::now_ns() - instant_ms as i128 * 1_000_000) as f64 / 1e6;
+                span.extensions_mut().insert(Firing(wake, Vec::new()));
+            } else if let Some(step) = fields.step {
+                span.extensions_mut().insert(Step(step, Instant::now()));
+            }
+        }
+
+        fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+            let Some(span) = ctx.span(&id) else { return };
+            if let Some(Step(name, started)) = span.extensions_mut().remove::<Step>() {
+                let took = started.elapsed().as_secs_f64() * 1e3;
+                if let Some(firing) = span.scope().skip(1).find(|s| s.name() == "firing") {
+                    if let Some(f) = firing.extensions_mut().get_mut::<Firing>() {
+                        f.1.push((name, took));
+                    }
+                }
+            } else if let Some(Firing(wake, steps)) = span.extensions_mut().remove::<Firing>() {
+                if steps.iter().any(|(name, _)| name == "lease") {
+                    let mut times = self.times.lock().unwrap();
+                    times.entry("wake".into()).or_default().push(wake);
+                    for (name, took) in steps {
+                        times.entry(name).or_default().push(took);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Writes `node`'s row in the node registry as its daemon would, with the
 /// job types it configures.
 async fn register(nodes: &hajobs_core::NodeStore, node: &str, job_types: &[&str], secs: u64) {
@@ -94,7 +188,7 @@ async fn register(nodes: &hajobs_core::NodeStore, node: &str, job_types: &[&str]
         .unwrap();
 }
 
-async fn fire_lag(secs: u64) {
+async fn fire_lag(secs: u64, steps: step_times::Times) {
     let ks = TestKeyspace::new("bench_lag").await;
     let nodes = hajobs_core::NodeStore::new(ks.session.clone(), &ks.config())
         .await
@@ -142,6 +236,19 @@ async fn fire_lag(secs: u64) {
         percentile(&mut lags, 0.99),
         percentile(&mut lags, 1.0)
     );
+    let mut times = steps.lock().unwrap().clone();
+    let started = times.get("lease").map_or(0, Vec::len);
+    let mut line = format!("scale-bench fire_steps replicas=2 firings={started}");
+    for step in std::iter::once("wake").chain(hajobs_scheduler::steps::STEPS) {
+        let samples = times.entry(step.to_owned()).or_default();
+        line.push_str(&format!(
+            " {step}_p50_ms={:.2} {step}_p99_ms={:.2}",
+            percentile(samples, 0.5),
+            percentile(samples, 0.99)
+        ));
+    }
+    println!("{line}");
+    ks.drop().await;
 }
 
 /// Job types per replica in the throughput measurement.
@@ -673,7 +780,14 @@ async fn main() {
     let only = std::env::var("HAJOBS_BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only == name;
     if run("fire_lag") {
-        fire_lag(secs).await;
+        use tracing_subscriber::layer::SubscriberExt;
+        let steps = step_times::Times::default();
+        let layer = step_times::StepLayer {
+            times: steps.clone(),
+        };
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .expect("the bench's only subscriber");
+        fire_lag(secs, steps).await;
     }
     if run("supervisor") {
         for job_types in [10, 100, 1000] {

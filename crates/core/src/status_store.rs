@@ -188,10 +188,14 @@ impl StatusStore {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            let outcome = match self.session.execute_unpaged(&self.write_data, &data).await {
-                Ok(_) => self.session.execute_unpaged(&self.write_meta, &meta).await,
-                Err(e) => Err(e),
-            };
+            // Both rows at once: one round trip. Each carries the status's
+            // own write time, so a retry or a late row never goes back; a
+            // reader may see the meta row a moment before the data row.
+            let (data_written, meta_written) = futures::join!(
+                self.session.execute_unpaged(&self.write_data, &data),
+                self.session.execute_unpaged(&self.write_meta, &meta)
+            );
+            let outcome = data_written.and(meta_written);
             match outcome {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt < WRITE_ATTEMPTS => {

@@ -25,6 +25,7 @@
 //! | [`locks`] | [`Locks`]: where a lease is **taken** — a lock type's rows (slots, the gate), the lease store of its consistency, acquire; the manager and the admin layer both go through it |
 //! | [`requests`] | [`RequestWatcher`]: triggers asked of the cluster, claimed once and started here; [`hand_over()`]: a stopping replica's cancelled attempts resumed elsewhere |
 //! | [`work`] | [`WorkItems`]: work items processed exactly once — check-in with a kept lease, check-out, fail, [`WorkItems::process`] with a check-in timeout |
+//! | [`steps`] | the firing path's steps (claim, lease, keeper, watch, RUNNING, outcome) as DEBUG tracing spans, read by the `fire_steps` bench |
 //! | [`clock`] | [`Clock`]: the wall clock that names cron firings |
 //! | [`error`] | [`ManagerError`] |
 //! | `attempt` | one attempt from RUNNING to its final status |
@@ -80,6 +81,7 @@ pub mod locks;
 pub mod manager;
 pub mod requests;
 pub mod spec;
+pub mod steps;
 mod watch;
 pub mod work;
 

@@ -38,6 +38,7 @@ use crate::error::ManagerError;
 use crate::job::Job;
 use crate::locks::Locks;
 use crate::spec::{Concurrency, JobSpec, LockSpec, OnLocked};
+use crate::steps;
 use crate::watch::Watch;
 
 mod attempts;
@@ -48,6 +49,7 @@ mod locks;
 mod queue;
 mod triggers;
 
+use attempts::Taken;
 pub use builder::JobManagerBuilder;
 
 /// How long a cancelled job (by request, timeout or shutdown) may take to

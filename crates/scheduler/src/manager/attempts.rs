@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// A lease taken for a new attempt before the attempt starts: its job id
+/// and what the acquisition gave.
+pub(super) struct Taken {
+    job_id: JobId,
+    acquired: Result<Acquired, hajobs_core::StoreError>,
+}
+
 impl JobManager {
     /// Starts an attempt of `job_type` for `trigger_id` under its lease;
     /// with `queued`, only if this attempt claims that queue entry once it
@@ -13,6 +20,45 @@ impl JobManager {
         trigger_id: TriggerId,
         queued: Option<&QueueEntry>,
     ) -> Result<StartOutcome, ManagerError> {
+        self.start_attempt_with(job_type, trigger_id, queued, None)
+            .await
+    }
+
+    /// Takes the lease of a new attempt of `job_type` ahead of its start
+    /// (a cron firing takes it while its claim is in flight), for
+    /// [`JobManager::start_attempt_with`].
+    pub(super) async fn take_lease(&self, job_type: &JobType) -> Result<Taken, ManagerError> {
+        let spec = &self.registered(job_type.as_str())?.spec;
+        let job_id = JobId::new();
+        let acquired = steps::step(
+            "lease",
+            self.acquire(&spec.lock_type, job_id, spec.keeper.ttl()),
+        )
+        .await;
+        Ok(Taken { job_id, acquired })
+    }
+
+    /// Gives up a lease taken ahead that will not be used.
+    pub(super) async fn give_back(&self, job_type: &JobType, taken: Taken) {
+        if let (Ok(registered), Ok(Acquired::Acquired(lease))) =
+            (self.registered(job_type.as_str()), taken.acquired)
+        {
+            let _ = self
+                .leases_of(&registered.spec.lock_type)
+                .release(&lease)
+                .await;
+        }
+    }
+
+    /// [`JobManager::start_attempt`], with the lease already taken (`taken`)
+    /// or not.
+    pub(super) async fn start_attempt_with(
+        &self,
+        job_type: &JobType,
+        trigger_id: TriggerId,
+        queued: Option<&QueueEntry>,
+        taken: Option<Taken>,
+    ) -> Result<StartOutcome, ManagerError> {
         let registered = self.registered(job_type.as_str())?;
         let spec = &registered.spec;
         let error = |details: String| {
@@ -22,13 +68,28 @@ impl JobManager {
             })
         };
         if self.inner.shutting_down.load(Ordering::SeqCst) {
+            if let Some(taken) = taken {
+                self.give_back(job_type, taken).await;
+            }
             return error("the replica is shutting down".into());
         }
-        let job_id = JobId::new();
+        let (job_id, taken) = match taken {
+            Some(Taken { job_id, acquired }) => (job_id, Some(acquired)),
+            None => (JobId::new(), None),
+        };
         let ttl = spec.keeper.ttl();
         // Which attempt of its trigger this is, for a job that retries.
         let retry = if spec.retry.count > 0 {
-            let earlier = self.attempts_of(job_type, trigger_id).await? as u32;
+            let earlier = match self.attempts_of(job_type, trigger_id).await {
+                Ok(n) => n as u32,
+                Err(e) => {
+                    // A lease taken ahead is not kept for nothing.
+                    if let Some(Ok(Acquired::Acquired(lease))) = &taken {
+                        let _ = self.leases_of(&spec.lock_type).release(lease).await;
+                    }
+                    return Err(e);
+                }
+            };
             let attempt = earlier + 1;
             let unit = {
                 use std::hash::BuildHasher;
@@ -43,7 +104,11 @@ impl JobManager {
         } else {
             None
         };
-        let lease = match self.acquire(&spec.lock_type, job_id, ttl).await {
+        let acquired = match taken {
+            Some(acquired) => acquired,
+            None => steps::step("lease", self.acquire(&spec.lock_type, job_id, ttl)).await,
+        };
+        let lease = match acquired {
             Ok(Acquired::Acquired(lease)) => lease,
             Ok(Acquired::Held(holder)) => return Ok(StartOutcome::Locked { trigger_id, holder }),
             Err(e) => return error(format!("{e:#}")),
@@ -62,14 +127,13 @@ impl JobManager {
         }
         let fencing_token = lease.fencing_token;
         let cancellation = Cancellation::new();
-        let kept = match hajobs_lock_keeper::keep(
+        let keeper = hajobs_lock_keeper::keep(
             self.leases_of(&spec.lock_type).clone(),
             lease.clone(),
             spec.keeper,
             cancellation.clone(),
-        )
-        .await
-        {
+        );
+        let kept = match steps::step("keeper", keeper).await {
             Ok(kept) => kept,
             Err(e) => {
                 let _ = self.leases_of(&spec.lock_type).release(&lease).await;
@@ -109,13 +173,9 @@ impl JobManager {
         }
         // Listed for the supervisors before RUNNING can be seen, so that
         // a pass that reads the lists finds every attempt that can die.
-        self.inner.watch.attempt_starts(job_type, job_id).await;
-        if let Err(e) = self
-            .inner
-            .statuses
-            .write(&ctx.status(hajobs_core::JobState::Running, None))
-            .await
-        {
+        steps::step("watch", self.inner.watch.attempt_starts(job_type, job_id)).await;
+        let running = ctx.status(hajobs_core::JobState::Running, None);
+        if let Err(e) = steps::step("running", self.inner.statuses.write(&running)).await {
             // Not recorded, so not run: a job nobody can see must not run.
             self.finished(job_type, job_id);
             let _ = kept.release().await;

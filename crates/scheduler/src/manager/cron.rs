@@ -71,27 +71,67 @@ impl JobManager {
     /// Claims the firing of `job_type` at `instant` and, if this replica won
     /// the claim, starts it under the trigger id derived from both.
     pub async fn fire(&self, job_type: &JobType, instant: DateTime<Utc>) -> Option<StartOutcome> {
+        use tracing::Instrument;
+        self.fire_claimed(job_type, instant)
+            .instrument(steps::firing(instant.timestamp_millis()))
+            .await
+    }
+
+    async fn fire_claimed(
+        &self,
+        job_type: &JobType,
+        instant: DateTime<Utc>,
+    ) -> Option<StartOutcome> {
         if self.inner.shutting_down.load(Ordering::SeqCst) {
             return None;
         }
         let at = SystemTime::from(instant);
         let trigger_id = TriggerId::for_firing(job_type.as_str(), at);
-        if !self.claim_firing(job_type, instant).await {
+        let spec = self.registered(job_type.as_str()).ok().map(|r| &r.spec);
+        let queues = spec.is_some_and(|s| s.on_locked == OnLocked::Queue);
+        let rank = self
+            .inner
+            .peers
+            .rank(&self.inner.node, job_type, instant.timestamp_millis());
+        let claim = steps::step("claim", self.claim_firing(job_type, instant, rank));
+        // The preferred replica takes the lease while its claim is in
+        // flight: one round trip instead of two. The claim still decides
+        // who runs the firing (a lease taken for a firing lost is given
+        // back at once); the lease still decides that nothing runs twice.
+        // Not with a `min_interval` gate, which cannot be given back.
+        let gated = spec.is_some_and(|s| {
+            self.inner
+                .locks
+                .limits(&s.lock_type)
+                .is_some_and(|l| l.min_interval.is_some())
+        });
+        let (won, taken) = if rank == 0 && !queues && !gated {
+            let (won, taken) = futures::join!(claim, self.take_lease(job_type));
+            (won, taken.ok())
+        } else {
+            (claim.await, None)
+        };
+        if !won {
+            if let Some(taken) = taken {
+                self.give_back(job_type, taken).await;
+            }
             return None;
         }
-        let spec = self.registered(job_type.as_str()).ok().map(|r| &r.spec);
         let deadline = StartingDeadline {
             instant,
             within: spec.and_then(|s| s.starting_deadline),
         };
         if let Some(d) = deadline.passed(self.inner.clock.now()) {
+            if let Some(taken) = taken {
+                self.give_back(job_type, taken).await;
+            }
             self.skip_past_deadline(job_type, trigger_id, instant, d)
                 .await;
             self.record_firing(job_type, at, FiringOutcome::Skipped)
                 .await;
             return None;
         }
-        let (outcome, listed) = if spec.is_some_and(|s| s.on_locked == OnLocked::Queue) {
+        let (outcome, listed) = if queues {
             // A firing of a job that queues joins its lock type's queue
             // when the lock is held, like any trigger of it; what is left
             // of the starting deadline bounds its wait.
@@ -101,7 +141,7 @@ impl JobManager {
                 .await;
             (outcome, false)
         } else {
-            self.start_waiting_for_the_lock(job_type, instant, trigger_id, &deadline)
+            self.start_waiting_for_the_lock(job_type, instant, trigger_id, &deadline, taken)
                 .await
         };
         // What became of the claim. An attempt that could not start leaves it
@@ -157,15 +197,11 @@ impl JobManager {
     }
 
     /// Claims the firing of `job_type` at `instant` once cluster-wide: the
-    /// preferred replica at once; the others look a little later whether it
-    /// did, and claim only if not (see `claim_order`). Whether this replica
-    /// won it.
-    async fn claim_firing(&self, job_type: &JobType, instant: DateTime<Utc>) -> bool {
+    /// preferred replica (`rank` 0) at once; the others look a little later
+    /// whether it did, and claim only if not (see `claim_order`). Whether
+    /// this replica won it.
+    async fn claim_firing(&self, job_type: &JobType, instant: DateTime<Utc>, rank: u32) -> bool {
         let at = SystemTime::from(instant);
-        let rank = self
-            .inner
-            .peers
-            .rank(&self.inner.node, job_type, instant.timestamp_millis());
         if rank > 0 {
             tokio::time::sleep(claim_order::CLAIM_STEP * rank).await;
             if self.inner.shutting_down.load(Ordering::SeqCst) {
@@ -215,13 +251,15 @@ impl JobManager {
     /// lock held (the previous firing, or another job type sharing the
     /// lock, still runs) tries again until one period of the schedule has
     /// passed — or its starting deadline, if that comes first — listed for
-    /// the supervisors while it waits. The outcome, and whether it was listed.
+    /// the supervisors while it waits. The first try uses the lease taken
+    /// with the claim, if any. The outcome, and whether it was listed.
     async fn start_waiting_for_the_lock(
         &self,
         job_type: &JobType,
         instant: DateTime<Utc>,
         trigger_id: TriggerId,
         deadline: &StartingDeadline,
+        mut taken: Option<Taken>,
     ) -> (Result<StartOutcome, ManagerError>, bool) {
         let at = SystemTime::from(instant);
         let period = self
@@ -237,7 +275,9 @@ impl JobManager {
         let mut listed = false;
         let mut touched = tokio::time::Instant::now();
         loop {
-            let outcome = self.start_attempt(job_type, trigger_id, None).await;
+            let outcome = self
+                .start_attempt_with(job_type, trigger_id, None, taken.take())
+                .await;
             let retry = matches!(outcome, Ok(StartOutcome::Locked { .. }))
                 && tokio::time::Instant::now() + FIRING_RETRY < give_up
                 && !self.inner.shutting_down.load(Ordering::SeqCst);
@@ -265,7 +305,8 @@ impl JobManager {
     /// Records what became of a claimed firing (best effort: a claim left
     /// open is closed as lost by a supervisor).
     async fn record_firing(&self, job_type: &JobType, at: SystemTime, outcome: FiringOutcome) {
-        if let Err(e) = self.inner.firings.record(job_type, at, outcome).await {
+        let recorded = steps::step("outcome", self.inner.firings.record(job_type, at, outcome));
+        if let Err(e) = recorded.await {
             tracing::warn!(%job_type, ?at, error = %e, "outcome of a cron firing not recorded");
         }
     }
