@@ -30,12 +30,19 @@ pub(crate) const PEERS_REFRESH: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub(crate) struct Peers {
     by_job_type: Mutex<HashMap<JobType, Vec<String>>>,
+    /// This replica has a row of its own in the registry: the others rank
+    /// it as it ranks itself.
+    listed: std::sync::atomic::AtomicBool,
 }
 
 impl Peers {
     /// Replaces what is known with the registry's `records` (the live
     /// replicas), leaving out `me`.
     pub(crate) fn set(&self, records: &[NodeRecord], me: &NodeId) {
+        self.listed.store(
+            records.iter().any(|r| r.node_id == me.as_str()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut by_job_type: HashMap<JobType, Vec<String>> = HashMap::new();
         for record in records.iter().filter(|r| r.node_id != me.as_str()) {
             for job_type in &record.job_types {
@@ -48,6 +55,13 @@ impl Peers {
             }
         }
         *self.by_job_type.lock().expect("peers poisoned") = by_job_type;
+    }
+
+    /// Whether the ranks are shared: this replica is in the registry, so a
+    /// rank 0 here is rank 0 nowhere else (without registry rows every
+    /// replica ranks itself first).
+    pub(crate) fn coordinated(&self) -> bool {
+        self.listed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// This replica's rank for the firing of `job_type` at `instant_ms`
@@ -133,7 +147,9 @@ mod tests {
         let me = NodeId::new("a").unwrap();
         let peers = Peers::default();
         assert_eq!(peers.rank(&me, &JobType::new("x").unwrap(), 0), 0);
+        assert!(!peers.coordinated());
         peers.set(&[record("b", &["other"]), record("a", &["x"])], &me);
         assert_eq!(peers.rank(&me, &JobType::new("x").unwrap(), 0), 0);
+        assert!(peers.coordinated(), "listed in the registry");
     }
 }

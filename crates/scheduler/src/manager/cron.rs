@@ -98,14 +98,18 @@ impl JobManager {
         // flight: one round trip instead of two. The claim still decides
         // who runs the firing (a lease taken for a firing lost is given
         // back at once); the lease still decides that nothing runs twice.
-        // Not with a `min_interval` gate, which cannot be given back.
+        // Only when the ranks are shared (this replica is in the registry):
+        // without it every replica ranks itself first, and their leases
+        // taken ahead would keep the claim's winner waiting. Not with a
+        // `min_interval` gate, which cannot be given back.
         let gated = spec.is_some_and(|s| {
             self.inner
                 .locks
                 .limits(&s.lock_type)
                 .is_some_and(|l| l.min_interval.is_some())
         });
-        let (won, taken) = if rank == 0 && !queues && !gated {
+        let ahead = rank == 0 && !queues && !gated && self.inner.peers.coordinated();
+        let (won, taken) = if ahead {
             let (won, taken) = futures::join!(claim, self.take_lease(job_type));
             (won, taken.ok())
         } else {

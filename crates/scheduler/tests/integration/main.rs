@@ -818,6 +818,104 @@ async fn every_second_ran_once(
 }
 
 #[tokio::test]
+async fn a_lease_taken_with_a_lost_claim_is_given_back_at_once() {
+    use hajobs_core::TriggerId;
+    let ks = TestKeyspace::new("claim_ahead").await;
+    // Listed in the registry: the ranks are shared, so this replica, alone
+    // and first, takes each firing's lease while its claim is in flight.
+    let nodes = hajobs_core::NodeStore::new(ks.session.clone(), &ks.config())
+        .await
+        .unwrap();
+    let record = hajobs_core::NodeRecord {
+        node_id: "solo".into(),
+        host: "test".into(),
+        pid: 0,
+        version: String::new(),
+        http: None,
+        started_at_ms: 0,
+        seen_at_ms: 0,
+        job_types: vec!["tick".into()],
+        running: Vec::new(),
+    };
+    nodes
+        .refresh(&record, Duration::from_secs(120))
+        .await
+        .unwrap();
+    // Another replica claimed the next three firings first.
+    let firings =
+        hajobs_core::FiringStore::new(ks.session.clone(), &ks.config(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+    let tick = JobType::new("tick").unwrap();
+    let second = |k: u64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        std::time::UNIX_EPOCH + Duration::from_secs(now + k)
+    };
+    let first = second(3);
+    let lost: Vec<_> = (0..3)
+        .map(|k| first + Duration::from_secs(k))
+        .map(|at| (at, TriggerId::for_firing("tick", at)))
+        .collect();
+    for (at, trigger_id) in &lost {
+        assert!(
+            firings
+                .claim(&tick, *at, *trigger_id, &NodeId::new("elsewhere").unwrap())
+                .await
+                .unwrap()
+        );
+    }
+    let ran: Arc<Mutex<Vec<TriggerId>>> = Arc::default();
+    let m = replica(&ks, "solo")
+        .await
+        .job(
+            JobSpec::new("tick", "tick")
+                .unwrap()
+                .cron("* * * * * *", "UTC")
+                .unwrap(),
+            {
+                let ran = ran.clone();
+                move |ctx: JobContext| {
+                    ran.lock().unwrap().push(ctx.trigger_id);
+                    async { Ok(Done::finished()) }
+                }
+            },
+        )
+        .build()
+        .await
+        .unwrap();
+    m.start().await.unwrap();
+    // The firing right after the lost ones runs here, on time: the leases
+    // taken with the lost claims were given back (a lease kept would hold
+    // the lock for its 30 s TTL, and that firing would be skipped).
+    let after = first + Duration::from_secs(3);
+    let next = TriggerId::for_firing("tick", after);
+    eventually(
+        Duration::from_secs(15),
+        "the firing after the lost ones",
+        || {
+            let ran = ran.clone();
+            async move { ran.lock().unwrap().contains(&next) }
+        },
+    )
+    .await;
+    let ran = ran.lock().unwrap().clone();
+    for (_, trigger_id) in &lost {
+        assert!(
+            !ran.contains(trigger_id),
+            "a firing claimed elsewhere ran here"
+        );
+    }
+    m.shutdown(Duration::from_secs(5)).await;
+    // Nothing left holding the lock.
+    let lock = LockType::new("tick").unwrap();
+    assert_eq!(m.leases().read(&lock, true).await.unwrap(), None);
+    ks.drop().await;
+}
+
+#[tokio::test]
 async fn cron_claims_follow_the_registry_order_and_a_dead_preferred_replica_loses_no_firing() {
     let ks = TestKeyspace::new("cron_order").await;
     // The registry as the daemons write it: three live replicas and one
