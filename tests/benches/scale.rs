@@ -394,9 +394,12 @@ async fn footprint(secs: u64) {
     };
     // Warm-up: connected, schedules armed, registry written.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let ops0 = table_ops(&ks).await;
     let (t0, c0) = (std::time::Instant::now(), cpu_ticks());
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let ticks = cpu_ticks() - c0;
+    let ops1 = table_ops(&ks).await;
+    let window = t0.elapsed().as_secs_f64();
     // Clock ticks are 1/100 s on Linux.
     let cpu_pct = ticks as f64 / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
     let rss = rss_kib();
@@ -408,6 +411,52 @@ async fn footprint(secs: u64) {
     println!(
         "scale-bench footprint jobs=100 http=on secs={secs} rss_kib={rss} cpu_pct={cpu_pct:.2}"
     );
+    // What the idle daemon asks of Cassandra, by table (each table is one
+    // component's: trigger_request the request watcher, node the registry,
+    // watch_list / lock / job_status_meta the supervisor, lock_queue the
+    // queue runners, cron_firing* and schema_migrations the cron claims'
+    // upkeep), from the node's own counters.
+    let mut total = 0.0;
+    let mut by_table = String::new();
+    for (table, after) in &ops1 {
+        let per_s = (after - ops0.get(table).copied().unwrap_or(0)) as f64 / window;
+        if per_s > 0.0 {
+            total += per_s;
+            by_table.push_str(&format!(" {table}={per_s:.2}"));
+        }
+    }
+    println!(
+        "scale-bench idle_requests jobs=100 http=on secs={secs} ops_per_s={total:.2}{by_table}"
+    );
+    ks.drop().await;
+}
+
+/// Operations the node counted per table of `ks`'s keyspace so far: reads
+/// and range scans it coordinated, writes it applied (a lightweight
+/// transaction counts its read and its commit).
+async fn table_ops(ks: &TestKeyspace) -> std::collections::BTreeMap<String, u64> {
+    let mut ops = std::collections::BTreeMap::new();
+    for view in [
+        "coordinator_read_latency",
+        "coordinator_scan_latency",
+        "local_write_latency",
+    ] {
+        let rows = ks
+            .session
+            .query_unpaged(
+                format!("SELECT table_name, count FROM system_views.{view} WHERE keyspace_name = ?"),
+                (ks.name.as_str(),),
+            )
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap();
+        for row in rows.rows::<(String, i64)>().unwrap() {
+            let (table, count) = row.unwrap();
+            *ops.entry(table).or_default() += u64::try_from(count).unwrap_or(0);
+        }
+    }
+    ops
 }
 
 /// Requests the driver has sent on `session` so far.
