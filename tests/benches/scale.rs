@@ -444,7 +444,9 @@ async fn table_ops(ks: &TestKeyspace) -> std::collections::BTreeMap<String, u64>
         let rows = ks
             .session
             .query_unpaged(
-                format!("SELECT table_name, count FROM system_views.{view} WHERE keyspace_name = ?"),
+                format!(
+                    "SELECT table_name, count FROM system_views.{view} WHERE keyspace_name = ?"
+                ),
                 (ks.name.as_str(),),
             )
             .await
