@@ -74,11 +74,12 @@ async fn race(
     for _ in 0..rounds {
         let before = records.lock().unwrap().len();
         let (ra, rb) = tokio::join!(a.trigger(job), b.trigger(job));
-        let started = [ra.unwrap(), rb.unwrap()]
+        let outcomes = [ra.unwrap(), rb.unwrap()];
+        let started = outcomes
             .iter()
             .filter(|o| matches!(o, StartOutcome::Started { .. }))
             .count();
-        assert!(started >= 1, "one of the two always starts");
+        assert!(started >= 1, "one of the two always starts: {outcomes:?}");
         if started == 2 {
             both += 1;
         }
@@ -88,6 +89,17 @@ async fn race(
             || !b.running().is_empty()
         {
             assert!(Instant::now() < deadline, "runs did not end");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The next round starts once both data centres see the lock free:
+        // a `local` release reaches the other data centre a moment later,
+        // and a round raced before it would find the other's holder in both.
+        let lock = hajobs_core::LockType::new(job).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(a.holders(&lock).await.unwrap().is_empty()
+            && b.holders(&lock).await.unwrap().is_empty())
+        {
+            assert!(Instant::now() < deadline, "the lock was not freed");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if stop(both) {

@@ -323,24 +323,10 @@ struct MetaRow {
 
 /// A row of `job_status_data`: the columns of a [`MetaRow`], the content,
 /// and the write time, which orders two statuses of one attempt written in
-/// the same millisecond.
-#[derive(scylla::DeserializeRow)]
+/// the same millisecond. What [`decode`] reads, whichever table a row
+/// comes from.
+#[derive(Debug, Clone, Default, scylla::DeserializeRow)]
 struct DataRow {
-    job_type: Option<String>,
-    job_id: Option<CqlTimeuuid>,
-    trigger_id: Option<CqlTimeuuid>,
-    job_status_ts: Option<CqlTimestamp>,
-    job_state: Option<String>,
-    job_result: Option<String>,
-    owner: Option<String>,
-    fencing_token: Option<i64>,
-    content: Option<String>,
-    written: Option<i64>,
-}
-
-/// A row of either status table, as [`decode`] reads it.
-#[derive(Debug, Clone, Default)]
-struct StatusRow {
     job_type: Option<String>,
     job_id: Option<CqlTimeuuid>,
     trigger_id: Option<CqlTimeuuid>,
@@ -358,12 +344,12 @@ trait StatusTable: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata> {
     /// The table's name (for errors and corrupt rows).
     const TABLE: &'static str;
     /// The row as [`decode`] reads it.
-    fn into_row(self) -> StatusRow;
+    fn into_row(self) -> DataRow;
 }
 
 impl StatusTable for MetaRow {
     const TABLE: &'static str = "job_status_meta";
-    fn into_row(self) -> StatusRow {
+    fn into_row(self) -> DataRow {
         let MetaRow {
             job_type,
             job_id,
@@ -374,7 +360,7 @@ impl StatusTable for MetaRow {
             owner,
             fencing_token,
         } = self;
-        StatusRow {
+        DataRow {
             job_type,
             job_id,
             trigger_id,
@@ -391,43 +377,20 @@ impl StatusTable for MetaRow {
 
 impl StatusTable for DataRow {
     const TABLE: &'static str = "job_status_data";
-    fn into_row(self) -> StatusRow {
-        let DataRow {
-            job_type,
-            job_id,
-            trigger_id,
-            job_status_ts,
-            job_state,
-            job_result,
-            owner,
-            fencing_token,
-            content,
-            written,
-        } = self;
-        StatusRow {
-            job_type,
-            job_id,
-            trigger_id,
-            job_status_ts,
-            job_state,
-            job_result,
-            owner,
-            fencing_token,
-            content,
-            written,
-        }
+    fn into_row(self) -> DataRow {
+        self
     }
 }
 
 /// A row's (job_status_ts, write time); sorting by it descending puts the
 /// newest status first.
-fn newest_first_key(row: &StatusRow) -> (Option<i64>, Option<i64>) {
+fn newest_first_key(row: &DataRow) -> (Option<i64>, Option<i64>) {
     (row.job_status_ts.map(|t| t.0), row.written)
 }
 
 /// Decodes a status row, or names what is wrong with it (its content, if
 /// the row has one, must be JSON).
-fn decode(row: StatusRow, table: &str) -> StatusEntry {
+fn decode(row: DataRow, table: &str) -> StatusEntry {
     let key = format!(
         "{table} job_type={:?} job_id={}",
         row.job_type.clone().unwrap_or_default(),
@@ -524,8 +487,8 @@ mod tests {
             (job_id, trigger_id) in (timeuuid(), timeuuid()),
             job_status_ts in proptest::option::of(any::<i64>().prop_map(CqlTimestamp)),
             (fencing_token, written) in (proptest::option::of(any::<i64>()), proptest::option::of(any::<i64>())),
-        ) -> StatusRow {
-            StatusRow { job_type, job_id, trigger_id, job_status_ts, job_state, job_result, owner, fencing_token, content, written }
+        ) -> DataRow {
+            DataRow { job_type, job_id, trigger_id, job_status_ts, job_state, job_result, owner, fencing_token, content, written }
         }
     }
 

@@ -25,6 +25,31 @@ async fn replica(ks: &TestKeyspace, node: &str) -> JobManagerBuilder {
     JobManager::builder(ks.config(), NodeId::new(node).unwrap()).session(connect().await)
 }
 
+/// Writes the node registry as the daemons do: a live row for each of
+/// `nodes`, configuring `job_type`.
+async fn register(ks: &TestKeyspace, nodes: &[&str], job_type: &str) {
+    let store = hajobs_core::NodeStore::new(ks.session.clone(), &ks.config())
+        .await
+        .unwrap();
+    for node in nodes {
+        let record = hajobs_core::NodeRecord {
+            node_id: (*node).into(),
+            host: "test".into(),
+            pid: 0,
+            version: String::new(),
+            http: None,
+            started_at_ms: 0,
+            seen_at_ms: 0,
+            job_types: vec![job_type.into()],
+            running: Vec::new(),
+        };
+        store
+            .refresh(&record, Duration::from_secs(120))
+            .await
+            .unwrap();
+    }
+}
+
 /// Polls `condition` until it holds, failing after `limit`.
 async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
 where
@@ -823,24 +848,7 @@ async fn a_lease_taken_with_a_lost_claim_is_given_back_at_once() {
     let ks = TestKeyspace::new("claim_ahead").await;
     // Listed in the registry: the ranks are shared, so this replica, alone
     // and first, takes each firing's lease while its claim is in flight.
-    let nodes = hajobs_core::NodeStore::new(ks.session.clone(), &ks.config())
-        .await
-        .unwrap();
-    let record = hajobs_core::NodeRecord {
-        node_id: "solo".into(),
-        host: "test".into(),
-        pid: 0,
-        version: String::new(),
-        http: None,
-        started_at_ms: 0,
-        seen_at_ms: 0,
-        job_types: vec!["tick".into()],
-        running: Vec::new(),
-    };
-    nodes
-        .refresh(&record, Duration::from_secs(120))
-        .await
-        .unwrap();
+    register(&ks, &["solo"], "tick").await;
     // Another replica claimed the next three firings first.
     let firings =
         hajobs_core::FiringStore::new(ks.session.clone(), &ks.config(), Duration::from_secs(3600))
@@ -921,26 +929,7 @@ async fn cron_claims_follow_the_registry_order_and_a_dead_preferred_replica_lose
     // The registry as the daemons write it: three live replicas and one
     // that died a moment ago (its row not yet expired). The dead one comes
     // first for about a quarter of the firings: those must still run once.
-    let nodes = hajobs_core::NodeStore::new(ks.session.clone(), &ks.config())
-        .await
-        .unwrap();
-    for node in ["a", "b", "c", "dead"] {
-        let record = hajobs_core::NodeRecord {
-            node_id: node.into(),
-            host: "test".into(),
-            pid: 0,
-            version: String::new(),
-            http: None,
-            started_at_ms: 0,
-            seen_at_ms: 0,
-            job_types: vec!["tick".into()],
-            running: Vec::new(),
-        };
-        nodes
-            .refresh(&record, Duration::from_secs(120))
-            .await
-            .unwrap();
-    }
+    register(&ks, &["a", "b", "c", "dead"], "tick").await;
     let mut managers = Vec::new();
     for node in ["a", "b", "c"] {
         let m = replica(&ks, node)
