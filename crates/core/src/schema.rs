@@ -521,9 +521,13 @@ const DDL_TRIES: u32 = 5;
 /// Whether a failed schema change met a cluster whose schema had not
 /// settled (a node just restarted, another change in flight): Cassandra
 /// answers such a change with an internal error naming a table it does not
-/// know yet. The change is tried again once the nodes agree.
+/// know yet, or the nodes do not agree within the driver's wait after it.
+/// The change (idempotent: `IF NOT EXISTS`) is tried again once the nodes
+/// agree.
 fn schema_unsettled(error: &str) -> bool {
-    error.contains("Unknown CF") || error.contains("schema version mismatch")
+    error.contains("Unknown CF")
+        || error.contains("schema version mismatch")
+        || error.contains("Schema agreement exceeded")
 }
 
 async fn ddl(session: &Session, statement: &str) -> Result<(), StoreError> {
@@ -573,6 +577,11 @@ mod tests {
         // As Cassandra 5.0 answers a CREATE KEYSPACE right after a node restart.
         assert!(schema_unsettled(
             "Internal server error. This indicates a server-side bug, Error message: java.lang.IllegalArgumentException: Unknown CF dd88c730-ec30-11f1-a3b8-5fe2ecbb259f"
+        ));
+        // As the driver answers one whose cluster took longer than its wait
+        // to agree (seen right after a node of three was restarted).
+        assert!(schema_unsettled(
+            "Failed to await schema agreement: Schema agreement exceeded 60000ms"
         ));
         assert!(!schema_unsettled(
             "SyntaxException: line 1:7 no viable alternative"
