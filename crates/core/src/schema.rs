@@ -528,13 +528,26 @@ fn schema_unsettled(error: &str) -> bool {
     error.contains("Unknown CF")
         || error.contains("schema version mismatch")
         || error.contains("Schema agreement exceeded")
+        || error.contains("SchemaAgreement")
+}
+
+/// `error` with every cause, as shown (`Display`) and as built (`Debug`):
+/// what [`schema_unsettled`] looks in.
+fn error_text(error: &StoreError) -> String {
+    let mut text = format!("{error:?}");
+    let mut cause: Option<&dyn std::error::Error> = Some(error);
+    while let Some(c) = cause {
+        text.push_str(&format!(" | {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 async fn ddl(session: &Session, statement: &str) -> Result<(), StoreError> {
     let mut tries = 1;
     loop {
         match ddl_once(session, statement).await {
-            Err(e) if tries < DDL_TRIES && schema_unsettled(&format!("{e:?}")) => {
+            Err(e) if tries < DDL_TRIES && schema_unsettled(&error_text(&e)) => {
                 tracing::warn!(error = %e, tries, "the cluster's schema has not settled; waiting for agreement, then trying again");
                 tokio::time::sleep(std::time::Duration::from_secs(u64::from(tries))).await;
                 let _ = session.await_schema_agreement().await;
