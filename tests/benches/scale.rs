@@ -46,6 +46,11 @@
 //!   keeper, check-out LWT): items per second and the latency of one item,
 //!   p50 / p99; beside it, raw LWT pairs from as many loops (one item is two
 //!   LWTs, so ratio 1.0 would be the physical limit).
+//! - `cluster_trigger`: 3 real `hajobs serve` daemons serving HTTP on one
+//!   node, a job every one has: `hajobs trigger JOB` (a new process:
+//!   connect, record the request, wake a replica, wait until started) and
+//!   `POST /jobs/JOB` on a daemon, wall time p50 / p99; beside it the CLI's
+//!   own cost, `hajobs nodes` (start, connect, one read).
 //! - `footprint`: the real `hajobs serve` (release build) with 100 cron jobs
 //!   and the HTTP server on, idle: its RSS, and its CPU over 60 s.
 
@@ -354,6 +359,77 @@ async fn throughput(replicas: usize, secs: u64) {
 }
 
 /// `hajobs serve` with 100 daily cron jobs and HTTP on, idle for `secs`.
+/// Triggers through a cluster of 3 daemons that serve HTTP: `n` by the
+/// CLI, `n` by `POST /jobs/quick` spread over the daemons. Returns the
+/// keyspace it used.
+fn cluster_trigger(n: usize) -> String {
+    use hajobs_tests::chaos::Daemons;
+    const JOBS: &str = r#"
+shutdown_grace = "5s"
+[http]
+listen = "127.0.0.1:0"
+[[job]]
+name = "quick"
+command = ["true"]
+"#;
+    let keyspace = format!("bench_trigger_{}", std::process::id());
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_hajobs-under-test"));
+    let mut d = Daemons::start(bin, keyspace.clone(), 3, JOBS);
+    let addresses = hajobs_tests::http::addresses(&d, 3);
+    let timed = |f: &mut dyn FnMut() -> bool| -> Vec<f64> {
+        let mut ms = Vec::new();
+        for _ in 0..n {
+            let t = std::time::Instant::now();
+            if f() {
+                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        ms
+    };
+    let (mut locked, mut errors) = (0, 0);
+    let mut outcome = |code: Option<i32>| match code {
+        Some(0) => true,
+        Some(3) => {
+            locked += 1;
+            false
+        }
+        _ => {
+            errors += 1;
+            false
+        }
+    };
+    let mut cli =
+        timed(&mut || outcome(d.cli(&["trigger", "quick"]).output().unwrap().status.code()));
+    let mut i = 0;
+    let mut http = timed(&mut || {
+        i += 1;
+        let a = &addresses[i % addresses.len()].1;
+        let r = hajobs_tests::http::request(a, "POST", "/jobs/quick", None, b"");
+        outcome(Some(match r.status {
+            202 => 0,
+            409 => 3,
+            _ => 1,
+        }))
+    });
+    let mut baseline = timed(&mut || d.cli(&["nodes"]).output().unwrap().status.success());
+    let line = |v: &mut Vec<f64>| {
+        format!(
+            "n={} p50_ms={:.1} p99_ms={:.1}",
+            v.len(),
+            percentile(v, 0.5),
+            percentile(v, 0.99)
+        )
+    };
+    println!(
+        "scale-bench cluster_trigger replicas=3 cli {} http {} cli_baseline {} locked={locked} errors={errors}",
+        line(&mut cli),
+        line(&mut http),
+        line(&mut baseline)
+    );
+    d.stop();
+    keyspace
+}
+
 async fn footprint(secs: u64) {
     let ks = TestKeyspace::new("bench_footprint").await;
     let dir = std::env::temp_dir().join(format!("hajobs-footprint-{}", ks.name));
@@ -870,6 +946,13 @@ async fn main() {
     }
     if run("work_items") {
         work_items(secs.min(20)).await;
+    }
+    if run("cluster_trigger") {
+        let keyspace = cluster_trigger(if secs < 30 { 40 } else { 100 });
+        let session = hajobs_core::testing::connect().await;
+        let _ = session
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+            .await;
     }
     if !run("footprint") {
         return;

@@ -366,6 +366,27 @@ fn http_tokens_have_roles_and_browsers_cannot_be_abused() {
             .is_some_and(|by| by.starts_with("http:admin-token@")),
         "{requested_by:?}"
     );
+    // A wake needs no token (it carries and grants nothing) but is still
+    // refused to another site's page; it is a POST only.
+    assert_eq!(request(a, "POST", "/wake", None, b"{}").status, 204);
+    let cross = request_with(
+        a,
+        "POST",
+        "/wake",
+        &[
+            ("Host", a),
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "application/json"),
+        ],
+        b"{}",
+    );
+    assert_error(&cross, 403, "cross_site");
+    assert_error(
+        &request_with(a, "POST", "/wake", &[("Host", a)], b""),
+        415,
+        "unsupported_media_type",
+    );
+    assert_eq!(get(a, "/wake").status, 405);
     // DNS rebinding: a Host that is not ours is refused, even with a token.
     let evil = request_with(
         a,

@@ -492,7 +492,9 @@ async fn no_false_dead_among_200_short_jobs_under_a_busy_supervisor() {
     assert!(dead.is_empty(), "live jobs recorded DEAD: {dead:?}");
     assert_eq!(history.len(), 200, "no retriggers either");
     assert!(history.iter().all(|s| s.state == JobState::Finished));
-    // The supervisors did look: their lease was taken during the test.
+    // The supervisors did look: their lease was taken during the test (and
+    // is kept between passes, so its token counts the takings, not the
+    // passes).
     let token: i64 = cluster
         .ks
         .session
@@ -511,7 +513,7 @@ async fn no_false_dead_among_200_short_jobs_under_a_busy_supervisor() {
         .unwrap()
         .and_then(|(t,)| t)
         .unwrap_or_default();
-    println!("200 short jobs, none DEAD; supervisor passes so far: {token}");
-    assert!(token >= 3, "the supervisor barely ran ({token} passes)");
+    println!("200 short jobs, none DEAD; supervisor leases taken so far: {token}");
+    assert!(token >= 1, "no supervisor ever took its lease");
     cluster.shutdown().await;
 }

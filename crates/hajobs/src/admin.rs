@@ -30,11 +30,14 @@ use hajobs_core::{
     NodeRecord, NodeStore, QueueStore, RequestOutcome, RequestStore, StatusEntry, StatusStore,
     TriggerId, WorkItem, WorkKey, WorkSet, WorkStore,
 };
-use hajobs_scheduler::{CancelOutcome, Concurrency, JobManager, Locks, OnLocked, StartOutcome};
+use hajobs_scheduler::{
+    CancelOutcome, Concurrency, JobManager, Locks, OnLocked, RequestWake, StartOutcome,
+};
 use scylla::client::session::Session;
 use serde::Serialize;
 
 use crate::config::DaemonConfig;
+use crate::wake::Waker;
 
 /// What kind of failure an [`AdminError`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +310,15 @@ fn locked(job: &str, holder: HolderView) -> AdminError {
     e
 }
 
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How long a cluster trigger waits for a replica to claim its request.
 pub(crate) const CLAIM_WAIT: Duration = Duration::from_secs(5);
 /// How long it waits, once claimed, for the outcome.
@@ -329,6 +341,8 @@ pub(crate) struct Admin {
     locks: Arc<Locks>,
     nodes: Arc<NodeStore>,
     requests: Arc<RequestStore>,
+    /// Whom a trigger wakes after recording its request.
+    waker: Waker,
     /// Prepared on first use: only the work commands need it.
     work: Arc<tokio::sync::OnceCell<Arc<WorkStore>>>,
     /// Prepared on first use: only the queue commands need it.
@@ -442,9 +456,11 @@ impl Admin {
                 ),
             ),
         };
+        let nodes = Arc::new(NodeStore::new(session.clone(), cassandra).await?);
         Ok(Self {
             cassandra: cassandra.clone(),
-            nodes: Arc::new(NodeStore::new(session.clone(), cassandra).await?),
+            waker: Waker::new(nodes.clone()),
+            nodes,
             requests: Arc::new(RequestStore::new(session.clone(), cassandra).await?),
             work: Arc::default(),
             queues: Arc::default(),
@@ -454,6 +470,21 @@ impl Admin {
             statuses,
             locks,
         })
+    }
+
+    /// The same, with `wake` waking this process's request watcher: a
+    /// trigger of a job it has is claimed here at once, and `POST /wake`
+    /// reaches it.
+    pub(crate) fn with_wake(mut self, wake: RequestWake) -> Self {
+        if let Some(manager) = &self.manager {
+            self.waker = self.waker.with_local(manager.clone(), wake);
+        }
+        self
+    }
+
+    /// Whom this process wakes (the daemon's handover uses it).
+    pub(crate) fn waker(&self) -> &Waker {
+        &self.waker
     }
 
     async fn work_store(&self) -> AdminResult<&Arc<WorkStore>> {
@@ -737,10 +768,27 @@ impl Admin {
         let trigger_id = TriggerId::new();
         self.requests.request(job, trigger_id, requested_by).await?;
         let asked = Instant::now();
+        // Woken while the outcome is awaited; dropped (no more wakes) once
+        // this returns.
+        let waking = {
+            let (waker, job) = (self.waker.clone(), job.to_owned());
+            AbortOnDrop(tokio::spawn(async move {
+                waker.wake_for(&job, trigger_id).await
+            }))
+        };
         let mut claimed: Option<Instant> = None;
         loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Often at first, where a woken replica answers in milliseconds.
+            tokio::time::sleep(if asked.elapsed() < Duration::from_secs(1) {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(50)
+            })
+            .await;
             let request = self.requests.get(trigger_id).await?;
+            if request.as_ref().is_some_and(|r| r.claimed_by.is_some()) {
+                waking.0.abort();
+            }
             let claimant = request.as_ref().and_then(|r| r.claimed_by.clone());
             match request.and_then(|r| r.outcome) {
                 Some(RequestOutcome::Started {

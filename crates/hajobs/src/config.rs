@@ -811,6 +811,29 @@ missed_runs = "skip"
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown field `port`"), "{err}");
+        for bad in ["node-1", "node-1:0", ":7070", "a b:1", "http://x:1"] {
+            let err = parse(
+                Path::new("f.toml"),
+                &format!("[http]\nadvertise = \"{bad}\"\n"),
+                &Overrides::default(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("f.toml:2: field `http.advertise`: `"),
+                "{bad}: {err}"
+            );
+        }
+        let advertised = parse(
+            Path::new("f.toml"),
+            "[http]\nadvertise = \"node-1.internal:7070\"\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            advertised.http.unwrap().advertise.as_deref(),
+            Some("node-1.internal:7070")
+        );
         // Off unless configured; the environment turns it on and wins.
         let off = parse(Path::new("f"), "", &Overrides::default()).unwrap();
         assert!(off.http.is_none());

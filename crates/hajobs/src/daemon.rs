@@ -14,7 +14,7 @@
 //! SIGTERM / Ctrl-C stops them in reverse: no new work is taken (supervisor,
 //! watcher), the running attempts end within the shutdown grace, each one
 //! cancelled by the shutdown is handed over (a request resuming its trigger,
-//! which a live replica claims within a watch interval), then the registry
+//! the replicas that have its job woken to claim it), then the registry
 //! entry and the HTTP server go.
 
 use std::time::Duration;
@@ -55,6 +55,9 @@ pub(crate) async fn serve(settings: &Settings) -> Result<(), CliError> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
+    // Requesters wake this replica's watcher: in this process through the
+    // admin layer, from elsewhere through `POST /wake`.
+    let wake = hajobs_scheduler::RequestWake::new();
     let (manager, admin, http_admin) = loop {
         let attempt = async {
             let session = settings.session().await?;
@@ -65,7 +68,8 @@ pub(crate) async fn serve(settings: &Settings) -> Result<(), CliError> {
                 Some(daemon.clone()),
                 Some(manager.clone()),
             )
-            .await?;
+            .await?
+            .with_wake(wake.clone());
             // The HTTP API reads through a session of its own: a flood of
             // heavy reads queues there, never in front of lease renewals.
             let http_admin = match &daemon.http {
@@ -76,7 +80,8 @@ pub(crate) async fn serve(settings: &Settings) -> Result<(), CliError> {
                         Some(daemon.clone()),
                         Some(manager.clone()),
                     )
-                    .await?,
+                    .await?
+                    .with_wake(wake.clone()),
                 ),
                 None => None,
             };
@@ -103,14 +108,23 @@ pub(crate) async fn serve(settings: &Settings) -> Result<(), CliError> {
         .supervisor
         .clone()
         .map(|s| Supervisor::new(manager.clone(), s).spawn());
+    // A replica that serves HTTP is woken by requesters (its registry entry
+    // names its address): its poll is only the fallback.
     let watcher = hajobs_scheduler::RequestWatcher::spawn(
         manager.clone(),
         admin.requests().clone(),
-        hajobs_scheduler::WatchConfig::default(),
+        match &daemon.http {
+            Some(_) => hajobs_scheduler::WatchConfig::wakeable(),
+            None => hajobs_scheduler::WatchConfig::default(),
+        },
+        wake,
     );
     let (server, http_address) = match (listener, &daemon.http, metrics, http_admin) {
         (Some(listener), Some(http), Some(metrics), Some(http_admin)) => {
-            let address = listener.local_addr().map(|a| a.to_string()).ok();
+            let address = listener
+                .local_addr()
+                .map(|a| crate::wake::advertised(http.advertise.as_deref(), a))
+                .ok();
             let server = crate::http::spawn(
                 listener,
                 crate::http::ServerState::new(http_admin, metrics, daemon.node.as_str()),
@@ -156,7 +170,15 @@ pub(crate) async fn serve(settings: &Settings) -> Result<(), CliError> {
     let running = manager.running_triggers();
     manager.shutdown(daemon.shutdown_grace).await;
     if !running.is_empty() {
-        hajobs_scheduler::hand_over(&manager, admin.requests(), &running).await;
+        for handover in hajobs_scheduler::hand_over(&manager, admin.requests(), &running).await {
+            if let hajobs_scheduler::Handover::Requested {
+                job_type,
+                trigger_id,
+            } = handover
+            {
+                admin.waker().wake_all(job_type.as_str(), trigger_id).await;
+            }
+        }
     }
     registry.stop().await;
     if let Some(server) = server {

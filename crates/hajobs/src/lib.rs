@@ -24,6 +24,7 @@
 //! | `guard` | the per-attempt guard process: the command's tree lives and dies with the lease |
 //! | `work_run` | `hajobs work run`: a command processes a work item under that guard and the item's lease |
 //! | `registry` | the daemon's entry in the node registry, refreshed with a TTL |
+//! | `wake` | a requester wakes the replicas that have its job (`POST /wake`, or in-process), so its trigger is claimed at once |
 //!
 //! Exit codes: 0 success, 1 a runtime failure (Cassandra unreachable, a
 //! request failed, a triggered job failed), 2 bad input (flags,
@@ -47,6 +48,7 @@ mod orphans;
 mod output;
 mod registry;
 mod settings;
+mod wake;
 mod work_run;
 
 /// Runs `hajobs` with the process's arguments; returns its exit code.

@@ -35,7 +35,7 @@ impl Registry {
     ) -> Self {
         let mut record = NodeRecord {
             node_id: daemon.node.as_str().to_owned(),
-            host: host_name(),
+            host: crate::wake::host_name(),
             pid: i32::try_from(std::process::id()).unwrap_or(0),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             http,
@@ -87,12 +87,4 @@ impl Registry {
             }
         }
     }
-}
-
-/// This machine's host name.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
 }

@@ -23,7 +23,7 @@
 //! | [`cron`] | [`CronSchedule`] (croner, with seconds, time zones) and [`MissedRuns`] |
 //! | [`manager`] | [`JobManager`]: its state, start and accessors; its rooms: `builder` ([`JobManagerBuilder`]), `cron` (timers, firings claimed once, catch-up, lost firings), `triggers` (by hand, through the cluster, retrigger, replace), `queue` (the queue runners), `attempts` (an attempt from its lease to its end, planned retries), `cancel` (cancel and shutdown) |
 //! | [`locks`] | [`Locks`]: where a lease is **taken** — a lock type's rows (slots, the gate), the lease store of its consistency, acquire; the manager and the admin layer both go through it |
-//! | [`requests`] | [`RequestWatcher`]: triggers asked of the cluster, claimed once and started here; [`hand_over()`]: a stopping replica's cancelled attempts resumed elsewhere |
+//! | [`requests`] | [`RequestWatcher`]: triggers asked of the cluster, claimed once and started here, read when a requester wakes it ([`RequestWake`]) or polled; [`hand_over()`]: a stopping replica's cancelled attempts resumed elsewhere |
 //! | [`work`] | [`WorkItems`]: work items processed exactly once — check-in with a kept lease, check-out, fail, [`WorkItems::process`] with a check-in timeout |
 //! | [`steps`] | the firing path's steps (claim, lease, keeper, watch, RUNNING, outcome) as DEBUG tracing spans, read by the `fire_steps` bench |
 //! | [`clock`] | [`Clock`]: the wall clock that names cron firings |
@@ -94,7 +94,7 @@ pub use locks::Locks;
 pub use manager::{
     CancelOutcome, DEFAULT_CANCEL_GRACE, JobManager, JobManagerBuilder, StartOutcome,
 };
-pub use requests::{Handover, RequestWatcher, WatchConfig, hand_over};
+pub use requests::{Handover, RequestWake, RequestWatcher, WatchConfig, hand_over};
 pub use spec::{Concurrency, JobSpec, LockConsistency, LockSpec, OnLocked, RetryPolicy};
 pub use watch::ENDED_HOLD;
 pub use work::{Processed, WorkGrant, WorkItems, WorkOptions, WorkTicket};

@@ -1,9 +1,14 @@
 //! [`RequestWatcher`]: this replica's part in triggers asked of the cluster.
 //!
-//! Every [`WatchConfig::interval`] it reads the requests of the last
+//! Whenever it is woken ([`RequestWake::wake`]: the requester calls the
+//! replicas that have the job) and at the latest every
+//! [`WatchConfig::interval`], it reads the requests of the last
 //! [`WatchConfig::window`] (one partition, one read) and, for each request
 //! of a job type registered here that nobody claimed or withdrew, tries to
-//! claim it (an LWT: exactly one replica wins). The winner starts the
+//! claim it (an LWT: exactly one replica wins). A wake carries nothing: the
+//! Cassandra row stays the record, the poll the fallback for a wake that
+//! never arrives, and wakes in a burst make one read (at most one per
+//! [`WAKE_GAP`]). The winner starts the
 //! attempt under the request's trigger id — [`JobManager::retrigger`], so
 //! the lease, the statuses and the supervisor's rules apply as to any other
 //! trigger — and records the outcome for the CLI.
@@ -27,10 +32,20 @@ use tokio::task::JoinHandle;
 
 use crate::manager::{JobManager, StartOutcome};
 
+/// The shortest time between two reads a wake asks for: a flood of wakes
+/// costs at most one read per gap.
+pub const WAKE_GAP: Duration = Duration::from_millis(25);
+
+/// The poll of a replica that requesters can wake
+/// ([`WatchConfig::wakeable`]).
+pub const WAKEABLE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How the watcher polls.
 #[derive(Debug, Clone, Copy)]
 pub struct WatchConfig {
-    /// Between two reads of the recent requests (default 250 ms).
+    /// Between two reads of the recent requests when no wake comes
+    /// (default 250 ms; [`WAKEABLE_INTERVAL`] for a replica whose address
+    /// requesters know).
     pub interval: Duration,
     /// How far back a read looks (default 60 s): older unclaimed requests
     /// were withdrawn by their CLI long ago.
@@ -50,6 +65,35 @@ impl Default for WatchConfig {
     }
 }
 
+impl WatchConfig {
+    /// The configuration of a replica requesters wake directly: the poll
+    /// is only the fallback, every [`WAKEABLE_INTERVAL`].
+    pub fn wakeable() -> Self {
+        Self {
+            interval: WAKEABLE_INTERVAL,
+            ..Self::default()
+        }
+    }
+}
+
+/// Wakes a [`RequestWatcher`]: it reads the recent requests now instead of
+/// at its next poll. Cheap to clone; a wake before the watcher runs, or
+/// while it reads, is kept (one) for its next turn.
+#[derive(Debug, Clone, Default)]
+pub struct RequestWake(Arc<tokio::sync::Notify>);
+
+impl RequestWake {
+    /// A wake for a watcher yet to be spawned.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the watcher for a read now (coalesced with any wake pending).
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// The running watcher; [`RequestWatcher::stop`] ends it.
 #[derive(Debug)]
 pub struct RequestWatcher {
@@ -58,8 +102,14 @@ pub struct RequestWatcher {
 }
 
 impl RequestWatcher {
-    /// Starts watching for requests of the job types `manager` has.
-    pub fn spawn(manager: JobManager, store: Arc<RequestStore>, config: WatchConfig) -> Self {
+    /// Starts watching for requests of the job types `manager` has, read
+    /// at once whenever `wake` is woken.
+    pub fn spawn(
+        manager: JobManager,
+        store: Arc<RequestStore>,
+        config: WatchConfig,
+        wake: RequestWake,
+    ) -> Self {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         // Claimed here and still starting: not stale, whatever the clocks say.
         let in_flight: Arc<Mutex<HashSet<TriggerId>>> = Arc::default();
@@ -79,8 +129,16 @@ impl RequestWatcher {
                     }
                     Err(_) => {}
                 }
+                let read_at = tokio::time::Instant::now();
                 tokio::select! {
                     () = tokio::time::sleep(config.interval) => {}
+                    () = wake.0.notified() => {
+                        // Bursts of wakes make one read per gap.
+                        tokio::select! {
+                            () = tokio::time::sleep_until(read_at + WAKE_GAP) => {}
+                            _ = stopped.changed() => return,
+                        }
+                    }
                     _ = stopped.changed() => return,
                 }
             }
@@ -225,7 +283,7 @@ fn runs_under(r: &TriggerRequest) -> TriggerId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handover {
     /// A request to resume its trigger was recorded; another replica
-    /// claims it within one watch interval.
+    /// claims it when woken, at the latest within one watch interval.
     Requested {
         /// The job type.
         job_type: JobType,

@@ -13,6 +13,9 @@ pub enum SupervisorError {
     /// The job manager refused.
     #[error(transparent)]
     Manager(#[from] ManagerError),
+    /// The keeper of the supervisor's lease could not start.
+    #[error("supervisor lease keeper: {0}")]
+    Keeper(String),
     /// The pass ran out of its lease's time.
     #[error("supervisor pass took longer than its lease allows ({0:?})")]
     Overran(std::time::Duration),

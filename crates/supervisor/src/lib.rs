@@ -14,7 +14,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`config`] | [`SupervisorConfig`]: interval, lease, history depth, budget, backoff, sweep period |
-//! | [`supervisor`] | [`Supervisor`]: one pass under the lease, or a loop ([`SupervisorHandle`]) |
+//! | [`supervisor`] | [`Supervisor`]: one pass under the lease, or a loop that keeps the lease between its passes ([`SupervisorHandle`]) |
 //! | [`pass`] | the rules, and the [`PassReport`] of what a pass decided |
 //! | [`error`] | [`SupervisorError`] |
 //!

@@ -340,3 +340,90 @@ async fn a_pass_looks_at_what_the_watch_lists_name_and_the_sweep_at_the_rest() {
     );
     ks.drop().await;
 }
+
+/// Waits (up to 20 s) until `found` returns something.
+async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    found: impl Fn() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(t) = found().await {
+            return t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 20 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_running_supervisor_keeps_its_lease_between_passes_and_gives_it_up_at_stop() {
+    let ks = TestKeyspace::new("sup_kept").await;
+    let m = manager(&ks).await;
+    let config = SupervisorConfig {
+        interval: Duration::from_millis(100),
+        // Longer than the jobs' (30 s): the kept lease takes theirs.
+        lease_ttl: hajobs_core::LeaseTtl::from_secs(60).unwrap(),
+        ..sweeping()
+    };
+    let lock = config.lock_type.clone();
+    let handle = Supervisor::new(m.clone(), config).spawn();
+    let held = || async {
+        m.leases()
+            .read(&lock, true)
+            .await
+            .unwrap()
+            .map(|h| (h.job_id, h.fencing_token))
+    };
+    let first = until("the supervisor's lease taken", held).await;
+    // Passes keep running under it: a dead attempt written now is found and
+    // its trigger re-run, and the lease is the same one throughout.
+    let (dead, trigger) = (JobId::new(), TriggerId::new());
+    m.statuses()
+        .write(&JobStatus {
+            job_type: JobType::new("steady").unwrap(),
+            job_id: dead,
+            trigger_id: trigger,
+            timestamp: SystemTime::now(),
+            state: JobState::Running,
+            owner: Some(NodeId::new("gone").unwrap()),
+            fencing_token: Some(FencingToken(7)),
+            content: None,
+        })
+        .await
+        .unwrap();
+    let list = until("the dead attempt re-run", || async {
+        let l = attempts(&m, "steady").await;
+        (l.len() == 2 && l[1].state == JobState::Finished).then_some(l)
+    })
+    .await;
+    assert_eq!(list[0].state, JobState::Dead);
+    assert_eq!(list[1].trigger_id, trigger);
+    assert_eq!(held().await, Some(first), "one lease across the passes");
+    // Its TTL is never longer than the shortest job lease TTL (30 s here,
+    // where the configured one is 60 s).
+    let ttl: i32 = ks
+        .session
+        .query_unpaged(
+            format!(
+                "SELECT TTL(job_lock) FROM {}.lock WHERE lock_type = ?",
+                ks.name
+            ),
+            (lock.as_str(),),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .first_row::<(Option<i32>,)>()
+        .unwrap()
+        .0
+        .unwrap();
+    assert!(ttl <= 30, "TTL {ttl}");
+    handle.stop().await;
+    assert_eq!(held().await, None, "released at stop");
+    ks.drop().await;
+}

@@ -34,6 +34,7 @@ pub(super) struct RawHttp {
     public_names: Option<Vec<Spanned<String>>>,
     max_concurrent_requests: Option<Spanned<usize>>,
     request_timeout: Option<Spanned<String>>,
+    advertise: Option<Spanned<String>>,
 }
 
 /// `[http]`, validated.
@@ -54,6 +55,11 @@ pub(crate) struct HttpConfig {
     pub(crate) max_concurrent_requests: usize,
     /// How long one request may take, reading its headers included.
     pub(crate) request_timeout: Duration,
+    /// The `host:port` other replicas and the CLI reach this listener at
+    /// (published in the node registry, where a requester finds whom to
+    /// wake); by default the listen address, or this machine's host name
+    /// with its port when listening on every interface.
+    pub(crate) advertise: Option<String>,
 }
 
 impl HttpConfig {
@@ -142,6 +148,29 @@ pub(super) fn http_config(
         Some(t) => src.duration(t, None, "http.request_timeout")?,
         None => DEFAULT_REQUEST_TIMEOUT,
     };
+    let advertise = match &raw.advertise {
+        Some(a) => {
+            let text = a.get_ref().trim();
+            let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty()
+                    && !host.contains(['/', ' ', '@'])
+                    && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !valid {
+                return Err(src.error(
+                    a,
+                    None,
+                    "http.advertise",
+                    format!(
+                        "`{}` is not an address like `10.0.0.5:7070` or `node-1.internal:7070`",
+                        shown(a.get_ref())
+                    ),
+                ));
+            }
+            Some(text.to_owned())
+        }
+        None => None,
+    };
     let http = HttpConfig {
         listen,
         admin_token,
@@ -150,6 +179,7 @@ pub(super) fn http_config(
         public_names,
         max_concurrent_requests,
         request_timeout,
+        advertise,
     };
     if !http.is_loopback() && http.admin_token.is_none() && !http.allow_unauthenticated {
         return Err(ConfigError(format!(

@@ -18,6 +18,7 @@
 //! | `GET /stats`, `GET /nodes`, `GET /locks` | all job types' figures, live replicas, held locks |
 //! | `GET /queue`, `GET /queue/{lock_type}` | the triggers queued for busy lock types |
 //! | `GET /work/{work_set}?limit=N`, `GET /work/{work_set}/{key}` | work items |
+//! | `POST /wake` | read the trigger requests now (no token: it carries and grants nothing): 204 |
 //! | `GET /health`, `GET /ready` | live; Cassandra reachable and schema current (503 otherwise) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /openapi.json` | the OpenAPI document, generated from these handlers |
@@ -214,6 +215,7 @@ pub(crate) fn router(state: ServerState, protection: Protection) -> Router {
         .route("/queue/{lock_type}", get(queue_of))
         .route("/work/{work_set}", get(work_list))
         .route("/work/{work_set}/{key}", get(work_item))
+        .route("/wake", axum::routing::post(wake))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -444,6 +446,27 @@ async fn trigger(
     Ok((StatusCode::ACCEPTED, Json(TriggeredView::from(&t))))
 }
 
+/// Asks this replica to read the trigger requests now rather than at its
+/// next poll: what a requester calls after recording a request of a job
+/// this replica has. It carries nothing and grants nothing (the request in
+/// Cassandra is the record), so it needs no token; bursts make one read per
+/// 25 ms.
+#[utoipa::path(post, path = "/wake",
+    responses((status = 204, description = "the request watcher reads now"),
+        (status = 503, body = ApiError, description = "this process runs no replica")))]
+async fn wake(State(state): State<ServerState>) -> Response {
+    if state.admin.waker().wake_here() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this process runs no replica to wake",
+        )
+        .into_response()
+    }
+}
+
 /// Cancels the running attempt, wherever it runs.
 #[utoipa::path(delete, path = "/jobs/{job_type}",
     params(("job_type" = String, Path, description = "the job type")),
@@ -606,7 +629,7 @@ async fn work_item(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "hajobs", description = "Jobs that run on exactly one replica at a time: the admin API of a replica."),
-    paths(health, ready, metrics, jobs, trigger, cancel, history, latest, attempt, job_stats, stats, nodes, locks, queue_all, queue_of, work_list, work_item),
+    paths(health, ready, metrics, jobs, trigger, cancel, wake, history, latest, attempt, job_stats, stats, nodes, locks, queue_all, queue_of, work_list, work_item),
     components(schemas(ApiError, HolderView, JobView, TriggeredView, Cancelled, Readiness, Health, QueuedView, WorkItemView)),
     modifiers(&Documented)
 )]

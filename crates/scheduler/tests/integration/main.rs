@@ -973,3 +973,71 @@ async fn cron_claims_follow_the_registry_order_and_a_dead_preferred_replica_lose
     );
     ks.drop().await;
 }
+
+#[tokio::test]
+async fn a_woken_request_watcher_claims_at_once_however_long_its_poll() {
+    use hajobs_core::{RequestOutcome, RequestStore, TriggerId};
+    use hajobs_scheduler::{RequestWake, RequestWatcher, WatchConfig};
+    let ks = TestKeyspace::new("sched_wake").await;
+    let m = replica(&ks, "woken")
+        .await
+        .job(
+            JobSpec::new("quick", "quick").unwrap(),
+            |_c: JobContext| async { Ok(Done::finished()) },
+        )
+        .build()
+        .await
+        .unwrap();
+    m.start().await.unwrap();
+    let store = Arc::new(
+        RequestStore::new(ks.session.clone(), &ks.config())
+            .await
+            .unwrap(),
+    );
+    let outcome = |id: TriggerId| {
+        let store = store.clone();
+        async move { store.get(id).await.unwrap().and_then(|r| r.outcome) }
+    };
+    // Recorded before the watcher starts: its first read claims it.
+    let first = TriggerId::new();
+    store.request("quick", first, "test").await.unwrap();
+    let wake = RequestWake::new();
+    let config = WatchConfig {
+        interval: Duration::from_secs(3600),
+        ..WatchConfig::default()
+    };
+    let watcher = RequestWatcher::spawn(m.clone(), store.clone(), config, wake.clone());
+    eventually(
+        Duration::from_secs(10),
+        "the first request started",
+        || async { matches!(outcome(first).await, Some(RequestOutcome::Started { .. })) },
+    )
+    .await;
+    // Recorded after that read: with an hour's poll, only a wake reads it.
+    for _ in 0..3 {
+        let next = TriggerId::new();
+        store.request("quick", next, "test").await.unwrap();
+        // A burst of wakes makes a read (or two), never a failure.
+        for _ in 0..50 {
+            wake.wake();
+        }
+        eventually(
+            Duration::from_secs(10),
+            "the woken request handled",
+            || async { outcome(next).await.is_some() },
+        )
+        .await;
+        let claimed = store.get(next).await.unwrap().unwrap();
+        assert_eq!(claimed.claimed_by.as_deref(), Some("woken"));
+        assert!(
+            matches!(
+                claimed.outcome,
+                Some(RequestOutcome::Started { .. } | RequestOutcome::Locked { .. })
+            ),
+            "{claimed:?}"
+        );
+    }
+    watcher.stop().await;
+    m.shutdown(Duration::from_secs(5)).await;
+    ks.drop().await;
+}
