@@ -180,8 +180,13 @@ impl CassandraConfig {
             .request_timeout(Some(self.request_timeout))
             .load_balancing_policy(policy.build())
             .build();
+        // Only hajobs' keyspace's replication (token-aware routing needs
+        // it), and no table metadata (nothing reads it): connecting costs
+        // the same however many keyspaces the cluster holds.
         let mut builder = SessionBuilder::new()
             .known_nodes(&self.contact_points)
+            .keyspaces_to_fetch([self.keyspace.as_str()])
+            .fetch_schema_metadata(false)
             .connection_timeout(self.connect_timeout)
             .default_execution_profile_handle(profile.into_handle());
         if let Some(c) = &self.credentials {

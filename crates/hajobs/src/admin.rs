@@ -434,34 +434,50 @@ impl Admin {
         jobs: Option<Arc<DaemonConfig>>,
         manager: Option<JobManager>,
     ) -> AdminResult<Self> {
-        let (statuses, locks) = match &manager {
-            Some(m) => (m.statuses().clone(), m.locks().clone()),
-            None => (
-                Arc::new(
-                    StatusStore::new(
-                        session.clone(),
-                        cassandra,
-                        hajobs_core::status_store::DEFAULT_RETENTION,
-                    )
-                    .await?,
-                ),
-                Arc::new(
-                    Locks::new(
-                        session.clone(),
-                        cassandra,
-                        jobs.iter().flat_map(|c| &c.locks),
-                        jobs.iter().flat_map(|c| c.jobs.iter().map(|j| &j.spec)),
-                    )
-                    .await?,
-                ),
-            ),
+        // Every store prepares its statements: all at once, not one store
+        // after the other (a CLI command's start is mostly this).
+        let shared = async {
+            Ok::<_, AdminError>(match &manager {
+                Some(m) => (m.statuses().clone(), m.locks().clone()),
+                None => {
+                    let (statuses, locks) = futures::try_join!(
+                        async {
+                            Ok::<_, AdminError>(
+                                StatusStore::new(
+                                    session.clone(),
+                                    cassandra,
+                                    hajobs_core::status_store::DEFAULT_RETENTION,
+                                )
+                                .await?,
+                            )
+                        },
+                        async {
+                            Ok::<_, AdminError>(
+                                Locks::new(
+                                    session.clone(),
+                                    cassandra,
+                                    jobs.iter().flat_map(|c| &c.locks),
+                                    jobs.iter().flat_map(|c| c.jobs.iter().map(|j| &j.spec)),
+                                )
+                                .await?,
+                            )
+                        },
+                    )?;
+                    (Arc::new(statuses), Arc::new(locks))
+                }
+            })
         };
-        let nodes = Arc::new(NodeStore::new(session.clone(), cassandra).await?);
+        let (nodes, requests, (statuses, locks)) = futures::try_join!(
+            async { Ok::<_, AdminError>(NodeStore::new(session.clone(), cassandra).await?) },
+            async { Ok::<_, AdminError>(RequestStore::new(session.clone(), cassandra).await?) },
+            shared,
+        )?;
+        let (nodes, requests) = (Arc::new(nodes), Arc::new(requests));
         Ok(Self {
             cassandra: cassandra.clone(),
             waker: Waker::new(nodes.clone()),
             nodes,
-            requests: Arc::new(RequestStore::new(session.clone(), cassandra).await?),
+            requests,
             work: Arc::default(),
             queues: Arc::default(),
             session,
@@ -779,7 +795,10 @@ impl Admin {
         let mut claimed: Option<Instant> = None;
         loop {
             // Often at first, where a woken replica answers in milliseconds.
-            tokio::time::sleep(if asked.elapsed() < Duration::from_secs(1) {
+            let waited = asked.elapsed();
+            tokio::time::sleep(if waited < Duration::from_millis(250) {
+                Duration::from_millis(5)
+            } else if waited < Duration::from_secs(1) {
                 Duration::from_millis(10)
             } else {
                 Duration::from_millis(50)
