@@ -374,10 +374,12 @@ impl utoipa::Modify for Documented {
                         "`busy`: http.max_concurrent_requests in progress; `timed_out`: http.request_timeout passed; `unavailable`: Cassandra",
                     );
                 }
-                add(
-                    "401",
-                    "`unauthorized`: a token is configured for this route and none, or another, was shown",
-                );
+                if path != WAKE {
+                    add(
+                        "401",
+                        "`unauthorized`: a token is configured for this route and none, or another, was shown",
+                    );
+                }
                 if with_params || !reading {
                     add(
                         "400",
