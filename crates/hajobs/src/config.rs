@@ -119,6 +119,9 @@ pub(crate) struct Overrides {
     pub(crate) node_id: Option<String>,
     /// `HAJOBS_HTTP_LISTEN`: turns the HTTP server on at this address.
     pub(crate) http_listen: Option<String>,
+    /// `HAJOBS_HTTP_ADVERTISE`: the address other replicas reach this one
+    /// at, over the file's `http.advertise` (a pod's IP, say).
+    pub(crate) http_advertise: Option<String>,
     /// `HAJOBS_ADMIN_TOKEN`: the admin token, over the file's.
     pub(crate) admin_token: Option<Secret>,
     /// `HAJOBS_READ_TOKEN`: the read token, over the file's.
@@ -146,6 +149,7 @@ impl Overrides {
         let var = |name: &str| std::env::var(name).ok();
         Self {
             read_token: var("HAJOBS_READ_TOKEN").map(Secret::new),
+            http_advertise: var("HAJOBS_HTTP_ADVERTISE"),
             cassandra_user: var("HAJOBS_CASSANDRA_USER"),
             cassandra_password: var("HAJOBS_CASSANDRA_PASSWORD").map(Secret::new),
             cassandra_password_file: var("HAJOBS_CASSANDRA_PASSWORD_FILE").map(PathBuf::from),
@@ -833,6 +837,32 @@ missed_runs = "skip"
         assert_eq!(
             advertised.http.unwrap().advertise.as_deref(),
             Some("node-1.internal:7070")
+        );
+        // The environment wins (a pod's IP through the downward API).
+        let from_env = Overrides {
+            http_advertise: Some("10.1.2.3:7070".into()),
+            ..Overrides::default()
+        };
+        let advertised = parse(
+            Path::new("f.toml"),
+            "[http]\nadvertise = \"node-1.internal:7070\"\n",
+            &from_env,
+        )
+        .unwrap();
+        assert_eq!(
+            advertised.http.unwrap().advertise.as_deref(),
+            Some("10.1.2.3:7070")
+        );
+        let bad = Overrides {
+            http_advertise: Some("10.1.2.3".into()),
+            ..Overrides::default()
+        };
+        let err = parse(Path::new("f.toml"), "[http]\n", &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("HAJOBS_HTTP_ADVERTISE: `10.1.2.3`"),
+            "{err}"
         );
         // Off unless configured; the environment turns it on and wins.
         let off = parse(Path::new("f"), "", &Overrides::default()).unwrap();

@@ -103,7 +103,7 @@ impl Waker {
             .filter(|n| Some(&n.node_id) != here.as_ref())
             .filter(|n| n.job_types.iter().any(|j| j == job_type))
             .filter_map(|n| {
-                let address = self.reachable(&n)?;
+                let address = reachable(&n, &self.host)?;
                 let mut h = std::hash::DefaultHasher::new();
                 (trigger_id, &n.node_id).hash(&mut h);
                 Some((h.finish(), address))
@@ -112,20 +112,6 @@ impl Waker {
         remote.sort();
         out.extend(remote.into_iter().map(|(_, a)| Target::At(a)));
         out
-    }
-
-    /// `node`'s advertised address, unless it is another machine's loopback.
-    fn reachable(&self, node: &NodeRecord) -> Option<String> {
-        let address = node.http.clone()?;
-        let name = address
-            .rsplit_once(':')
-            .map_or(address.as_str(), |(h, _)| h);
-        let name = name.trim_start_matches('[').trim_end_matches(']');
-        let loopback = name == "localhost"
-            || name
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        (!loopback || node.host == self.host).then_some(address)
     }
 
     /// Wakes `target` (best effort: a failure is logged at debug level).
@@ -170,6 +156,21 @@ impl Waker {
         )
         .await;
     }
+}
+
+/// `node`'s advertised address, unless it is the loopback address of a
+/// machine other than `host` (this one's).
+fn reachable(node: &NodeRecord, host: &str) -> Option<String> {
+    let address = node.http.clone()?;
+    let name = address
+        .rsplit_once(':')
+        .map_or(address.as_str(), |(h, _)| h);
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let loopback = name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback || node.host == host).then_some(address)
 }
 
 /// `POST /wake` to the replica at `address`, within [`WAKE_TIMEOUT`].
@@ -240,5 +241,33 @@ mod tests {
         let one: std::net::SocketAddr = "10.1.2.3:7070".parse().unwrap();
         assert_eq!(advertised(None, one), "10.1.2.3:7070");
         assert_eq!(advertised(Some("node-1:80"), one), "node-1:80");
+    }
+
+    #[test]
+    fn another_machines_loopback_is_never_woken() {
+        let node = |host: &str, http: Option<&str>| NodeRecord {
+            node_id: "n".into(),
+            host: host.into(),
+            pid: 1,
+            version: String::new(),
+            http: http.map(str::to_owned),
+            started_at_ms: 0,
+            seen_at_ms: 0,
+            job_types: vec!["j".into()],
+            running: Vec::new(),
+        };
+        let here = "box-a";
+        for loopback in ["127.0.0.1:7070", "[::1]:7070", "localhost:7070"] {
+            assert_eq!(
+                reachable(&node(here, Some(loopback)), here).as_deref(),
+                Some(loopback)
+            );
+            assert_eq!(reachable(&node("box-b", Some(loopback)), here), None);
+        }
+        assert_eq!(
+            reachable(&node("box-b", Some("10.0.0.7:7070")), here).as_deref(),
+            Some("10.0.0.7:7070")
+        );
+        assert_eq!(reachable(&node("box-b", None), here), None);
     }
 }

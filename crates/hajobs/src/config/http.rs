@@ -148,28 +148,27 @@ pub(super) fn http_config(
         Some(t) => src.duration(t, None, "http.request_timeout")?,
         None => DEFAULT_REQUEST_TIMEOUT,
     };
-    let advertise = match &raw.advertise {
-        Some(a) => {
-            let text = a.get_ref().trim();
-            let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty()
-                    && !host.contains(['/', ' ', '@'])
-                    && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-            if !valid {
-                return Err(src.error(
-                    a,
-                    None,
-                    "http.advertise",
-                    format!(
-                        "`{}` is not an address like `10.0.0.5:7070` or `node-1.internal:7070`",
-                        shown(a.get_ref())
-                    ),
-                ));
-            }
-            Some(text.to_owned())
-        }
-        None => None,
+    let advertise = match (&overrides.http_advertise, &raw.advertise) {
+        (Some(a), _) => Some(
+            advertised_address(a).ok_or_else(|| {
+                ConfigError(format!(
+                    "HAJOBS_HTTP_ADVERTISE: `{}` is not an address like `10.0.0.5:7070` or `node-1.internal:7070`",
+                    shown(a)
+                ))
+            })?,
+        ),
+        (None, Some(a)) => Some(advertised_address(a.get_ref()).ok_or_else(|| {
+            src.error(
+                a,
+                None,
+                "http.advertise",
+                format!(
+                    "`{}` is not an address like `10.0.0.5:7070` or `node-1.internal:7070`",
+                    shown(a.get_ref())
+                ),
+            )
+        })?),
+        (None, None) => None,
     };
     let http = HttpConfig {
         listen,
@@ -189,6 +188,16 @@ pub(super) fn http_config(
         )));
     }
     Ok(Some(http))
+}
+
+/// `text` as an advertised `host:port`, if it is one.
+fn advertised_address(text: &str) -> Option<String> {
+    let text = text.trim();
+    let (host, port) = text.rsplit_once(':')?;
+    let valid = !host.is_empty()
+        && !host.contains(['/', ' ', '@'])
+        && port.parse::<u16>().is_ok_and(|p| p > 0);
+    valid.then(|| text.to_owned())
 }
 
 /// A token from the environment (wins) or the file; empty is an error
