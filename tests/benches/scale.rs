@@ -51,6 +51,11 @@
 //!   connect, record the request, wake a replica, wait until started) and
 //!   `POST /jobs/JOB` on a daemon, wall time p50 / p99; beside it the CLI's
 //!   own cost, `hajobs nodes` (start, connect, one read).
+//! - `command_lag`: 3 real `hajobs serve` daemons on a per-second cron of a
+//!   command whose first line records the shell's clock
+//!   (`$EPOCHREALTIME`) beside its trigger id; lag = that line − the
+//!   scheduled instant the trigger id encodes: what an operator's command
+//!   sees, guard process and shell start included, p50 / p99.
 //! - `footprint`: the real `hajobs serve` (release build) with 100 cron jobs
 //!   and the HTTP server on, idle: its RSS, and its CPU over 60 s.
 
@@ -359,6 +364,56 @@ async fn throughput(replicas: usize, secs: u64) {
 }
 
 /// `hajobs serve` with 100 daily cron jobs and HTTP on, idle for `secs`.
+/// A per-second command on 3 daemons for `secs`: from each firing's
+/// instant to the command's first line. Returns the keyspace it used.
+fn command_lag(secs: u64) -> String {
+    use hajobs_tests::chaos::Daemons;
+    const JOBS: &str = r#"
+shutdown_grace = "5s"
+[[job]]
+name = "tick"
+command = ["bash", "-c", "echo \"$HAJOBS_TRIGGER_ID $EPOCHREALTIME\" >> {records}"]
+cron = "* * * * * *"
+"#;
+    let keyspace = format!("bench_command_{}", std::process::id());
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_hajobs-under-test"));
+    let mut d = Daemons::start(bin, keyspace.clone(), 3, JOBS);
+    // Warm-up: every daemon registered and firing.
+    std::thread::sleep(Duration::from_secs(5));
+    let from = std::fs::read_to_string(&d.records).unwrap().lines().count();
+    std::thread::sleep(Duration::from_secs(secs));
+    let text = std::fs::read_to_string(&d.records).unwrap();
+    d.stop();
+    let mut seen = std::collections::BTreeMap::new();
+    let mut lag_ms = Vec::new();
+    for line in text.lines().skip(from) {
+        let Some((id, clock)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(id) = id.parse::<uuid::Uuid>() else {
+            continue;
+        };
+        let Some((s, n)) = id.get_timestamp().map(|t| t.to_unix()) else {
+            continue;
+        };
+        let instant = s as f64 + f64::from(n) / 1e9;
+        let Ok(at) = clock.parse::<f64>() else {
+            continue;
+        };
+        *seen.entry(id).or_insert(0) += 1;
+        lag_ms.push((at - instant) * 1000.0);
+    }
+    let doubled = seen.values().filter(|&&c| c > 1).count();
+    println!(
+        "scale-bench command_lag daemons=3 secs={secs} firings={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} doubled={doubled}",
+        seen.len(),
+        percentile(&mut lag_ms, 0.5),
+        percentile(&mut lag_ms, 0.99),
+        percentile(&mut lag_ms, 1.0)
+    );
+    keyspace
+}
+
 /// Triggers through a cluster of 3 daemons that serve HTTP: `n` by the
 /// CLI, `n` by `POST /jobs/quick` spread over the daemons. Returns the
 /// keyspace it used.
@@ -946,6 +1001,13 @@ async fn main() {
     }
     if run("work_items") {
         work_items(secs.min(20)).await;
+    }
+    if run("command_lag") {
+        let keyspace = command_lag(secs);
+        let session = hajobs_core::testing::connect().await;
+        let _ = session
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+            .await;
     }
     if run("cluster_trigger") {
         let keyspace = cluster_trigger(if secs < 30 { 40 } else { 100 });

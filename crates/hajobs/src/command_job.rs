@@ -48,11 +48,25 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 /// and if this daemon dies or is paused past the lease's deadline, the
 /// guard ends the tree by itself. The attempt ends, and the lease is
 /// released, only once the whole tree is gone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct CommandJob {
     config: CommandJobConfig,
     /// Between `SIGTERM` and `SIGKILL` when cancelled gracefully.
     grace: Duration,
+    /// A guard started just before a scheduled firing ([`Job::warm_up`]),
+    /// waiting to be told an attempt: the command then starts without
+    /// waiting for a process to be created and loaded. At most one; used
+    /// within [`WARM_FOR`] or dropped (it then exits, having run nothing).
+    warm: Arc<std::sync::Mutex<Option<Spawned>>>,
+}
+
+impl std::fmt::Debug for CommandJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandJob")
+            .field("config", &self.config)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CommandJob {
@@ -60,13 +74,38 @@ impl CommandJob {
         Self {
             config,
             grace: DEFAULT_CANCEL_GRACE,
+            warm: Arc::default(),
         }
+    }
+
+    /// The warm guard, if one is fresh; a stale one is dropped.
+    fn take_warm(&self) -> Option<Spawned> {
+        let warm = self.warm.lock().expect("poisoned").take()?;
+        (warm.at.elapsed() < WARM_FOR).then_some(warm)
     }
 }
 
 impl Job for CommandJob {
     fn run(&self, ctx: JobContext) -> BoxFuture<'static, JobOutcome> {
-        Box::pin(run(self.config.clone(), self.grace, ctx))
+        let warm = self.take_warm();
+        Box::pin(run(self.config.clone(), self.grace, ctx, warm))
+    }
+
+    /// Starts the guard of the next attempt ahead of a scheduled firing:
+    /// it waits, running nothing, until an attempt tells it its ids and
+    /// lease deadline (or is dropped unused after [`WARM_FOR`]).
+    fn warm_up(&self, job_type: &str) {
+        let mut warm = self.warm.lock().expect("poisoned");
+        if warm.as_ref().is_some_and(|w| w.at.elapsed() < WARM_FOR) {
+            return;
+        }
+        match spawn_guard(&self.config, job_type, self.grace) {
+            Ok(spawned) => *warm = Some(spawned),
+            Err(e) => {
+                *warm = None;
+                tracing::debug!(job_type, error = %e.message, "no guard started ahead; the attempt starts one");
+            }
+        }
     }
 
     fn stop_wait(&self) -> Duration {
@@ -98,7 +137,28 @@ impl Report {
     }
 }
 
-async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutcome {
+/// A guard process started for an attempt, still waiting for its first
+/// deadline: nothing runs until the attempt's daemon tells it one.
+struct Spawned {
+    guard: tokio::process::Child,
+    socket: tokio::net::UnixStream,
+    mark: String,
+    /// When it was started: a guard kept warm is used only while fresh.
+    at: Instant,
+}
+
+/// The longest a guard started ahead of a firing waits to be used; then it
+/// is dropped (its socket closed: it exits without running anything).
+const WARM_FOR: Duration = Duration::from_secs(5);
+
+/// Starts the guard of an attempt of `job` (its own executable, even if the
+/// file was replaced by an upgrade), in the job's declared environment; the
+/// attempt's ids are told over the socket before its first deadline.
+fn spawn_guard(
+    job: &CommandJobConfig,
+    job_type: &str,
+    grace: Duration,
+) -> Result<Spawned, JobError> {
     let program = job.command.first().cloned().unwrap_or_default();
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| JobError::new(format!("cannot make the guard's socket: {e}")))?;
@@ -107,7 +167,6 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
     let socket = tokio::net::UnixStream::from_std(ours)
         .map_err(|e| JobError::new(format!("cannot make the guard's socket: {e}")))?;
     let mark = orphans::new_mark();
-    // Our own executable, even if the file was replaced by an upgrade.
     let mut command = tokio::process::Command::new("/proc/self/exe");
     command
         .arg0("hajobs-guard")
@@ -119,11 +178,7 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
         .env_clear()
         .envs(job_env::inherited(&job.inherit_env))
         .envs(&job.env)
-        .env("HAJOBS_JOB_TYPE", ctx.job_type.as_str())
-        .env("HAJOBS_JOB_ID", ctx.job_id.to_string())
-        .env("HAJOBS_TRIGGER_ID", ctx.trigger_id.to_string())
-        .env("HAJOBS_FENCING_TOKEN", ctx.fencing_token.to_string())
-        .env("HAJOBS_NODE_ID", ctx.node.as_str())
+        .env("HAJOBS_JOB_TYPE", job_type)
         // Found again by this mark should the guard die (see `orphans`).
         .env(orphans::MARK, &mark)
         // Out of the daemon's group: a terminal's Ctrl-C is the daemon's to handle.
@@ -132,14 +187,39 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // Not `kill_on_drop`: killing the guard would orphan the tree. Dropping
-    // this future closes our socket end, and the guard kills the tree.
+    // the socket instead tells the guard to end the tree (or, before its
+    // first deadline, to start nothing).
     if let Some(dir) = &job.working_dir {
         command.current_dir(dir);
     }
-    let mut guard = command
+    let guard = command
         .spawn()
         .map_err(|e| JobError::new(format!("cannot start the guard for `{program}`: {e}")))?;
     drop(command); // closes our copy of the guard's end of the socket
+    Ok(Spawned {
+        guard,
+        socket,
+        mark,
+        at: Instant::now(),
+    })
+}
+
+async fn run(
+    job: CommandJobConfig,
+    grace: Duration,
+    ctx: JobContext,
+    warm: Option<Spawned>,
+) -> JobOutcome {
+    let program = job.command.first().cloned().unwrap_or_default();
+    let Spawned {
+        mut guard,
+        socket,
+        mark,
+        ..
+    } = match warm {
+        Some(w) => w,
+        None => spawn_guard(&job, ctx.job_type.as_str(), grace)?,
+    };
     let (out, err) = (
         guard.stdout.take().expect("piped"),
         guard.stderr.take().expect("piped"),
@@ -149,6 +229,15 @@ async fn run(job: CommandJobConfig, grace: Duration, ctx: JobContext) -> JobOutc
     let mut report = Report::default();
     let mut lease = ctx.lease_updates();
     let first = lease.borrow_and_update().deadline;
+    // The attempt's ids, then the deadline that lets the command start.
+    let ids = format!(
+        "env HAJOBS_JOB_ID={}\nenv HAJOBS_TRIGGER_ID={}\nenv HAJOBS_FENCING_TOKEN={}\nenv HAJOBS_NODE_ID={}\n",
+        ctx.job_id,
+        ctx.trigger_id,
+        ctx.fencing_token,
+        ctx.node.as_str()
+    );
+    let _ = writer.write_all(ids.as_bytes()).await;
     send_deadline(&mut writer, first).await;
 
     // Read apart from the loop below, so that a full pipe never blocks the

@@ -41,8 +41,11 @@
 //! escape alike. What no process can cover is a freeze of everything (a VM
 //! pause): there the fencing token is the defence (`docs/guarantees.md`).
 //!
-//! The protocol, one line per message. Daemon → guard: `deadline NANOS`
-//! (`CLOCK_MONOTONIC`; the first before anything starts), `term`, `kill`. Guard → daemon: `started PID`,
+//! The protocol, one line per message. Daemon → guard: `env NAME=VALUE`
+//! (before the first deadline: what the command's environment gains, so
+//! that a guard can be started before its attempt's ids are known),
+//! `deadline NANOS` (`CLOCK_MONOTONIC`; the first before anything starts),
+//! `term`, `kill`. Guard → daemon: `started PID`,
 //! `exited CODE` or `signalled SIGNAL` (the command's own end),
 //! `deadline-passed`, `error MESSAGE`.
 
@@ -70,6 +73,8 @@ const SWEEP: Duration = Duration::from_millis(10);
 /// A message from the daemon.
 #[derive(Debug, PartialEq, Eq)]
 enum Control {
+    /// A variable of the command's environment (only before it starts).
+    Env(String, String),
     /// The lease is confirmed until this `CLOCK_MONOTONIC` instant (ns).
     Deadline(u128),
     /// End the tree gracefully.
@@ -82,6 +87,14 @@ impl Control {
     fn parse(line: &str) -> Option<Self> {
         match line.trim().split_once(' ') {
             Some(("deadline", n)) => n.parse().ok().map(Self::Deadline),
+            Some(("env", pair)) => {
+                let (name, value) = pair.split_once('=')?;
+                let valid = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                valid.then(|| Self::Env(name.to_owned(), value.to_owned()))
+            }
             None if line.trim() == "term" => Some(Self::Term),
             None if line.trim() == "kill" => Some(Self::Kill),
             _ => None,
@@ -163,7 +176,7 @@ impl Guard {
         // daemon or guard delayed past it (a stall, a slow start) starts
         // nothing.
         let mut socket = BufReader::new(socket);
-        let deadline = match first_deadline(&mut socket) {
+        let (deadline, env) = match first_deadline(&mut socket) {
             Ok(d) => d,
             Err(why) => {
                 let _ = writeln!(
@@ -176,6 +189,7 @@ impl Guard {
         };
         let child = match std::process::Command::new(program)
             .args(args)
+            .envs(env)
             .stdin(Stdio::null())
             .process_group(0)
             .spawn()
@@ -262,6 +276,8 @@ impl Guard {
             };
             match event {
                 Event::Control(Control::Deadline(d)) => self.deadline = Some(d),
+                // The command runs: its environment is what it was.
+                Event::Control(Control::Env(..)) => {}
                 Event::Control(Control::Term) => break Signal::SIGTERM,
                 Event::Control(Control::Kill) | Event::DaemonGone => break Signal::SIGKILL,
                 Event::Exited => {
@@ -325,7 +341,7 @@ impl Guard {
                 Ok(Event::Exited) => self.reap_command(),
                 Ok(Event::Control(Control::Kill) | Event::DaemonGone) => signal = Signal::SIGKILL,
                 Ok(Event::Control(Control::Deadline(d))) => self.deadline = Some(d),
-                Ok(Event::Control(Control::Term)) => {}
+                Ok(Event::Control(Control::Term | Control::Env(..))) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => signal = Signal::SIGKILL,
             }
@@ -362,11 +378,16 @@ impl Guard {
     }
 }
 
+/// The variables the daemon told before the first deadline.
+type Told = Vec<(String, String)>;
+
 /// Reads the daemon's messages until the first deadline, which must still
-/// be ahead; anything else (the daemon gone, `term`, `kill`, a deadline
-/// already passed) is why the command must not start.
-fn first_deadline(socket: &mut impl BufRead) -> Result<u128, &'static str> {
+/// be ahead, with the variables told before it; anything else (the daemon
+/// gone, `term`, `kill`, a deadline already passed) is why the command must
+/// not start.
+fn first_deadline(socket: &mut impl BufRead) -> Result<(u128, Told), &'static str> {
     let mut line = String::new();
+    let mut env = Vec::new();
     loop {
         line.clear();
         match socket.read_line(&mut line) {
@@ -376,7 +397,10 @@ fn first_deadline(socket: &mut impl BufRead) -> Result<u128, &'static str> {
             Ok(_) => {}
         }
         match Control::parse(&line) {
-            Some(Control::Deadline(d)) if monotonic_nanos() < d => return Ok(d),
+            Some(Control::Deadline(d)) if monotonic_nanos() < d => return Ok((d, env)),
+            // At most a handful: the attempt's ids.
+            Some(Control::Env(name, value)) if env.len() < 64 => env.push((name, value)),
+            Some(Control::Env(..)) => return Err("the daemon sent too many variables"),
             Some(Control::Deadline(_)) => {
                 return Err("the lease's deadline had passed before it could start");
             }
@@ -407,6 +431,17 @@ mod tests {
         assert_eq!(Control::parse("kill\n"), Some(Control::Kill));
         assert_eq!(Control::parse("deadline soon"), None);
         assert_eq!(Control::parse("bogus"), None);
+        assert_eq!(
+            Control::parse("env HAJOBS_FENCING_TOKEN=7\n"),
+            Some(Control::Env("HAJOBS_FENCING_TOKEN".into(), "7".into()))
+        );
+        assert_eq!(
+            Control::parse("env A_1=x=y"),
+            Some(Control::Env("A_1".into(), "x=y".into()))
+        );
+        for bad in ["env =x", "env lower=x", "env LD PRELOAD=x", "env NOVALUE"] {
+            assert_eq!(Control::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -423,8 +458,19 @@ mod tests {
     #[test]
     fn a_command_starts_only_under_a_deadline_still_ahead() {
         let ahead = monotonic_nanos() + 10_000_000_000;
-        let mut told = std::io::Cursor::new(format!("bogus\ndeadline {ahead}\n"));
-        assert_eq!(first_deadline(&mut told), Ok(ahead));
+        let mut told = std::io::Cursor::new(format!(
+            "bogus\nenv HAJOBS_JOB_ID=j\nenv HAJOBS_FENCING_TOKEN=3\ndeadline {ahead}\n"
+        ));
+        assert_eq!(
+            first_deadline(&mut told),
+            Ok((
+                ahead,
+                vec![
+                    ("HAJOBS_JOB_ID".into(), "j".into()),
+                    ("HAJOBS_FENCING_TOKEN".into(), "3".into())
+                ]
+            ))
+        );
         let past = monotonic_nanos();
         let mut late = std::io::Cursor::new(format!("deadline {past}\n"));
         assert!(
@@ -460,6 +506,27 @@ mod tests {
             "{said}"
         );
         assert!(!dir.exists(), "the command ran");
+    }
+
+    #[test]
+    fn a_guard_started_early_gives_its_command_the_variables_told_before_the_deadline() {
+        let out = std::env::temp_dir().join(format!("hajobs-guard-env-{}", std::process::id()));
+        let _ = std::fs::remove_file(&out);
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        writeln!(&ours, "env HAJOBS_FENCING_TOKEN=42").unwrap();
+        writeln!(&ours, "deadline {}", monotonic_nanos() + 10_000_000_000).unwrap();
+        let command = [
+            "sh",
+            "-c",
+            &format!("echo \"$HAJOBS_FENCING_TOKEN\" > {}", out.display()),
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let guard = Guard::start(theirs, Duration::from_millis(10), command).unwrap();
+        let _ = guard.run();
+        assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "42");
+        let _ = std::fs::remove_file(&out);
     }
 
     #[test]

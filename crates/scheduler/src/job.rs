@@ -38,6 +38,15 @@ pub trait Job: Send + Sync + 'static {
     fn stop_wait(&self) -> Duration {
         Duration::ZERO
     }
+
+    /// Called on every replica that has the job a moment
+    /// ([`WARM_UP`](crate::WARM_UP)) before each of its scheduled
+    /// firings, whether or not this replica will run it: a job may prepare
+    /// what its start needs. Nothing may run yet — no lease is held. The
+    /// default does nothing; a daemon's command job starts its guard
+    /// process, which waits for the lease's deadline before running
+    /// anything.
+    fn warm_up(&self, _job_type: &str) {}
 }
 
 impl<F, Fut> Job for F

@@ -92,7 +92,7 @@ pub use error::{MAX_PROGRESS_BYTES, ManagerError, ProgressError};
 pub use job::{Done, FinalState, Job, JobError, JobOutcome};
 pub use locks::Locks;
 pub use manager::{
-    CancelOutcome, DEFAULT_CANCEL_GRACE, JobManager, JobManagerBuilder, StartOutcome,
+    CancelOutcome, DEFAULT_CANCEL_GRACE, JobManager, JobManagerBuilder, StartOutcome, WARM_UP,
 };
 pub use requests::{Handover, RequestWake, RequestWatcher, WatchConfig, hand_over};
 pub use spec::{Concurrency, JobSpec, LockConsistency, LockSpec, OnLocked, RetryPolicy};

@@ -56,6 +56,9 @@ pub use builder::JobManagerBuilder;
 /// return before its future is dropped.
 pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
 
+/// How long before a scheduled firing the job's [`Job::warm_up`] is called.
+pub const WARM_UP: Duration = Duration::from_millis(30);
+
 /// How often a claimed cron firing retries a held lock.
 const FIRING_RETRY: Duration = Duration::from_millis(200);
 /// How often a firing waiting for its lock says it is still waiting.

@@ -44,6 +44,19 @@ impl JobManager {
                 tracing::info!(%job_type, "the schedule has no further firings");
                 return;
             };
+            // A moment before the instant, the job prepares its start
+            // (nothing runs: no lease is held).
+            let warm_at = next - chrono::Duration::from_std(WARM_UP).unwrap_or_default();
+            let early = (warm_at - self.inner.clock.now())
+                .to_std()
+                .unwrap_or_default();
+            if !early.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep(early) => {}
+                    _ = stop.changed() => return,
+                }
+                registered.job.warm_up(job_type.as_str());
+            }
             // Sleep to the instant; the wall clock may be slewed meanwhile,
             // so sleep again until it agrees (never fire early).
             loop {
