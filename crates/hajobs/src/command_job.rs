@@ -78,10 +78,12 @@ impl CommandJob {
         }
     }
 
-    /// The warm guard, if one is fresh; a stale one is dropped.
+    /// The warm guard, if one is fresh and still waiting; a stale one, or
+    /// one that has exited (killed by hand), is dropped.
     fn take_warm(&self) -> Option<Spawned> {
-        let warm = self.warm.lock().expect("poisoned").take()?;
-        (warm.at.elapsed() < WARM_FOR).then_some(warm)
+        let mut warm = self.warm.lock().expect("poisoned").take()?;
+        let waiting = matches!(warm.guard.try_wait(), Ok(None));
+        (waiting && warm.at.elapsed() < WARM_FOR).then_some(warm)
     }
 }
 

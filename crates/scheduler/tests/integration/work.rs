@@ -147,7 +147,9 @@ async fn a_dead_worker_keeps_the_item_until_its_lease_expires_then_one_takes_it_
         panic!("the first check-in proceeds");
     };
     assert_eq!(claim.lease.fencing_token.0, 1);
-    let (b, c) = (worker(&ks, "b", 2).await, worker(&ks, "c", 2).await);
+    // The survivors' own leases: 4 s, so that a renewal has 2.75 s to be
+    // confirmed on a busy machine (a 2 s lease leaves 0.75 s).
+    let (b, c) = (worker(&ks, "b", 4).await, worker(&ks, "c", 4).await);
     match b.checkin(&set, &file).await.unwrap() {
         CheckIn::InProgress { node, .. } => assert_eq!(node.as_deref(), Some("dead")),
         other => panic!("in progress while the lease runs, not {other:?}"),
@@ -168,7 +170,7 @@ async fn a_dead_worker_keeps_the_item_until_its_lease_expires_then_one_takes_it_
                             .lock()
                             .unwrap()
                             .push((name.into(), g.fencing_token.0, g.attempt));
-                        // Longer than two TTLs: the keeper renews it meanwhile.
+                        // Longer than its TTL: the keeper renews it meanwhile.
                         tokio::time::sleep(Duration::from_secs(5)).await;
                         assert!(g.lease_valid(), "renewed while the work runs");
                         items.checkout(ticket, json!({ "by": name })).await.unwrap();
