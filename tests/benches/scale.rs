@@ -364,6 +364,14 @@ async fn throughput(replicas: usize, secs: u64) {
 }
 
 /// `hajobs serve` with 100 daily cron jobs and HTTP on, idle for `secs`.
+/// Drops a keyspace the daemons of a measurement used.
+async fn drop_keyspace(name: &str) {
+    let session = hajobs_core::testing::connect().await;
+    let _ = session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {name}"), ())
+        .await;
+}
+
 /// A per-second command on 3 daemons for `secs`: from each firing's
 /// instant to the command's first line. Returns the keyspace it used.
 fn command_lag(secs: u64) -> String {
@@ -1003,18 +1011,10 @@ async fn main() {
         work_items(secs.min(20)).await;
     }
     if run("command_lag") {
-        let keyspace = command_lag(secs);
-        let session = hajobs_core::testing::connect().await;
-        let _ = session
-            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
-            .await;
+        drop_keyspace(&command_lag(secs)).await;
     }
     if run("cluster_trigger") {
-        let keyspace = cluster_trigger(if secs < 30 { 40 } else { 100 });
-        let session = hajobs_core::testing::connect().await;
-        let _ = session
-            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
-            .await;
+        drop_keyspace(&cluster_trigger(if secs < 30 { 40 } else { 100 })).await;
     }
     if !run("footprint") {
         return;

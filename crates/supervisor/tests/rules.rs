@@ -52,6 +52,26 @@ async fn attempts(m: &JobManager, job: &str) -> Vec<JobStatus> {
     list
 }
 
+/// What a replica killed mid-run leaves: a RUNNING attempt of `steady` on
+/// node `gone`, and no lease. Its job id and trigger.
+async fn left_running(m: &JobManager) -> (JobId, TriggerId) {
+    let (dead, trigger) = (JobId::new(), TriggerId::new());
+    m.statuses()
+        .write(&JobStatus {
+            job_type: JobType::new("steady").unwrap(),
+            job_id: dead,
+            trigger_id: trigger,
+            timestamp: SystemTime::now(),
+            state: JobState::Running,
+            owner: Some(NodeId::new("gone").unwrap()),
+            fencing_token: Some(FencingToken(7)),
+            content: None,
+        })
+        .await
+        .unwrap();
+    (dead, trigger)
+}
+
 /// Runs passes until `done` holds for the job's attempts (at most 40 passes).
 async fn passes_until(
     s: &Supervisor,
@@ -76,20 +96,7 @@ async fn a_running_attempt_without_a_lease_is_dead_and_its_trigger_reruns_here()
     let m = manager(&ks).await;
     let s = Supervisor::new(m.clone(), sweeping());
     // What a replica killed mid-run leaves: RUNNING, and no lease.
-    let (dead, trigger) = (JobId::new(), TriggerId::new());
-    m.statuses()
-        .write(&JobStatus {
-            job_type: JobType::new("steady").unwrap(),
-            job_id: dead,
-            trigger_id: trigger,
-            timestamp: SystemTime::now(),
-            state: JobState::Running,
-            owner: Some(NodeId::new("gone").unwrap()),
-            fencing_token: Some(FencingToken(7)),
-            content: None,
-        })
-        .await
-        .unwrap();
+    let (dead, trigger) = left_running(&m).await;
     let report = s
         .pass()
         .await
@@ -381,20 +388,7 @@ async fn a_running_supervisor_keeps_its_lease_between_passes_and_gives_it_up_at_
     let first = until("the supervisor's lease taken", held).await;
     // Passes keep running under it: a dead attempt written now is found and
     // its trigger re-run, and the lease is the same one throughout.
-    let (dead, trigger) = (JobId::new(), TriggerId::new());
-    m.statuses()
-        .write(&JobStatus {
-            job_type: JobType::new("steady").unwrap(),
-            job_id: dead,
-            trigger_id: trigger,
-            timestamp: SystemTime::now(),
-            state: JobState::Running,
-            owner: Some(NodeId::new("gone").unwrap()),
-            fencing_token: Some(FencingToken(7)),
-            content: None,
-        })
-        .await
-        .unwrap();
+    let (dead, trigger) = left_running(&m).await;
     let list = until("the dead attempt re-run", || async {
         let l = attempts(&m, "steady").await;
         (l.len() == 2 && l[1].state == JobState::Finished).then_some(l)
