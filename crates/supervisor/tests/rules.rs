@@ -394,7 +394,7 @@ async fn a_running_supervisor_keeps_its_lease_between_passes_and_gives_it_up_at_
         (l.len() == 2 && l[1].state == JobState::Finished).then_some(l)
     })
     .await;
-    assert_eq!(list[0].state, JobState::Dead);
+    assert_eq!((list[0].job_id, list[0].state), (dead, JobState::Dead));
     assert_eq!(list[1].trigger_id, trigger);
     assert_eq!(held().await, Some(first), "one lease across the passes");
     // Its TTL is never longer than the shortest job lease TTL (30 s here,
