@@ -16,7 +16,9 @@
 //!   distinct lock types, each job type triggered again as soon as its last
 //!   attempt ended (acquire, RUNNING, FINISHED, release); beside it, the raw
 //!   LWTs per second the same number of concurrent loops get from the node
-//!   (`INSERT … IF NOT EXISTS` then `DELETE … IF EXISTS`), the physical limit.
+//!   (`INSERT … IF NOT EXISTS` then `DELETE … IF EXISTS`), the physical
+//!   limit, raw plain writes, and the attempt's requests sent through the
+//!   stores without a manager (with and without the status writes).
 //! - `supervisor`: 10 / 100 / 1,000 registered job types of which 10 run
 //!   (on another job manager and session): the duration of one supervisor
 //!   pass and the Cassandra requests it makes (the driver's count, the
@@ -269,41 +271,130 @@ const LOOPS: usize = 8;
 /// `secs`: the node's physical limit beside what hajobs gets.
 async fn raw_lwt_pairs_per_s(ks: &TestKeyspace, loops: usize, secs: u64) -> f64 {
     let k = &ks.name;
-    let insert = ks
-        .session
-        .prepare(format!(
-            "INSERT INTO {k}.lock (lock_type, job_lock) VALUES (?, now()) IF NOT EXISTS"
-        ))
-        .await
-        .unwrap();
-    let delete = ks
-        .session
-        .prepare(format!(
-            "DELETE FROM {k}.lock WHERE lock_type = ? IF EXISTS"
-        ))
-        .await
-        .unwrap();
+    raw_rounds_per_s(
+        ks,
+        loops,
+        secs,
+        &[
+            format!("INSERT INTO {k}.lock (lock_type, job_lock) VALUES (?, now()) IF NOT EXISTS"),
+            format!("DELETE FROM {k}.lock WHERE lock_type = ? IF EXISTS"),
+        ],
+    )
+    .await
+}
+
+/// Raw plain writes per second (`INSERT` without a condition) from `loops`
+/// concurrent loops for `secs`: what a write costs beside an LWT.
+async fn raw_writes_per_s(ks: &TestKeyspace, loops: usize, secs: u64) -> f64 {
+    let k = &ks.name;
+    raw_rounds_per_s(
+        ks,
+        loops,
+        secs,
+        &[format!(
+            "INSERT INTO {k}.lock (lock_type, job_lock) VALUES (?, now())"
+        )],
+    )
+    .await
+}
+
+/// Rounds per second of `cql` (each statement in turn, bound to the
+/// loop's own key) from `loops` concurrent loops for `secs`.
+async fn raw_rounds_per_s(ks: &TestKeyspace, loops: usize, secs: u64, cql: &[String]) -> f64 {
+    let mut statements = Vec::new();
+    for text in cql {
+        statements.push(ks.session.prepare(text.as_str()).await.unwrap());
+    }
     let start = std::time::Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut raws = Vec::new();
     for l in 0..loops {
-        let (session, insert, delete) = (ks.session.clone(), insert.clone(), delete.clone());
+        let (session, statements) = (ks.session.clone(), statements.clone());
         raws.push(tokio::spawn(async move {
             let key = format!("raw-{l}");
-            let mut pairs = 0u64;
+            let mut rounds = 0u64;
             while std::time::Instant::now() < deadline {
-                session.execute_unpaged(&insert, (&key,)).await.unwrap();
-                session.execute_unpaged(&delete, (&key,)).await.unwrap();
-                pairs += 1;
+                for statement in &statements {
+                    session.execute_unpaged(statement, (&key,)).await.unwrap();
+                }
+                rounds += 1;
             }
-            pairs
+            rounds
         }));
     }
-    let mut pairs = 0;
+    let mut rounds = 0;
     for r in raws {
-        pairs += r.await.unwrap();
+        rounds += r.await.unwrap();
     }
-    pairs as f64 / start.elapsed().as_secs_f64()
+    rounds as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Rounds per second of an attempt's requests sent straight through the
+/// stores, without a manager, from `loops` concurrent loops for `secs`:
+/// the lease taken, RUNNING and FINISHED written, the lease released (the
+/// watch list left out; without `statuses`, the lease alone). What an
+/// attempt would cost if the manager added nothing.
+async fn store_rounds_per_s(ks: &TestKeyspace, loops: usize, secs: u64, statuses: bool) -> f64 {
+    use hajobs_core::{
+        Acquired, JobId, JobState, JobStatus, JobType, LeaseTtl, LockType, StatusStore, TriggerId,
+    };
+    let leases = Arc::new(ks.lease_store().await);
+    let with_statuses = statuses;
+    let statuses = Arc::new(
+        StatusStore::new(ks.session.clone(), &ks.config(), Duration::from_secs(3600))
+            .await
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut handles = Vec::new();
+    for l in 0..loops {
+        let (leases, statuses) = (leases.clone(), statuses.clone());
+        handles.push(tokio::spawn(async move {
+            let lock = LockType::new(format!("stores-{l}")).unwrap();
+            let job_type = JobType::new(format!("stores-{l}")).unwrap();
+            let node = NodeId::new("stores").unwrap();
+            let ttl = LeaseTtl::from_secs(30).unwrap();
+            let mut rounds = 0u64;
+            while std::time::Instant::now() < deadline {
+                let job_id = JobId::new();
+                let Acquired::Acquired(lease) =
+                    leases.acquire(&lock, job_id, &node, ttl).await.unwrap()
+                else {
+                    panic!("lock {lock} held");
+                };
+                let trigger_id = TriggerId::new();
+                let states = if with_statuses {
+                    &[JobState::Running, JobState::Finished][..]
+                } else {
+                    &[]
+                };
+                for &state in states {
+                    statuses
+                        .write(&JobStatus {
+                            job_type: job_type.clone(),
+                            job_id,
+                            trigger_id,
+                            timestamp: std::time::SystemTime::now(),
+                            state,
+                            owner: Some(node.clone()),
+                            fencing_token: Some(lease.fencing_token),
+                            content: None,
+                        })
+                        .await
+                        .unwrap();
+                }
+                leases.release(&lease).await.unwrap();
+                rounds += 1;
+            }
+            rounds
+        }));
+    }
+    let mut rounds = 0;
+    for h in handles {
+        rounds += h.await.unwrap();
+    }
+    rounds as f64 / start.elapsed().as_secs_f64()
 }
 
 async fn throughput(replicas: usize, secs: u64) {
@@ -323,6 +414,7 @@ async fn throughput(replicas: usize, secs: u64) {
         m.start().await.unwrap();
         managers.push(m);
     }
+    let ops0 = table_ops(&ks).await;
     let started = std::time::Instant::now();
     let deadline = started + Duration::from_secs(secs);
     let mut loops = Vec::new();
@@ -336,9 +428,7 @@ async fn throughput(replicas: usize, secs: u64) {
                     if let Ok(hajobs_scheduler::StartOutcome::Started { job_id, .. }) =
                         m.trigger(&name).await
                     {
-                        while m.running_here(&name) == Some(job_id) {
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
+                        m.wait_ended(job_id).await;
                         done += 1;
                     }
                 }
@@ -351,15 +441,31 @@ async fn throughput(replicas: usize, secs: u64) {
         total += l.await.unwrap();
     }
     let per_s = total as f64 / started.elapsed().as_secs_f64();
+    // What the node did per attempt, by table (the lazy writes of the
+    // watch list included).
+    let mut by_table = String::new();
+    let mut per_attempt = 0.0;
+    for (table, after) in &table_ops(&ks).await {
+        let n = (after - ops0.get(table).copied().unwrap_or(0)) as f64 / total.max(1) as f64;
+        if n > 0.0 {
+            per_attempt += n;
+            by_table.push_str(&format!(" {table}={n:.2}"));
+        }
+    }
     for m in &managers {
         m.shutdown(Duration::from_secs(5)).await;
     }
     // The physical limit: raw LWT pairs from as many concurrent loops.
     let raw_per_s = 2.0 * raw_lwt_pairs_per_s(&ks, replicas * LOOPS, secs.min(10)).await;
+    let writes_per_s = raw_writes_per_s(&ks, replicas * LOOPS, secs.min(10)).await;
+    let stores_per_s = store_rounds_per_s(&ks, replicas * LOOPS, secs.min(10), true).await;
+    let leases_per_s = store_rounds_per_s(&ks, replicas * LOOPS, secs.min(10), false).await;
     println!(
-        "scale-bench throughput replicas={replicas} job_types={} triggers_per_s={per_s:.0} raw_lwt_per_s={raw_per_s:.0} ratio={:.2}",
+        "scale-bench throughput replicas={replicas} job_types={} triggers_per_s={per_s:.0} raw_lwt_per_s={raw_per_s:.0} ratio={:.2} raw_write_per_s={writes_per_s:.0} stores_per_s={stores_per_s:.0} stores_ratio={:.2} lease_only_ratio={:.2} ops_per_attempt={per_attempt:.2}{by_table}",
         replicas * LOOPS,
-        per_s / raw_per_s
+        per_s / raw_per_s,
+        stores_per_s / raw_per_s,
+        leases_per_s / raw_per_s
     );
 }
 

@@ -1,7 +1,7 @@
 //! [`StatusStore`]: job status in `job_status_data` and `job_status_meta`.
 //!
-//! Every status is written to both tables (data first, then meta) at the
-//! configured consistency (LOCAL_QUORUM by default) with a retention TTL
+//! Every status is written to both tables (one unlogged batch: one request
+//! for both rows) at the configured consistency (LOCAL_QUORUM by default) with a retention TTL
 //! (14 days by default), retried on failure. Reads use the same consistency,
 //! so a write that returned OK is seen by every replica's reads.
 
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use scylla::client::session::Session;
 use scylla::deserialize::row::DeserializeRow;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlTimestamp, CqlTimeuuid};
 
@@ -47,8 +48,8 @@ const META_COLUMNS: &str =
 /// Job statuses on Cassandra or ScyllaDB.
 pub struct StatusStore {
     session: Arc<Session>,
-    write_data: PreparedStatement,
-    write_meta: PreparedStatement,
+    /// Both rows of a status: an unlogged batch of the two inserts.
+    write: Batch,
     history: PreparedStatement,
     latest_all: PreparedStatement,
     run: PreparedStatement,
@@ -91,10 +92,10 @@ impl StatusStore {
                 Ok::<_, StoreError>(s)
             }
         };
-        // Two idempotent inserts, data first: a reader that finds a newer
-        // state in `job_status_meta` finds it in `job_status_data` too. (A
-        // logged batch would make them atomic, but its batchlog write times
-        // out for as long as the cluster has not yet noticed a dead node.)
+        // Two idempotent inserts in one unlogged batch: one request, each
+        // row applied on its own replicas as if sent alone. (A logged batch
+        // would make them atomic, but its batchlog write times out for as
+        // long as the cluster has not yet noticed a dead node.)
         let write_data = prepare(format!(
             "INSERT INTO {ks}.job_status_data (job_type, job_id, job_status_ts, trigger_id, job_state, job_result, content, owner, fencing_token) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?"
@@ -129,9 +130,15 @@ impl StatusStore {
                 "SELECT {data} WHERE job_type = ? AND job_id = ? LIMIT {SAME_MILLISECOND_ROWS}"
             ))
             .await?,
+            write: {
+                let mut batch = Batch::new(BatchType::Unlogged);
+                batch.append_statement(write_data);
+                batch.append_statement(write_meta);
+                batch.set_consistency(config.consistency);
+                batch.set_is_idempotent(true);
+                batch
+            },
             session,
-            write_data,
-            write_meta,
             retention_secs,
         })
     }
@@ -188,15 +195,10 @@ impl StatusStore {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            // Both rows at once: one round trip. Each carries the status's
-            // own write time, so a retry or a late row never goes back; a
-            // reader may see the meta row a moment before the data row.
-            let (data_written, meta_written) = futures::join!(
-                self.session.execute_unpaged(&self.write_data, &data),
-                self.session.execute_unpaged(&self.write_meta, &meta)
-            );
-            let outcome = data_written.and(meta_written);
-            match outcome {
+            // Both rows in one request. Each carries the status's own write
+            // time, so a retry or a late row never goes back; a reader may
+            // see the meta row a moment before the data row.
+            match self.session.batch(&self.write, (&data, &meta)).await {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt < WRITE_ATTEMPTS => {
                     tracing::warn!(job_type = %status.job_type, job_id = %status.job_id, %state, attempt, error = %e,

@@ -49,7 +49,7 @@ mod locks;
 mod queue;
 mod triggers;
 
-use attempts::Taken;
+use attempts::{LeaseFirst, Taken};
 pub use builder::JobManagerBuilder;
 
 /// How long a cancelled job (by request, timeout or shutdown) may take to
@@ -59,8 +59,10 @@ pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
 /// How long before a scheduled firing the job's [`Job::warm_up`] is called.
 pub const WARM_UP: Duration = Duration::from_millis(30);
 
-/// How often a claimed cron firing retries a held lock.
+/// How often a claimed cron firing retries a held lock …
 const FIRING_RETRY: Duration = Duration::from_millis(200);
+/// … after a first retry this soon.
+const FIRST_FIRING_RETRY: Duration = Duration::from_millis(20);
 /// How often a firing waiting for its lock says it is still waiting.
 const FIRING_TOUCH: Duration = Duration::from_secs(5);
 /// How many of a job type's newest firings are checked for lost claims.
@@ -143,6 +145,8 @@ struct Running {
     job_type: JobType,
     trigger_id: TriggerId,
     cancellation: Cancellation,
+    /// Dropped with the entry: what [`JobManager::wait_ended`] waits for.
+    ended: tokio::sync::watch::Sender<()>,
 }
 
 struct Inner {
@@ -324,6 +328,19 @@ impl JobManager {
             .iter()
             .map(|(id, r)| (r.job_type.clone(), *id, r.trigger_id))
             .collect()
+    }
+
+    /// Waits until attempt `job_id` no longer runs on this replica: its
+    /// end recorded and its lease released (returns at once for an attempt
+    /// that does not run here).
+    pub async fn wait_ended(&self, job_id: JobId) {
+        let ended = {
+            let running = self.inner.running.lock().expect("running map poisoned");
+            running.get(&job_id).map(|r| r.ended.subscribe())
+        };
+        if let Some(mut ended) = ended {
+            while ended.changed().await.is_ok() {}
+        }
     }
 
     /// The attempt of `job_type` running on this replica, if any.

@@ -82,12 +82,14 @@ impl Watch {
         self.write(v).await;
     }
 
-    /// An attempt did not record RUNNING after all.
-    pub(crate) async fn attempt_not_started(self: &Arc<Self>, job_id: JobId) {
-        let v = self.change(|s| {
+    /// An attempt did not record RUNNING after all: unlisted within
+    /// [`LAZY_WRITE`] (listed meanwhile, it has no RUNNING status for a
+    /// supervisor to act on).
+    pub(crate) fn attempt_not_started(self: &Arc<Self>, job_id: JobId) {
+        self.change(|s| {
             s.attempts.remove(&job_id);
         });
-        self.write(v).await;
+        self.write_soon();
     }
 
     /// An attempt ended (its final status written, its lease released). A

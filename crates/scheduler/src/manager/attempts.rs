@@ -4,10 +4,24 @@
 use super::*;
 
 /// A lease taken for a new attempt before the attempt starts: its job id
-/// and what the acquisition gave.
+/// and what the acquisition gave. The attempt is listed for the
+/// supervisors from then on; one that does not start is unlisted.
 pub(super) struct Taken {
     job_id: JobId,
     acquired: Result<Acquired, hajobs_core::StoreError>,
+}
+
+/// How an attempt gets its lease.
+pub(super) enum LeaseFirst {
+    /// Taken ahead ([`JobManager::take_lease`]).
+    Taken(Taken),
+    /// Taken now, and the attempt listed for the supervisors in the same
+    /// round trip: the lock is expected free.
+    Now,
+    /// Taken now, the attempt listed only once it holds it: a retry of a
+    /// lock just found held, which would otherwise list and unlist an
+    /// attempt at every try.
+    Retry,
 }
 
 impl JobManager {
@@ -20,7 +34,7 @@ impl JobManager {
         trigger_id: TriggerId,
         queued: Option<&QueueEntry>,
     ) -> Result<StartOutcome, ManagerError> {
-        self.start_attempt_with(job_type, trigger_id, queued, None)
+        self.start_attempt_with(job_type, trigger_id, queued, LeaseFirst::Now)
             .await
     }
 
@@ -30,12 +44,35 @@ impl JobManager {
     pub(super) async fn take_lease(&self, job_type: &JobType) -> Result<Taken, ManagerError> {
         let spec = &self.registered(job_type.as_str())?.spec;
         let job_id = JobId::new();
-        let acquired = steps::step(
-            "lease",
-            self.acquire(&spec.lock_type, job_id, spec.keeper.ttl()),
-        )
-        .await;
+        let acquired = self.lease_listed(spec, job_id).await;
         Ok(Taken { job_id, acquired })
+    }
+
+    /// Takes the lease of attempt `job_id` and lists the attempt for the
+    /// supervisors at the same time: listed before its RUNNING status can
+    /// be seen, one round trip instead of two. An attempt that does not
+    /// get the lease is unlisted with the next write of the list (listed
+    /// meanwhile, it costs a supervisor pass one read and decides nothing:
+    /// it has no RUNNING status).
+    async fn lease_listed(
+        &self,
+        spec: &JobSpec,
+        job_id: JobId,
+    ) -> Result<Acquired, hajobs_core::StoreError> {
+        let (acquired, ()) = futures::join!(
+            steps::step(
+                "lease",
+                self.acquire(&spec.lock_type, job_id, spec.keeper.ttl())
+            ),
+            steps::step(
+                "watch",
+                self.inner.watch.attempt_starts(&spec.job_type, job_id)
+            ),
+        );
+        if !matches!(acquired, Ok(Acquired::Acquired(_))) {
+            self.inner.watch.attempt_not_started(job_id);
+        }
+        acquired
     }
 
     /// Gives up a lease taken ahead that will not be used.
@@ -43,21 +80,24 @@ impl JobManager {
         if let (Ok(registered), Ok(Acquired::Acquired(lease))) =
             (self.registered(job_type.as_str()), taken.acquired)
         {
-            let _ = self
-                .leases_of(&registered.spec.lock_type)
-                .release(&lease)
-                .await;
+            self.not_started(&registered.spec, &lease).await;
         }
     }
 
-    /// [`JobManager::start_attempt`], with the lease already taken (`taken`)
-    /// or not.
+    /// An attempt that holds `lease` does not start after all: the lease
+    /// is released and the attempt unlisted.
+    async fn not_started(&self, spec: &JobSpec, lease: &hajobs_core::Lease) {
+        let _ = self.leases_of(&spec.lock_type).release(lease).await;
+        self.inner.watch.attempt_not_started(lease.job_id);
+    }
+
+    /// [`JobManager::start_attempt`], with the lease taken as `lease` says.
     pub(super) async fn start_attempt_with(
         &self,
         job_type: &JobType,
         trigger_id: TriggerId,
         queued: Option<&QueueEntry>,
-        taken: Option<Taken>,
+        lease: LeaseFirst,
     ) -> Result<StartOutcome, ManagerError> {
         let registered = self.registered(job_type.as_str())?;
         let spec = &registered.spec;
@@ -68,16 +108,18 @@ impl JobManager {
             })
         };
         if self.inner.shutting_down.load(Ordering::SeqCst) {
-            if let Some(taken) = taken {
+            if let LeaseFirst::Taken(taken) = lease {
                 self.give_back(job_type, taken).await;
             }
             return error("the replica is shutting down".into());
         }
-        let (job_id, taken) = match taken {
-            Some(Taken { job_id, acquired }) => (job_id, Some(acquired)),
-            None => (JobId::new(), None),
+        let (job_id, taken, list_now) = match lease {
+            LeaseFirst::Taken(Taken { job_id, acquired }) => (job_id, Some(acquired), false),
+            LeaseFirst::Now => (JobId::new(), None, true),
+            LeaseFirst::Retry => (JobId::new(), None, false),
         };
         let ttl = spec.keeper.ttl();
+        let listed_ahead = taken.is_some() || list_now;
         // Which attempt of its trigger this is, for a job that retries.
         let retry = if spec.retry.count > 0 {
             let earlier = match self.attempts_of(job_type, trigger_id).await {
@@ -85,7 +127,7 @@ impl JobManager {
                 Err(e) => {
                     // A lease taken ahead is not kept for nothing.
                     if let Some(Ok(Acquired::Acquired(lease))) = &taken {
-                        let _ = self.leases_of(&spec.lock_type).release(lease).await;
+                        self.not_started(spec, lease).await;
                     }
                     return Err(e);
                 }
@@ -106,6 +148,7 @@ impl JobManager {
         };
         let acquired = match taken {
             Some(acquired) => acquired,
+            None if list_now => self.lease_listed(spec, job_id).await,
             None => steps::step("lease", self.acquire(&spec.lock_type, job_id, ttl)).await,
         };
         let lease = match acquired {
@@ -118,7 +161,7 @@ impl JobManager {
             // read the same head and gets the lock later finds it claimed.
             let claimed = queues.claim(entry, job_id).await;
             if !matches!(claimed, Ok(true)) {
-                let _ = self.leases_of(&spec.lock_type).release(&lease).await;
+                self.not_started(spec, &lease).await;
                 return error(match claimed {
                     Err(e) => format!("queued trigger not claimed: {e:#}"),
                     _ => "the queued trigger was claimed by another replica".into(),
@@ -136,7 +179,7 @@ impl JobManager {
         let kept = match steps::step("keeper", keeper).await {
             Ok(kept) => kept,
             Err(e) => {
-                let _ = self.leases_of(&spec.lock_type).release(&lease).await;
+                self.not_started(spec, &lease).await;
                 return error(format!("{e:#}"));
             }
         };
@@ -160,6 +203,7 @@ impl JobManager {
             if self.inner.shutting_down.load(Ordering::SeqCst) {
                 drop(running);
                 let _ = kept.release().await;
+                self.inner.watch.attempt_not_started(job_id);
                 return error("the replica is shutting down".into());
             }
             running.insert(
@@ -168,18 +212,22 @@ impl JobManager {
                     job_type: job_type.clone(),
                     trigger_id,
                     cancellation,
+                    ended: tokio::sync::watch::channel(()).0,
                 },
             );
         }
         // Listed for the supervisors before RUNNING can be seen, so that
-        // a pass that reads the lists finds every attempt that can die.
-        steps::step("watch", self.inner.watch.attempt_starts(job_type, job_id)).await;
+        // a pass that reads the lists finds every attempt that can die
+        // (with the lease, unless this is a retry of a held lock).
+        if !listed_ahead {
+            steps::step("watch", self.inner.watch.attempt_starts(job_type, job_id)).await;
+        }
         let running = ctx.status(hajobs_core::JobState::Running, None);
         if let Err(e) = steps::step("running", self.inner.statuses.write(&running)).await {
             // Not recorded, so not run: a job nobody can see must not run.
             self.finished(job_type, job_id);
             let _ = kept.release().await;
-            self.inner.watch.attempt_not_started(job_id).await;
+            self.inner.watch.attempt_not_started(job_id);
             return error(format!(
                 "RUNNING status not recorded, attempt not started: {e:#}"
             ));

@@ -276,7 +276,7 @@ impl JobManager {
         instant: DateTime<Utc>,
         trigger_id: TriggerId,
         deadline: &StartingDeadline,
-        mut taken: Option<Taken>,
+        taken: Option<Taken>,
     ) -> (Result<StartOutcome, ManagerError>, bool) {
         let at = SystemTime::from(instant);
         let period = self
@@ -291,10 +291,14 @@ impl JobManager {
         let give_up = tokio::time::Instant::now() + wait;
         let mut listed = false;
         let mut touched = tokio::time::Instant::now();
+        let mut lease = taken.map_or(LeaseFirst::Now, LeaseFirst::Taken);
+        let mut tries = 0u32;
         loop {
             let outcome = self
-                .start_attempt_with(job_type, trigger_id, None, taken.take())
+                .start_attempt_with(job_type, trigger_id, None, lease)
                 .await;
+            lease = LeaseFirst::Retry;
+            tries += 1;
             let retry = matches!(outcome, Ok(StartOutcome::Locked { .. }))
                 && tokio::time::Instant::now() + FIRING_RETRY < give_up
                 && !self.inner.shutting_down.load(Ordering::SeqCst);
@@ -315,7 +319,16 @@ impl JobManager {
                     tracing::warn!(%job_type, %instant, error = %e, "cron firing not marked as waiting");
                 }
             }
-            tokio::time::sleep(FIRING_RETRY).await;
+            // The first retry comes soon: the holder is most often a lease
+            // taken ahead for this very firing by a replica that lost its
+            // claim and gives it back at once (two replicas that briefly
+            // disagree on the claim order, as when one has just joined).
+            tokio::time::sleep(if tries == 1 {
+                FIRST_FIRING_RETRY
+            } else {
+                FIRING_RETRY
+            })
+            .await;
         }
     }
 

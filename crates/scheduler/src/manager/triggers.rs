@@ -138,7 +138,9 @@ impl JobManager {
             + spec.keeper.renew_interval();
         let give_up = tokio::time::Instant::now() + wait;
         loop {
-            let outcome = self.start_attempt(&spec.job_type, trigger_id, None).await?;
+            let outcome = self
+                .start_attempt_with(&spec.job_type, trigger_id, None, LeaseFirst::Retry)
+                .await?;
             if !matches!(outcome, StartOutcome::Locked { .. })
                 || tokio::time::Instant::now() >= give_up
                 || self.inner.shutting_down.load(Ordering::SeqCst)

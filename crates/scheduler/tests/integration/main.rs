@@ -447,6 +447,95 @@ async fn every_ending_gets_its_state_and_result_and_progress_is_readable_while_r
 }
 
 #[tokio::test]
+async fn wait_ended_returns_once_the_end_is_recorded_and_the_lease_released() {
+    use futures::FutureExt;
+    let ks = TestKeyspace::new("wait_ended").await;
+    let go = Arc::new(tokio::sync::Notify::new());
+    let m = replica(&ks, "a")
+        .await
+        .job(JobSpec::new("gated", "gated").unwrap(), {
+            let go = go.clone();
+            move |_ctx: JobContext| {
+                let go = go.clone();
+                async move {
+                    go.notified().await;
+                    Ok(Done::finished())
+                }
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let job_id = started(&m.trigger("gated").await.unwrap()).unwrap();
+    let mut ended = Box::pin(m.wait_ended(job_id));
+    assert!((&mut ended).now_or_never().is_none(), "still running");
+    go.notify_one();
+    tokio::time::timeout(Duration::from_secs(20), ended)
+        .await
+        .expect("the attempt ended within 20 s");
+    // Nothing left to wait for: recorded and released already.
+    assert_eq!(
+        status_of(&m, "gated", job_id).await.state,
+        JobState::Finished
+    );
+    assert!(
+        m.leases()
+            .read(&LockType::new("gated").unwrap(), true)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(m.running_here("gated").is_none());
+    // An attempt that does not run here: at once.
+    assert!(m.wait_ended(JobId::new()).now_or_never().is_some());
+    ks.drop().await;
+}
+
+#[tokio::test]
+async fn an_attempt_that_finds_its_lock_held_is_not_left_on_the_watch_list() {
+    let ks = TestKeyspace::new("watch_locked").await;
+    let holder = replica(&ks, "holder")
+        .await
+        .job(JobSpec::new("held", "held").unwrap(), until_cancelled)
+        .build()
+        .await
+        .unwrap();
+    let other = replica(&ks, "other")
+        .await
+        .job(JobSpec::new("held", "held").unwrap(), until_cancelled)
+        .build()
+        .await
+        .unwrap();
+    let running = started(&holder.trigger("held").await.unwrap()).unwrap();
+    // Listed with its lease, in the same round trip; not started, so
+    // unlisted again (with the list's next write, within 500 ms).
+    assert!(matches!(
+        other.trigger("held").await.unwrap(),
+        StartOutcome::Locked { .. }
+    ));
+    let lists = || async {
+        other
+            .watches()
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.node_id, l.attempts.into_keys().collect::<Vec<_>>()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the locked attempt unlisted",
+        || async { lists().await.get("other").is_none_or(|a| a.is_empty()) },
+    )
+    .await;
+    assert_eq!(lists().await.get("holder"), Some(&vec![running]));
+    holder.shutdown(Duration::from_secs(10)).await;
+    other.shutdown(Duration::from_secs(10)).await;
+    ks.drop().await;
+}
+
+#[tokio::test]
 async fn shutdown_with_a_job_running_records_canceled_and_frees_the_lease() {
     let ks = TestKeyspace::new("shutdown").await;
     let m = replica(&ks, "a")
