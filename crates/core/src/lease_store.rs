@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use scylla::client::session::Session;
@@ -73,6 +73,7 @@ pub struct LeaseStore {
     read_serial: PreparedStatement,
     read_quorum: PreparedStatement,
     list: PreparedStatement,
+    expires_in: PreparedStatement,
     /// The last fencing token seen per lock type. Only a guess that saves a
     /// round trip: the acquiring LWT checks it, and a wrong guess costs one
     /// retry with the value Cassandra sent back.
@@ -130,7 +131,12 @@ impl LeaseStore {
         read_serial.set_consistency(cql::serial_read(config));
         let read_quorum = prepare(format!("{select} WHERE lock_type = ?")).await?;
         let list = prepare(select).await?;
+        let expires_in = prepare(format!(
+            "SELECT TTL(job_lock) AS left_secs FROM {ks}.lock WHERE lock_type = ?"
+        ))
+        .await?;
         Ok(Self {
+            expires_in,
             session,
             acquire,
             renew,
@@ -510,6 +516,27 @@ impl LeaseStore {
             None => Ok(None),
             Some(row) => row.holder(),
         }
+    }
+
+    /// How long the lease on `lock_type` has left unless renewed (whole
+    /// seconds, as the node keeps its TTL), or `None` when it is free: a
+    /// plain read, for a replica that waits for a lock to become free.
+    pub async fn expires_in(&self, lock_type: &LockType) -> Result<Option<Duration>, StoreError> {
+        #[derive(scylla::DeserializeRow)]
+        struct Left {
+            left_secs: Option<i32>,
+        }
+        let rows: Vec<Left> = cql::rows(
+            self.session
+                .execute_unpaged(&self.expires_in, (lock_type.as_str(),))
+                .await,
+            &format!("reading when lock type `{lock_type}` expires"),
+        )?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.left_secs)
+            .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))))
     }
 
     /// Every lock currently held.

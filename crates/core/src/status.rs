@@ -155,6 +155,11 @@ pub mod content_keys {
     pub const REASON: &str = "reason";
     /// When the planned retry of a FAILED attempt is due (epoch ms).
     pub const NEXT_RETRY_AT_MS: &str = "next_retry_at_ms";
+    /// When an always-on job may start again after this attempt (epoch ms).
+    pub const NEXT_RESTART_AT_MS: &str = "next_restart_at_ms";
+    /// How many runs of an always-on job in a row, this one included,
+    /// failed early (its restart backoff doubles with each).
+    pub const RESTART_STREAK: &str = "restart_streak";
 }
 
 impl JobStatus {

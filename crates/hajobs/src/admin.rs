@@ -158,6 +158,8 @@ pub(crate) struct JobView {
     pub(crate) time_zone: Option<String>,
     /// The next firing (RFC 3339, UTC).
     pub(crate) next_firing: Option<String>,
+    /// Always on (`keep_running`): run at all times on one replica.
+    pub(crate) keep_running: bool,
     /// The command it runs.
     pub(crate) command: Vec<String>,
     /// How often the supervisor re-runs a dead attempt of one trigger.
@@ -745,6 +747,7 @@ impl Admin {
                     .as_ref()
                     .and_then(|s| s.next_after(now))
                     .map(|t| t.to_rfc3339()),
+                keep_running: spec.keep_running.is_some(),
                 command: job.command.clone(),
                 retrigger_count: spec.retrigger_count,
                 timeout_ms: spec.timeout.map(|t| t.as_millis() as u64),

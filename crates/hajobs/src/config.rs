@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hajobs_core::schema::Replication;
 use hajobs_core::{CassandraConfig, NodeId, Secret};
-use hajobs_scheduler::{JobSpec, LockSpec, MissedRuns, RetryPolicy};
+use hajobs_scheduler::{JobSpec, KeepRunning, LockSpec, MissedRuns, RetryPolicy};
 use hajobs_supervisor::SupervisorConfig;
 use serde::Deserialize;
 use toml::Spanned;
@@ -78,9 +78,59 @@ struct RawJob {
     retry_backoff: Option<Spanned<String>>,
     retry_factor: Option<Spanned<f64>>,
     retry_max_backoff: Option<Spanned<String>>,
+    keep_running: Option<Spanned<bool>>,
+    restart_backoff: Option<Spanned<String>>,
+    restart_max_backoff: Option<Spanned<String>>,
     working_dir: Option<PathBuf>,
     env: Option<Spanned<BTreeMap<String, String>>>,
     inherit_env: Option<Spanned<Vec<String>>>,
+}
+
+/// `keep_running = true` with its restart backoff; the backoff fields
+/// without it are refused.
+fn keep_running(
+    src: &Source<'_>,
+    name: &str,
+    job: &RawJob,
+    spec: JobSpec,
+) -> Result<JobSpec, ConfigError> {
+    let on = job.keep_running.as_ref().is_some_and(|k| *k.get_ref());
+    if !on {
+        if let Some(b) = job
+            .restart_backoff
+            .as_ref()
+            .or(job.restart_max_backoff.as_ref())
+        {
+            let field = if job.restart_backoff.is_some() {
+                "restart_backoff"
+            } else {
+                "restart_max_backoff"
+            };
+            return Err(src.error(b, Some(name), field, "given without `keep_running = true`"));
+        }
+        return Ok(spec);
+    }
+    let mut policy = KeepRunning::default();
+    if let Some(b) = &job.restart_backoff {
+        policy.restart_backoff = src.duration(b, Some(name), "restart_backoff")?;
+    }
+    if let Some(m) = &job.restart_max_backoff {
+        policy.restart_max_backoff = src.duration(m, Some(name), "restart_max_backoff")?;
+    }
+    let (at, field) = match (&job.restart_backoff, &job.restart_max_backoff) {
+        (Some(b), _) => (b.span(), "restart_backoff"),
+        (None, Some(m)) => (m.span(), "restart_max_backoff"),
+        (None, None) => (job.name.span(), "keep_running"),
+    };
+    spec.keep_running(policy).map_err(|e| {
+        let here = Spanned::new(at, ());
+        match e {
+            hajobs_scheduler::ManagerError::Policy { problem, .. } => {
+                src.error(&here, Some(name), field, problem)
+            }
+            other => src.error(&here, Some(name), field, other),
+        }
+    })
 }
 
 /// A job of the daemon: a command run under its lease.
@@ -356,6 +406,12 @@ pub(crate) fn parse(
             let at = job.concurrency.as_ref().unwrap_or(&job.name);
             return Err(src.error(at, Some(name), "concurrency", problem));
         }
+        if let (Some(at), Some(problem)) = (
+            &job.keep_running,
+            config.spec.keep_running_problem(capacity),
+        ) {
+            return Err(src.error(at, Some(name), "keep_running", problem));
+        }
         jobs.push(config);
     }
     let shutdown_grace = match &raw.shutdown_grace {
@@ -567,6 +623,7 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
     if let Some(c) = &job.concurrency {
         spec = spec.concurrency(src.choice(c, Some(name), "concurrency")?);
     }
+    spec = keep_running(src, name, job, spec)?;
     if let Some(t) = &job.lock_wait_timeout {
         spec = spec
             .lock_wait_timeout(src.duration(t, Some(name), "lock_wait_timeout")?)
@@ -646,9 +703,22 @@ timeout = "10m"
 lease_ttl = "20s"
 retrigger_count = 3
 missed_runs = "skip"
+[[job]]
+name = "consumer"
+command = ["consume"]
+keep_running = true
+restart_max_backoff = "2m"
 "#,
         )
         .unwrap();
+        assert_eq!(
+            c.jobs[1].spec.keep_running,
+            Some(KeepRunning {
+                restart_backoff: Duration::from_secs(1),
+                restart_max_backoff: Duration::from_secs(120),
+            })
+        );
+        assert_eq!(c.jobs[0].spec.keep_running, None);
         assert_eq!(c.node.as_str(), "host-1");
         assert_eq!(c.cassandra.keyspace, "jobs");
         assert_eq!(c.cassandra.contact_points.len(), 2);
@@ -721,6 +791,18 @@ missed_runs = "skip"
             (
                 "[[lock]]\nname = \"a\"\nmin_interval = \"1500ms\"\n",
                 "jobs.toml:3: field `lock.min_interval`: lock type `a`: min_interval 1.5s is invalid",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nkeep_running = true\ncron = \"* * * * * *\"\n",
+                "jobs.toml:4: job `a`: field `keep_running`: an always-on job (keep_running) cannot have a cron schedule",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nrestart_backoff = \"5s\"\n",
+                "jobs.toml:4: job `a`: field `restart_backoff`: given without `keep_running = true`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nkeep_running = true\nrestart_backoff = \"5s\"\nrestart_max_backoff = \"1s\"\n",
+                "jobs.toml:5: job `a`: field `restart_backoff`: restart backoff 5s up to 1s",
             ),
             (
                 "[[job]]\nname = \"a\"\ncommand = [\"x\"]\non_locked = \"wait\"\n",

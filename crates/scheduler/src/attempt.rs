@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::context::JobContext;
 use crate::job::{Job, JobOutcome};
+use crate::spec::KeepRunning;
 
 /// How an attempt ended, before it becomes a status.
 enum Ending {
@@ -40,8 +41,17 @@ impl RetryNote {
     }
 }
 
+/// Where an always-on job's attempt stands among its restarts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RestartNote {
+    pub(crate) policy: KeepRunning,
+    /// Runs in a row before this one that failed early.
+    pub(crate) streak: u32,
+}
+
 /// Runs `job` under `kept` until it ends, records the final status, and
 /// releases the lease.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     job: Arc<dyn Job>,
     ctx: JobContext,
@@ -50,6 +60,7 @@ pub(crate) async fn run(
     grace: Duration,
     statuses: Arc<StatusStore>,
     retry: Option<RetryNote>,
+    restart: Option<RestartNote>,
 ) -> JobState {
     let cancellation = ctx.cancellation.clone();
     let mut lease_state = kept.subscribe();
@@ -146,6 +157,23 @@ pub(crate) async fn run(
                     json!(at.timestamp_millis()),
                 );
             }
+        }
+    }
+    if let Some(note) = restart {
+        // When any replica may start it again, for every replica to see.
+        let streak =
+            note.policy
+                .streak_after(note.streak, began.elapsed(), state != JobState::Finished);
+        let at = chrono::Utc::now()
+            + chrono::TimeDelta::from_std(note.policy.backoff(streak)).unwrap_or_default();
+        let c = content.get_or_insert_with(|| json!({}));
+        if let Value::Object(map) = c {
+            map.insert(content_keys::RESTART_STREAK.into(), json!(streak));
+            map.insert("next_restart_at".into(), json!(at.to_rfc3339()));
+            map.insert(
+                content_keys::NEXT_RESTART_AT_MS.into(),
+                json!(at.timestamp_millis()),
+            );
         }
     }
     tracing::info!(job_type = %ctx.job_type, job_id = %ctx.job_id, trigger_id = %ctx.trigger_id, %state, "job attempt ended");

@@ -95,6 +95,8 @@ pub use manager::{
     CancelOutcome, DEFAULT_CANCEL_GRACE, JobManager, JobManagerBuilder, StartOutcome, WARM_UP,
 };
 pub use requests::{Handover, RequestWake, RequestWatcher, WatchConfig, hand_over};
-pub use spec::{Concurrency, JobSpec, LockConsistency, LockSpec, OnLocked, RetryPolicy};
+pub use spec::{
+    Concurrency, JobSpec, KeepRunning, LockConsistency, LockSpec, OnLocked, RetryPolicy,
+};
 pub use watch::ENDED_HOLD;
 pub use work::{Processed, WorkGrant, WorkItems, WorkOptions, WorkTicket};

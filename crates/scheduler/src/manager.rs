@@ -11,6 +11,7 @@
 //! | `triggers` | a trigger by hand, through the cluster or by the supervisor: started, queued, or replacing the running attempt |
 //! | `queue` | the queue runners: the oldest queued trigger started once its lock is free |
 //! | `attempts` | one attempt from its lease to its end, and planned retries |
+//! | `always` | always-on jobs: started wherever their lock is free, restarted after a backoff |
 //! | `locks` | the manager's side of [`Locks`], the room where a lease is taken |
 //! | `cancel` | cancel, here or through the lock, and the graceful shutdown |
 
@@ -41,6 +42,7 @@ use crate::spec::{Concurrency, JobSpec, LockSpec, OnLocked};
 use crate::steps;
 use crate::watch::Watch;
 
+mod always;
 mod attempts;
 mod builder;
 mod cancel;
@@ -174,6 +176,9 @@ struct Inner {
     queue_wake: BTreeMap<LockType, Arc<tokio::sync::Notify>>,
     /// Where leases are taken (see [`Locks`]).
     locks: Arc<Locks>,
+    /// Always-on job types: early failures in a row before their next
+    /// attempt here (read from the newest attempt's status).
+    restart_streaks: Mutex<HashMap<JobType, u32>>,
 }
 
 /// The job manager of one replica. Cheap to clone.
@@ -295,6 +300,16 @@ impl JobManager {
                 timers.push(tokio::spawn(
                     async move { manager.timer(job_type, stop).await },
                 ));
+            }
+        }
+        for registered in self.inner.jobs.values() {
+            if let Some(policy) = registered.spec.keep_running {
+                let manager = self.clone();
+                let job_type = registered.spec.job_type.clone();
+                let stop = self.inner.stop_timers.subscribe();
+                timers.push(tokio::spawn(async move {
+                    manager.keep_running(job_type, policy, stop).await
+                }));
             }
         }
         for (lock_type, wake) in &self.inner.queue_wake {

@@ -303,8 +303,8 @@ pub enum Handover {
 /// Hands the attempts a stopping replica cancelled to the others: for each
 /// attempt of `attempts` (taken before [`JobManager::shutdown`]) that ended
 /// CANCELED by the shutdown and whose trigger has attempts left under its
-/// job's retrigger count (the supervisor's rule), a request that resumes its
-/// trigger. Call it after the shutdown released the leases, so that the
+/// job's retrigger count (the supervisor's rule; an always-on job always
+/// has), a request that resumes its trigger. Call it after the shutdown released the leases, so that the
 /// replica claiming a request finds the lock free.
 pub async fn hand_over(
     manager: &JobManager,
@@ -342,7 +342,8 @@ pub async fn hand_over(
                 continue;
             }
         };
-        if attempts_of_trigger > spec.retrigger_count as usize {
+        // An always-on job is handed over however often it was before.
+        if spec.keep_running.is_none() && attempts_of_trigger > spec.retrigger_count as usize {
             tracing::info!(%job_type, %trigger_id, attempts = attempts_of_trigger, "not handed over: retriggers used up");
             out.push(Handover::Exhausted(job_type.clone(), *trigger_id));
             continue;

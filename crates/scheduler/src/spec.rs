@@ -205,6 +205,48 @@ impl LockSpec {
     }
 }
 
+/// An always-on job: exactly one replica runs it at all times, and an
+/// attempt that ends is started again (on this or another replica) after
+/// a backoff (see [`JobSpec::keep_running`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeepRunning {
+    /// The pause before a restart after a run that ended well or ran long.
+    pub restart_backoff: Duration,
+    /// What the pause grows to, doubling, over runs that failed early; a
+    /// run that lasted at least this long resets it.
+    pub restart_max_backoff: Duration,
+}
+
+impl Default for KeepRunning {
+    fn default() -> Self {
+        Self {
+            restart_backoff: Duration::from_secs(1),
+            restart_max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+impl KeepRunning {
+    /// The pause before the next run, after `streak` consecutive runs that
+    /// failed early (0: the last run ended well or ran long).
+    pub fn backoff(&self, streak: u32) -> Duration {
+        let doubled = self
+            .restart_backoff
+            .saturating_mul(1u32 << streak.saturating_sub(1).min(20));
+        doubled.min(self.restart_max_backoff)
+    }
+
+    /// The streak after a run of `ran` that ended `failed` or not, the
+    /// streak before it being `before`.
+    pub fn streak_after(&self, before: u32, ran: Duration, failed: bool) -> u32 {
+        if !failed || ran >= self.restart_max_backoff {
+            0
+        } else {
+            before.saturating_add(1)
+        }
+    }
+}
+
 /// The registration of one job type. Build with [`JobSpec::new`]; every
 /// setter validates and names the job in its error.
 #[derive(Debug, Clone)]
@@ -240,6 +282,8 @@ pub struct JobSpec {
     /// Overrides the cluster's consistency for its lock (`None`: the
     /// cluster's). Job types sharing a lock type must agree.
     pub consistency: Option<LockConsistency>,
+    /// Always on: run at all times on exactly one replica.
+    pub keep_running: Option<KeepRunning>,
 }
 
 impl JobSpec {
@@ -284,7 +328,52 @@ impl JobSpec {
             retry: RetryPolicy::default(),
             starting_deadline: None,
             consistency: None,
+            keep_running: None,
         })
+    }
+
+    /// Makes the job always on: every replica that has it starts it when no
+    /// attempt holds its lock, and an attempt that ends is started again
+    /// after `policy`'s backoff, without limit. Not with a cron schedule, a
+    /// queue, retries or concurrency `replace` (see
+    /// [`JobSpec::keep_running_problem`]).
+    pub fn keep_running(mut self, policy: KeepRunning) -> Result<Self, ManagerError> {
+        if policy.restart_backoff.is_zero() || policy.restart_max_backoff < policy.restart_backoff {
+            return Err(ManagerError::Policy {
+                job_type: self.job_type.to_string(),
+                problem: format!(
+                    "restart backoff {:?} up to {:?}: the backoff must be above zero and the maximum at least the backoff",
+                    policy.restart_backoff, policy.restart_max_backoff
+                ),
+            });
+        }
+        self.keep_running = Some(policy);
+        Ok(self)
+    }
+
+    /// What is wrong with this always-on job under a lock type of
+    /// `capacity` (1 without limits), if anything: it is started by being
+    /// always on, so not by cron, not queued, not retried (it restarts
+    /// anyway) and never replacing itself, and it runs once at a time. The
+    /// one rule, for the builder and the daemon's configuration alike.
+    pub fn keep_running_problem(&self, capacity: u32) -> Option<String> {
+        self.keep_running?;
+        let clash = if self.schedule.is_some() {
+            "a cron schedule"
+        } else if self.on_locked == OnLocked::Queue {
+            "on_locked = \"queue\""
+        } else if self.retry.count > 0 {
+            "retries (it is restarted after its restart backoff)"
+        } else if self.concurrency != Concurrency::Forbid {
+            "a concurrency other than `forbid`"
+        } else if capacity > 1 {
+            "a lock type with capacity above 1"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "an always-on job (keep_running) cannot have {clash}"
+        ))
     }
 
     fn invalid(&self, source: hajobs_core::InvalidInput) -> ManagerError {

@@ -229,6 +229,11 @@ async fn retrigger(
     report: &mut PassReport,
 ) -> Result<(), SupervisorError> {
     let job_type = &spec.job_type;
+    if spec.keep_running.is_some() {
+        // Always on: the replicas that have it start it again themselves,
+        // without a limit; a retrigger would only race them.
+        return Ok(());
+    }
     // Attempts are newest first (time-based job ids, clustering order DESC).
     let Some(latest) = attempts.first() else {
         return Ok(());

@@ -15,6 +15,7 @@ pub(crate) async fn jobs(settings: &Settings, json: bool) -> Result<(), CliError
     for j in &jobs {
         let cron = match (&j.cron, &j.time_zone) {
             (Some(c), Some(tz)) => format!("{c} {tz}"),
+            _ if j.keep_running => "(always on)".into(),
             _ => "(manual)".into(),
         };
         let latest = match &j.latest {

@@ -67,7 +67,7 @@ function renderJobs(jobs) {
     const holder = j.holder ? (j.holder.owner || "(ha-jobs?)") + " · token " + (j.holder.fencing_token ?? "-") : "-";
     body.append(el("tr", { "data-job": j.job_type },
       el("td", {}, el("a", { class: "job", onclick: () => { selected = j.job_type; refresh(); } }, j.job_type)),
-      el("td", {}, j.cron ? el("span", { title: j.cron }, (j.cron_in_words || j.cron) + " (" + j.time_zone + ")") : el("span", { class: "muted" }, "manual")),
+      el("td", {}, j.cron ? el("span", { title: j.cron }, (j.cron_in_words || j.cron) + " (" + j.time_zone + ")") : el("span", { class: "muted" }, j.keep_running ? "always on" : "manual")),
       el("td", { class: "mono" }, j.next_firing ? j.next_firing.replace("+00:00", "Z") : "-"),
       el("td", {}, holder),
       el("td", { class: "state-cell" }, latest ? stateBadge(state) : el("span", { class: "muted" }, "never ran")),

@@ -169,6 +169,10 @@ impl JobManager {
             }
         }
         let fencing_token = lease.fencing_token;
+        let restart = spec.keep_running.map(|policy| attempt::RestartNote {
+            policy,
+            streak: self.restart_streak(job_type),
+        });
         let cancellation = Cancellation::new();
         let keeper = hajobs_lock_keeper::keep(
             self.leases_of(&spec.lock_type).clone(),
@@ -248,7 +252,8 @@ impl JobManager {
             let job_type = job_type.clone();
             let lock_type = spec.lock_type.clone();
             async move {
-                let state = attempt::run(job, ctx, kept, timeout, grace, statuses, retry).await;
+                let state =
+                    attempt::run(job, ctx, kept, timeout, grace, statuses, retry, restart).await;
                 manager.finished(&job_type, job_id);
                 if let Some(note) = retry.filter(|n| state == JobState::Failed && n.retried()) {
                     manager.retry_later(job_type.clone(), trigger_id, note);

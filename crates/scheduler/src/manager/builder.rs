@@ -81,7 +81,11 @@ impl JobManagerBuilder {
                 .iter()
                 .find(|l| l.lock_type == r.spec.lock_type)
                 .map_or(1, |l| l.capacity);
-            if let Some(problem) = r.spec.concurrency_problem(capacity) {
+            let problem = r
+                .spec
+                .concurrency_problem(capacity)
+                .or_else(|| r.spec.keep_running_problem(capacity));
+            if let Some(problem) = problem {
                 return Err(ManagerError::Policy {
                     job_type: r.spec.job_type.to_string(),
                     problem,
@@ -137,6 +141,7 @@ impl JobManagerBuilder {
                 queues,
                 queue_wake,
                 locks,
+                restart_streaks: Mutex::new(HashMap::new()),
             }),
         })
     }

@@ -15,6 +15,7 @@ use hajobs_scheduler::{
 };
 use serde_json::json;
 
+mod always;
 mod capacity;
 mod queue;
 mod retries;
