@@ -8,6 +8,7 @@
 //! trials each, a 10-minute mixed run). Each scenario prints one
 //! `chaos scenario=… trials=… overlaps=… p50_ms=… max_ms=…` line.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -1341,4 +1342,87 @@ fn renew_p99(before: &str, after: &str) -> (f64, u64) {
         .find(|(_, v)| *v >= 0.99 * total)
         .map_or(f64::NAN, |(le, _)| le * 1000.0);
     (p99, total as u64)
+}
+
+/// An always-on consumer that ticks every 100 ms until stopped.
+const ALWAYS_ON: &str = r#"
+shutdown_grace = "10s"
+[supervisor]
+interval = "1s"
+[[job]]
+name = "consumer"
+lock_type = "chaos-always"
+command = ["sh", "{script}", "{records}", "1000000"]
+lease_ttl = "3s"
+keep_running = true
+restart_backoff = "200ms"
+"#;
+
+#[test]
+fn chaos_an_always_on_consumer_outlives_kill_9_sigterm_and_sigstop_of_its_holder() {
+    // Each trial is one fault of each kind, in turn (`HAJOBS_CHAOS_FULL`:
+    // 10 trials, 30 faults).
+    let n = trials(1, 10);
+    let keyspace = unique_keyspace("chaos_always");
+    let mut d = Daemons::start(bin(), keyspace.clone(), 3, ALWAYS_ON);
+    let mut old = eventually(Duration::from_secs(30), "the consumer running", || {
+        d.active_run()
+    });
+    let first = old.clone();
+    let mut gaps: BTreeMap<&str, Vec<u128>> = BTreeMap::new();
+    for _ in 0..n {
+        for fault in ["kill-9", "sigterm", "sigstop"] {
+            let i = Daemons::index_of(&old.node);
+            let t = now_nanos();
+            match fault {
+                "kill-9" => d.kill9(i),
+                "sigterm" => d.terminate(i),
+                _ => d.signal(i, "STOP"),
+            }
+            let next = eventually(Duration::from_secs(30), "the consumer taken over", || {
+                successor(&d, t, &old)
+            });
+            let ended = run_of(&d, &old.job_id);
+            assert!(next.first > ended.last, "never two runs at once");
+            assert_ne!(next.node, old.node, "taken over by a survivor");
+            assert_eq!(next.trigger_id, first.trigger_id, "one trigger throughout");
+            gaps.entry(fault)
+                .or_default()
+                .push(ms(next.first - ended.last));
+            if fault == "sigstop" {
+                d.signal(i, "CONT");
+            } else {
+                d.spawn(i);
+            }
+            old = next;
+        }
+    }
+    // It never stops for good: running after the last fault.
+    eventually(
+        Duration::from_secs(30),
+        "the consumer still running",
+        || d.active_run(),
+    );
+    let mut extra = String::new();
+    for (fault, g) in &mut gaps {
+        g.sort_unstable();
+        extra.push_str(&format!(
+            " {fault}_gap_p50_ms={} {fault}_gap_max_ms={}",
+            percentile(g, 0.5),
+            g.last().unwrap_or(&0)
+        ));
+    }
+    // The share of the time from the first line to the last in which a
+    // run was writing.
+    let ran = runs(&d.records());
+    let span = ran.iter().map(|r| r.last).max().unwrap_or(0) - first.first;
+    let busy: u128 = ran.iter().map(|r| r.last - r.first).sum();
+    extra.push_str(&format!(
+        " running_pct={:.1}",
+        busy as f64 * 100.0 / span.max(1) as f64
+    ));
+    let all: Vec<u128> = gaps.values().flatten().copied().collect();
+    summary("always_on", n * 3, &d, all, &extra);
+    d.stop();
+    drop_keyspace(&keyspace);
 }

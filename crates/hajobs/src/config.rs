@@ -855,7 +855,11 @@ restart_max_backoff = "2m"
             &Overrides::default(),
         )
         .unwrap();
-        assert_eq!(c.jobs.len(), 5);
+        assert_eq!(c.jobs.len(), 6);
+        assert!(
+            c.jobs[3].spec.keep_running.is_some(),
+            "the always-on example"
+        );
         assert_eq!(
             c.jobs[1].spec.lock_type, c.jobs[2].spec.lock_type,
             "report and cleanup share a lock"

@@ -163,7 +163,7 @@ pub(crate) async fn run(
         // When any replica may start it again, for every replica to see.
         let streak =
             note.policy
-                .streak_after(note.streak, began.elapsed(), state != JobState::Finished);
+                .streak_after(note.streak, began.elapsed(), state == JobState::Failed);
         let at = chrono::Utc::now()
             + chrono::TimeDelta::from_std(note.policy.backoff(streak)).unwrap_or_default();
         let c = content.get_or_insert_with(|| json!({}));

@@ -210,10 +210,13 @@ impl LockSpec {
 /// a backoff (see [`JobSpec::keep_running`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KeepRunning {
-    /// The pause before a restart after a run that ended well or ran long.
+    /// The pause before a restart after a run that did not fail (it
+    /// finished, or was cancelled: by an operator, a shutdown, a lost
+    /// lease) or ran long.
     pub restart_backoff: Duration,
-    /// What the pause grows to, doubling, over runs that failed early; a
-    /// run that lasted at least this long resets it.
+    /// What the pause grows to, doubling, over runs that failed (FAILED:
+    /// the job's own error, a non-zero exit, a timeout) early; a run that
+    /// lasted at least this long resets it.
     pub restart_max_backoff: Duration,
 }
 
