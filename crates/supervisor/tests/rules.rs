@@ -55,10 +55,15 @@ async fn attempts(m: &JobManager, job: &str) -> Vec<JobStatus> {
 /// What a replica killed mid-run leaves: a RUNNING attempt of `steady` on
 /// node `gone`, and no lease. Its job id and trigger.
 async fn left_running(m: &JobManager) -> (JobId, TriggerId) {
+    left_running_of(m, "steady").await
+}
+
+/// The same for `job`.
+async fn left_running_of(m: &JobManager, job: &str) -> (JobId, TriggerId) {
     let (dead, trigger) = (JobId::new(), TriggerId::new());
     m.statuses()
         .write(&JobStatus {
-            job_type: JobType::new("steady").unwrap(),
+            job_type: JobType::new(job).unwrap(),
             job_id: dead,
             trigger_id: trigger,
             timestamp: SystemTime::now(),
@@ -115,6 +120,38 @@ async fn a_running_attempt_without_a_lease_is_dead_and_its_trigger_reruns_here()
     // Finished: nothing more to do.
     let idle = s.pass().await.unwrap().unwrap();
     assert_eq!(idle, PassReport::default());
+    ks.drop().await;
+}
+
+#[tokio::test]
+async fn a_dead_attempt_of_an_always_on_job_is_recorded_dead_and_left_to_its_replicas() {
+    let ks = TestKeyspace::new("sup_always").await;
+    // Not started: no loop of its own runs the job here.
+    let m = JobManager::builder(ks.config(), NodeId::new("survivor").unwrap())
+        .session(connect().await)
+        .job(
+            JobSpec::new("consumer", "consumer")
+                .unwrap()
+                .keep_running(hajobs_scheduler::KeepRunning::default())
+                .unwrap(),
+            |c: JobContext| async move {
+                c.cancelled().await;
+                Ok(Done::finished())
+            },
+        )
+        .build()
+        .await
+        .unwrap();
+    let s = Supervisor::new(m.clone(), sweeping());
+    let (dead, _) = left_running_of(&m, "consumer").await;
+    let report = s
+        .pass()
+        .await
+        .unwrap()
+        .expect("the supervisor lease was free");
+    assert_eq!(report.dead, vec![(JobType::new("consumer").unwrap(), dead)]);
+    assert!(report.retriggered.is_empty(), "{report:?}");
+    assert!(m.running_here("consumer").is_none());
     ks.drop().await;
 }
 
