@@ -6,9 +6,10 @@
 //! attempt that ended wrote for every replica to see), waits for that time,
 //! then tries to start an attempt. Started here, it waits for the attempt's
 //! end and begins again. Found held elsewhere, it reads how long the
-//! holder's lease has left and tries again once it could have expired: a
-//! plain read per lease TTL or so while another replica runs the job, and a
-//! survivor takes the job over about one lease TTL after its holder died.
+//! holder's lease has left and reads again once it could have expired,
+//! until it has: a plain read per lease TTL or so while another replica
+//! runs the job (no LWT), and a survivor takes the job over about one lease
+//! TTL after its holder died.
 //! A stopping replica hands its attempt over at once (`hand_over`), without
 //! the retrigger limit.
 
@@ -75,7 +76,23 @@ impl JobManager {
                     tracing::info!(%job_type, %job_id, %trigger_id, "always-on job started");
                     Duration::ZERO
                 }
-                Ok(StartOutcome::Locked { .. }) => self.held_for(&spec).await,
+                Ok(StartOutcome::Locked { .. }) => {
+                    // Reads only while another replica holds it, until its
+                    // lease is gone; then the newest status and a try.
+                    loop {
+                        let (pause, free) = self.held_for(&spec).await;
+                        if free {
+                            break Duration::ZERO;
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            _ = stop.wait_for(|s| *s) => return,
+                        }
+                        if self.running_here(job_type.as_str()).is_some() {
+                            break Duration::ZERO; // handed over to this replica
+                        }
+                    }
+                }
                 Ok(other) => {
                     tracing::warn!(%job_type, outcome = ?other, "always-on job not started; trying again after its restart backoff");
                     policy.restart_backoff
@@ -150,20 +167,20 @@ impl JobManager {
             .insert(job_type.clone(), streak);
     }
 
-    /// How long to wait before trying a held lock of `spec` again: until
-    /// its lease could have expired unrenewed (a plain read), at least a
-    /// renewal interval when that read fails.
-    async fn held_for(&self, spec: &JobSpec) -> Duration {
+    /// Whether the lock of `spec` is free now (a plain read), and if not,
+    /// how long to wait before reading it again: until its lease could
+    /// have expired unrenewed, or a renewal interval when the read fails.
+    async fn held_for(&self, spec: &JobSpec) -> (Duration, bool) {
         match self
             .leases_of(&spec.lock_type)
             .expires_in(&spec.lock_type)
             .await
         {
-            Ok(Some(left)) => (left + HELD_MARGIN).min(HELD_POLL_MAX),
-            Ok(None) => HELD_MARGIN, // just freed
+            Ok(Some(left)) => ((left + HELD_MARGIN).min(HELD_POLL_MAX), false),
+            Ok(None) => (Duration::ZERO, true),
             Err(e) => {
                 tracing::warn!(job_type = %spec.job_type, error = %e, "always-on job: its lock's lease not read");
-                spec.keeper.renew_interval()
+                (spec.keeper.renew_interval(), false)
             }
         }
     }
