@@ -164,8 +164,13 @@ async fn dc_a_global_job_never_overlaps_across_data_centres_and_a_local_one_may(
         both >= 1 && overlaps(&l) >= 1,
         "a local lock is exclusive per data centre only: racing replicas in two data centres overlapped"
     );
-    admin
+    // Cleanup only: a two-data-centre cluster can refuse a schema change
+    // for a moment after a fresh start (seen in a rehearsal: "Unknown CF"
+    // from a node still merging the schema); the test's verdict stands.
+    if let Err(e) = admin
         .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
         .await
-        .unwrap();
+    {
+        eprintln!("keyspace {keyspace} not dropped: {e}");
+    }
 }
