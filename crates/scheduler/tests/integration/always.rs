@@ -186,24 +186,20 @@ async fn an_always_on_job_that_fails_at_once_restarts_after_a_doubling_backoff()
 #[tokio::test]
 async fn an_always_on_job_with_a_schedule_or_a_queue_is_refused() {
     let ks = TestKeyspace::new("always_refused").await;
-    let spec = always(100, 1000).cron("* * * * * *", "UTC").unwrap();
-    let err = replica(&ks, "r1")
-        .await
-        .job(spec, |_ctx: JobContext| async { Ok(Done::finished()) })
-        .build()
-        .await
-        .unwrap_err();
+    let refused = |spec: JobSpec| async {
+        replica(&ks, "r1")
+            .await
+            .job(spec, |_ctx: JobContext| async { Ok(Done::finished()) })
+            .build()
+            .await
+            .unwrap_err()
+    };
+    let err = refused(always(100, 1000).cron("* * * * * *", "UTC").unwrap()).await;
     assert!(
         matches!(&err, ManagerError::Policy { job_type, problem } if job_type == "consumer" && problem.contains("cron schedule")),
         "{err}"
     );
-    let spec = always(100, 1000).on_locked(hajobs_scheduler::OnLocked::Queue);
-    let err = replica(&ks, "r1")
-        .await
-        .job(spec, |_ctx: JobContext| async { Ok(Done::finished()) })
-        .build()
-        .await
-        .unwrap_err();
+    let err = refused(always(100, 1000).on_locked(hajobs_scheduler::OnLocked::Queue)).await;
     assert!(err.to_string().contains("queue"), "{err}");
     let bad = JobSpec::new("consumer", "consumer")
         .unwrap()
