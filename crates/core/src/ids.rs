@@ -94,6 +94,16 @@ impl TriggerId {
             &node,
         ))
     }
+
+    /// Whether this is the id of a cron firing of `job_type` (see
+    /// [`TriggerId::for_firing`]) rather than of a trigger by hand.
+    pub fn is_firing_of(&self, job_type: &str) -> bool {
+        let Some((secs, nanos)) = self.0.get_timestamp().map(|t| t.to_unix()) else {
+            return false;
+        };
+        let instant = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+        *self == Self::for_firing(job_type, instant)
+    }
 }
 
 /// FNV-1a, 64 bits: a hash that stays the same across Rust releases.
@@ -225,6 +235,15 @@ impl fmt::Display for NodeId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_firing_id_is_told_from_a_trigger_by_hand() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_000_000_250);
+        let firing = TriggerId::for_firing("report", at);
+        assert!(firing.is_firing_of("report"));
+        assert!(!firing.is_firing_of("import"));
+        assert!(!TriggerId::new().is_firing_of("report"));
+    }
 
     #[test]
     fn ids_are_time_based_and_ordered() {

@@ -21,6 +21,8 @@
 //! | [`stats`] | [`JobStats`]: attempts, endings, success rate, durations per job type |
 //! | [`status_store`] | [`StatusStore`]: statuses written at quorum with retention, read newest first |
 //! | [`firing_store`] | [`FiringStore`]: each cron firing claimed once cluster-wide |
+//! | [`trigger_args`] | [`TriggerArgs`]: a trigger's parameters and JSON payload, and the limits on them |
+//! | [`args_store`] | [`ArgsStore`]: what each trigger given parameters or a payload carries, read back by every attempt of it |
 //! | [`request_store`] | [`RequestStore`]: triggers asked of the cluster, claimed once by a replica that runs the job |
 //! | [`queue_store`] | [`QueueStore`]: triggers queued for a busy lock type, first in, first out, each claimed once |
 //! | [`node_store`] | [`NodeStore`]: the registry of live replicas, rows with a TTL |
@@ -41,6 +43,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod args_store;
 pub mod cancel;
 pub mod config;
 mod cql;
@@ -63,9 +66,11 @@ pub mod status_store;
 #[cfg(feature = "test-util")]
 pub mod testing;
 pub mod tls;
+pub mod trigger_args;
 pub mod watch_store;
 pub mod work_store;
 
+pub use args_store::{ArgsStore, StoredArgs};
 pub use cancel::{CancelReason, Cancellation};
 pub use config::{CassandraConfig, Credentials};
 pub use error::{InvalidInput, StoreError};
@@ -82,5 +87,6 @@ pub use stats::JobStats;
 pub use status::{JobResult, JobState, JobStatus, JobType, StatusEntry};
 pub use status_store::{MAX_ATTEMPT_STATUSES, StatusStore};
 pub use tls::{ClientCert, TlsConfig, TlsSetupError};
+pub use trigger_args::TriggerArgs;
 pub use watch_store::{WatchList, WatchStore, WriteClock};
 pub use work_store::{CheckIn, ItemClaim, WorkItem, WorkKey, WorkSet, WorkState, WorkStore};

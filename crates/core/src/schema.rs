@@ -92,6 +92,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lock_queue",
         cql: include_str!("../../../schema/0012_lock_queue.cql"),
     },
+    Migration {
+        version: 13,
+        name: "trigger_args",
+        cql: include_str!("../../../schema/0013_trigger_args.cql"),
+    },
 ];
 
 /// The keyspace's replication.

@@ -160,6 +160,12 @@ pub mod content_keys {
     /// How many runs of an always-on job in a row, this one included,
     /// failed early (its restart backoff doubles with each).
     pub const RESTART_STREAK: &str = "restart_streak";
+    /// The parameters of the attempt's trigger (an object), on its RUNNING
+    /// and final statuses.
+    pub const PARAMS: &str = "params";
+    /// The size of the trigger's payload (compact JSON, bytes): the
+    /// payload itself is not copied into statuses.
+    pub const PAYLOAD_BYTES: &str = "payload_bytes";
 }
 
 impl JobStatus {

@@ -178,6 +178,7 @@ pub(crate) async fn run(
     }
     tracing::info!(job_type = %ctx.job_type, job_id = %ctx.job_id, trigger_id = %ctx.trigger_id, %state, "job attempt ended");
     hajobs_core::metrics::attempt_ended(ctx.job_type.as_str(), state.as_str(), began.elapsed());
+    let content = ctx.with_args(content);
     if let Err(e) = statuses.write(&ctx.status(state, content)).await {
         tracing::error!(job_type = %ctx.job_type, job_id = %ctx.job_id, %state, error = %e, "final status not recorded");
     }

@@ -1,12 +1,14 @@
 //! [`JobContext`]: what a running job knows and can do.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use hajobs_lock_keeper::LeaseState;
 
 use hajobs_core::{
-    Cancellation, FencingToken, JobId, JobState, JobStatus, JobType, NodeId, StatusStore, TriggerId,
+    Cancellation, FencingToken, JobId, JobState, JobStatus, JobType, NodeId, StatusStore,
+    TriggerArgs, TriggerId,
 };
 use serde_json::Value;
 
@@ -66,9 +68,33 @@ pub struct JobContext {
     pub(crate) statuses: Arc<StatusStore>,
     /// The lease as its keeper sees it.
     pub(crate) lease: tokio::sync::watch::Receiver<LeaseState>,
+    /// What its trigger carries.
+    pub(crate) args: Arc<TriggerArgs>,
 }
 
 impl JobContext {
+    /// The trigger's parameters, checked against the job's declaration,
+    /// defaults added: the same for every attempt of the trigger (retries,
+    /// re-runs, handovers).
+    pub fn params(&self) -> &BTreeMap<String, String> {
+        &self.args.params
+    }
+
+    /// One parameter, if the trigger has it.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.args.params.get(name).map(String::as_str)
+    }
+
+    /// The trigger's payload, if it carries one.
+    pub fn payload(&self) -> Option<&Value> {
+        self.args.payload.as_ref()
+    }
+
+    /// Both, as the trigger carries them.
+    pub fn args(&self) -> &TriggerArgs {
+        &self.args
+    }
+
     /// Whether the job must stop.
     pub fn is_cancelled(&self) -> bool {
         self.cancellation.is_cancelled()
@@ -158,6 +184,29 @@ impl JobContext {
             .statuses
             .write(&self.status(JobState::Running, Some(content)))
             .await?)
+    }
+
+    /// Adds what the trigger carries to a status's content (its
+    /// parameters, the payload's size), for the history: a content that is
+    /// not an object is left as the job gave it.
+    pub(crate) fn with_args(&self, mut content: Option<Value>) -> Option<Value> {
+        if self.args.is_empty() {
+            return content;
+        }
+        let c = content.get_or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(map) = c {
+            use hajobs_core::status::content_keys;
+            if !self.args.params.is_empty() {
+                map.insert(
+                    content_keys::PARAMS.into(),
+                    serde_json::json!(self.args.params),
+                );
+            }
+            if let Some(text) = self.args.payload_text() {
+                map.insert(content_keys::PAYLOAD_BYTES.into(), text.len().into());
+            }
+        }
+        content
     }
 
     pub(crate) fn status(&self, state: JobState, content: Option<Value>) -> JobStatus {

@@ -39,6 +39,15 @@ pub enum ManagerError {
         /// What does not fit.
         problem: String,
     },
+    /// A trigger's parameters or payload that its job does not accept:
+    /// refused before anything of the trigger is recorded.
+    #[error("job `{job_type}`: {problem}")]
+    BadArgs {
+        /// The job.
+        job_type: String,
+        /// What is wrong, naming the parameter (never its value).
+        problem: String,
+    },
     /// Two registrations of one job type.
     #[error("job type `{0}` is registered twice")]
     DuplicateJobType(JobType),

@@ -20,6 +20,7 @@
 //! | [`job`] | the [`Job`] trait, [`Done`], [`JobError`] |
 //! | [`context`] | [`JobContext`]: ids, fencing token, cancellation, progress, blocking work with a [`LeaseCheck`] |
 //! | [`spec`] | [`JobSpec`]: lock type, cron, timeout, retrigger count, lease TTL, and the policies: [`OnLocked`] (skip / queue), [`Concurrency`] (forbid / replace / allow), [`RetryPolicy`], missed runs, starting deadline, [`LockConsistency`]; [`LockSpec`]: a lock type's capacity and `min_interval` |
+//! | [`args`] | [`ArgsSpec`]: what a job's triggers may carry — declared parameters ([`ParamSpec`], a [`Pattern`] each), a payload ([`PayloadPolicy`]), its cron firings' static parameters — and the one rule that checks them |
 //! | [`cron`] | [`CronSchedule`] (croner, with seconds, time zones) and [`MissedRuns`] |
 //! | [`manager`] | [`JobManager`]: its state, start and accessors; its rooms: `builder` ([`JobManagerBuilder`]), `cron` (timers, firings claimed once, catch-up, lost firings), `triggers` (by hand, through the cluster, retrigger, replace), `queue` (the queue runners), `attempts` (an attempt from its lease to its end, planned retries), `cancel` (cancel and shutdown) |
 //! | [`locks`] | [`Locks`]: where a lease is **taken** — a lock type's rows (slots, the gate), the lease store of its consistency, acquire; the manager and the admin layer both go through it |
@@ -70,6 +71,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod args;
 mod attempt;
 mod claim_order;
 pub mod clock;
@@ -85,6 +87,7 @@ pub mod steps;
 mod watch;
 pub mod work;
 
+pub use args::{ArgsSpec, ParamSpec, Pattern, PayloadPolicy};
 pub use clock::{Clock, OffsetClock, SystemClock};
 pub use context::{JobContext, LeaseCheck};
 pub use cron::{CronSchedule, MissedRuns};

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `builder` | [`JobManagerBuilder`]: jobs, locks, options, checked and made into a manager |
 //! | `cron` | each job type's timer; a firing claimed once and started; missed runs caught up; firings whose start was lost closed |
+//! | `args` | what a trigger carries: checked and recorded when triggered, read back by each attempt |
 //! | `triggers` | a trigger by hand, through the cluster or by the supervisor: started, queued, or replacing the running attempt |
 //! | `queue` | the queue runners: the oldest queued trigger started once its lock is free |
 //! | `attempts` | one attempt from its lease to its end, and planned retries |
@@ -24,9 +25,10 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use hajobs_core::status_store::DEFAULT_RETENTION;
 use hajobs_core::{
-    Acquired, CancelReason, Cancellation, CassandraConfig, FencingToken, FiringOutcome,
+    Acquired, ArgsStore, CancelReason, Cancellation, CassandraConfig, FencingToken, FiringOutcome,
     FiringStore, Holder, JobId, JobResult, JobState, JobStatus, JobType, LeaseStore, LockType,
-    NodeId, NodeStore, QueueEntry, QueueStore, StatusEntry, StatusStore, TriggerId, WatchStore,
+    NodeId, NodeStore, QueueEntry, QueueStore, StatusEntry, StatusStore, TriggerArgs, TriggerId,
+    WatchStore,
 };
 use scylla::client::session::Session;
 
@@ -43,6 +45,7 @@ use crate::steps;
 use crate::watch::Watch;
 
 mod always;
+mod args;
 mod attempts;
 mod builder;
 mod cancel;
@@ -179,6 +182,9 @@ struct Inner {
     /// Always-on job types: early failures in a row before their next
     /// attempt here (read from the newest attempt's status).
     restart_streaks: Mutex<HashMap<JobType, u32>>,
+    /// What triggers carry (schema 13): prepared when some job takes
+    /// parameters or a payload.
+    args: Option<Arc<ArgsStore>>,
 }
 
 /// The job manager of one replica. Cheap to clone.

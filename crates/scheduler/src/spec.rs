@@ -5,6 +5,7 @@ use std::time::Duration;
 use hajobs_core::{JobType, LeaseTtl, LockType};
 use hajobs_lock_keeper::KeeperConfig;
 
+use crate::args::ArgsSpec;
 use crate::cron::{CronSchedule, MissedRuns};
 use crate::error::ManagerError;
 
@@ -287,6 +288,8 @@ pub struct JobSpec {
     pub consistency: Option<LockConsistency>,
     /// Always on: run at all times on exactly one replica.
     pub keep_running: Option<KeepRunning>,
+    /// What its triggers may carry: parameters, a payload.
+    pub args: ArgsSpec,
 }
 
 impl JobSpec {
@@ -332,7 +335,17 @@ impl JobSpec {
             starting_deadline: None,
             consistency: None,
             keep_running: None,
+            args: ArgsSpec::default(),
         })
+    }
+
+    /// Declares what the job's triggers may carry: parameters (checked,
+    /// defaults added, by [`ArgsSpec::resolve`]), a payload, the static
+    /// parameters of its cron firings. Checked when the manager is built
+    /// ([`ArgsSpec::problem`]).
+    pub fn args(mut self, args: ArgsSpec) -> Self {
+        self.args = args;
+        self
     }
 
     /// Makes the job always on: every replica that has it starts it when no

@@ -69,7 +69,7 @@ impl JobManager {
                 continue; // read again: another replica may have run it meanwhile
             }
             let outcome = self
-                .start_attempt_with(&job_type, trigger_id, None, LeaseFirst::Retry)
+                .start_attempt_with(&job_type, trigger_id, None, LeaseFirst::Retry, None)
                 .await;
             let pause = match outcome {
                 Ok(StartOutcome::Started { job_id, .. }) => {

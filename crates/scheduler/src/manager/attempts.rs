@@ -34,7 +34,7 @@ impl JobManager {
         trigger_id: TriggerId,
         queued: Option<&QueueEntry>,
     ) -> Result<StartOutcome, ManagerError> {
-        self.start_attempt_with(job_type, trigger_id, queued, LeaseFirst::Now)
+        self.start_attempt_with(job_type, trigger_id, queued, LeaseFirst::Now, None)
             .await
     }
 
@@ -91,13 +91,16 @@ impl JobManager {
         self.inner.watch.attempt_not_started(lease.job_id);
     }
 
-    /// [`JobManager::start_attempt`], with the lease taken as `lease` says.
+    /// [`JobManager::start_attempt`], with the lease taken as `lease` says;
+    /// `known`: what the trigger carries, when known here (else read back,
+    /// see [`JobManager::args_for`]).
     pub(super) async fn start_attempt_with(
         &self,
         job_type: &JobType,
         trigger_id: TriggerId,
         queued: Option<&QueueEntry>,
         lease: LeaseFirst,
+        known: Option<TriggerArgs>,
     ) -> Result<StartOutcome, ManagerError> {
         let registered = self.registered(job_type.as_str())?;
         let spec = &registered.spec;
@@ -120,6 +123,17 @@ impl JobManager {
         };
         let ttl = spec.keeper.ttl();
         let listed_ahead = taken.is_some() || list_now;
+        // What the trigger carries: an attempt whose parameters cannot be
+        // read or no longer fit its job does not start.
+        let args = match self.args_for(spec, trigger_id, known).await {
+            Ok(args) => args,
+            Err(details) => {
+                if let Some(Ok(Acquired::Acquired(lease))) = &taken {
+                    self.not_started(spec, lease).await;
+                }
+                return error(details);
+            }
+        };
         // Which attempt of its trigger this is, for a job that retries.
         let retry = if spec.retry.count > 0 {
             let earlier = match self.attempts_of(job_type, trigger_id).await {
@@ -197,6 +211,7 @@ impl JobManager {
             stop_now: Cancellation::new(),
             statuses: self.inner.statuses.clone(),
             lease: kept.subscribe(),
+            args,
         };
         // Registered before anything runs, under the same lock as the
         // shutdown flag: an attempt either starts before a shutdown (which
@@ -226,7 +241,7 @@ impl JobManager {
         if !listed_ahead {
             steps::step("watch", self.inner.watch.attempt_starts(job_type, job_id)).await;
         }
-        let running = ctx.status(hajobs_core::JobState::Running, None);
+        let running = ctx.status(hajobs_core::JobState::Running, ctx.with_args(None));
         if let Err(e) = steps::step("running", self.inner.statuses.write(&running)).await {
             // Not recorded, so not run: a job nobody can see must not run.
             self.finished(job_type, job_id);
@@ -296,7 +311,13 @@ impl JobManager {
             let give_up = tokio::time::Instant::now() + note.backoff.max(FIRING_RETRY);
             loop {
                 let outcome = manager
-                    .start_or_queue(&job_type, trigger_id, manager.inner.node.as_str(), None)
+                    .start_or_queue(
+                        &job_type,
+                        trigger_id,
+                        manager.inner.node.as_str(),
+                        None,
+                        None,
+                    )
                     .await;
                 match outcome {
                     Ok(StartOutcome::Locked { .. })

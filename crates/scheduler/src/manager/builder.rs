@@ -84,7 +84,8 @@ impl JobManagerBuilder {
             let problem = r
                 .spec
                 .concurrency_problem(capacity)
-                .or_else(|| r.spec.keep_running_problem(capacity));
+                .or_else(|| r.spec.keep_running_problem(capacity))
+                .or_else(|| r.spec.args.problem(r.spec.schedule.is_some()));
             if let Some(problem) = problem {
                 return Err(ManagerError::Policy {
                     job_type: r.spec.job_type.to_string(),
@@ -121,6 +122,13 @@ impl JobManagerBuilder {
                 QueueStore::new(session.clone(), &self.config).await?,
             ))
         };
+        let args = if jobs.values().any(|r| r.spec.args.takes_any()) {
+            Some(Arc::new(
+                ArgsStore::new(session.clone(), &self.config, self.retention).await?,
+            ))
+        } else {
+            None
+        };
         let nodes = NodeStore::new(session, &self.config).await?;
         Ok(JobManager {
             inner: Arc::new(Inner {
@@ -142,6 +150,7 @@ impl JobManagerBuilder {
                 queue_wake,
                 locks,
                 restart_streaks: Mutex::new(HashMap::new()),
+                args,
             }),
         })
     }

@@ -154,7 +154,13 @@ impl JobManager {
             // of the starting deadline bounds its wait.
             let left = deadline.left(self.inner.clock.now());
             let outcome = self
-                .start_or_queue(job_type, trigger_id, self.inner.node.as_str(), left)
+                .start_or_queue(
+                    job_type,
+                    trigger_id,
+                    self.inner.node.as_str(),
+                    left,
+                    self.firing_args(job_type),
+                )
                 .await;
             (outcome, false)
         } else {
@@ -295,7 +301,13 @@ impl JobManager {
         let mut tries = 0u32;
         loop {
             let outcome = self
-                .start_attempt_with(job_type, trigger_id, None, lease)
+                .start_attempt_with(
+                    job_type,
+                    trigger_id,
+                    None,
+                    lease,
+                    self.firing_args(job_type),
+                )
                 .await;
             lease = LeaseFirst::Retry;
             tries += 1;

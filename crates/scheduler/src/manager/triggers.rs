@@ -8,8 +8,25 @@ impl JobManager {
     /// Triggers `job_type` by hand: a new trigger id, then an attempt (or,
     /// for a job that queues, a place in its lock type's queue).
     pub async fn trigger(&self, job_type: &str) -> Result<StartOutcome, ManagerError> {
-        let job_type = self.registered(job_type)?.spec.job_type.clone();
-        self.start_or_queue(&job_type, TriggerId::new(), self.inner.node.as_str(), None)
+        self.trigger_with(job_type, TriggerArgs::none()).await
+    }
+
+    /// Triggers `job_type` by hand with parameters and a payload: checked
+    /// against the job's declaration (refused with
+    /// [`ManagerError::BadArgs`], naming the parameter, before anything is
+    /// recorded), defaults added, recorded for every later attempt of the
+    /// trigger, then started or queued as [`JobManager::trigger`] does.
+    pub async fn trigger_with(
+        &self,
+        job_type: &str,
+        given: TriggerArgs,
+    ) -> Result<StartOutcome, ManagerError> {
+        let spec = &self.registered(job_type)?.spec;
+        let args = Self::resolve_args(spec, given)?;
+        let trigger_id = TriggerId::new();
+        let by = self.inner.node.as_str();
+        self.record_args(spec, trigger_id, &args, by).await?;
+        self.start_or_queue(&spec.job_type, trigger_id, by, None, Some(args))
             .await
     }
 
@@ -27,7 +44,8 @@ impl JobManager {
             Some(user) => format!("{user} via {}", self.inner.node),
             None => self.inner.node.to_string(),
         };
-        self.start_or_queue(&job_type, trigger_id, &by, None).await
+        self.start_or_queue(&job_type, trigger_id, &by, None, None)
+            .await
     }
 
     /// Starts `trigger_id` of `job_type`; for a job that queues, queues it
@@ -35,12 +53,15 @@ impl JobManager {
     /// job with concurrency `replace`, stops its running attempt first. A
     /// queued cron firing waits at most what is left of its starting
     /// deadline (`deadline`), if that is shorter than the lock wait timeout.
+    /// `args`: what the trigger carries, when known here (else its attempt
+    /// reads it back).
     pub(super) async fn start_or_queue(
         &self,
         job_type: &JobType,
         trigger_id: TriggerId,
         queued_by: &str,
         deadline: Option<Duration>,
+        args: Option<TriggerArgs>,
     ) -> Result<StartOutcome, ManagerError> {
         let spec = &self.registered(job_type.as_str())?.spec;
         let queues = self
@@ -54,12 +75,14 @@ impl JobManager {
             None => false,
         };
         if !waiting {
-            let mut outcome = self.start_attempt(job_type, trigger_id, None).await?;
+            let mut outcome = self
+                .start_attempt_with(job_type, trigger_id, None, LeaseFirst::Now, args.clone())
+                .await?;
             if let (StartOutcome::Locked { holder, .. }, Concurrency::Replace) =
                 (&outcome, spec.concurrency)
             {
                 if self.stop_to_replace(spec, holder).await? {
-                    outcome = self.start_when_free(spec, trigger_id).await?;
+                    outcome = self.start_when_free(spec, trigger_id, args).await?;
                 }
             }
             match (outcome, queues) {
@@ -131,6 +154,7 @@ impl JobManager {
         &self,
         spec: &JobSpec,
         trigger_id: TriggerId,
+        args: Option<TriggerArgs>,
     ) -> Result<StartOutcome, ManagerError> {
         let wait = self.inner.cancel_grace
             + Duration::from_secs(5)
@@ -139,7 +163,13 @@ impl JobManager {
         let give_up = tokio::time::Instant::now() + wait;
         loop {
             let outcome = self
-                .start_attempt_with(&spec.job_type, trigger_id, None, LeaseFirst::Retry)
+                .start_attempt_with(
+                    &spec.job_type,
+                    trigger_id,
+                    None,
+                    LeaseFirst::Retry,
+                    args.clone(),
+                )
                 .await?;
             if !matches!(outcome, StartOutcome::Locked { .. })
                 || tokio::time::Instant::now() >= give_up

@@ -16,6 +16,7 @@ use hajobs_scheduler::{
 use serde_json::json;
 
 mod always;
+mod args;
 mod capacity;
 mod queue;
 mod retries;
