@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use hajobs_core::CancelReason;
+use hajobs_core::{CancelReason, TriggerArgs};
 use hajobs_scheduler::{
     DEFAULT_CANCEL_GRACE, Done, Job, JobContext, JobError, JobOutcome, MAX_PROGRESS_BYTES,
 };
@@ -37,7 +37,9 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 ///
 /// The command sees `HAJOBS_JOB_TYPE`, `HAJOBS_JOB_ID`, `HAJOBS_TRIGGER_ID`,
 /// `HAJOBS_FENCING_TOKEN` and `HAJOBS_NODE_ID` in a declared environment
-/// (see [`crate::job_env`]): never the daemon's secrets. Exit 0 is
+/// (see [`crate::job_env`]): never the daemon's secrets; its trigger's
+/// parameters as `HAJOBS_PARAM_<NAME>` and its payload, one line of JSON,
+/// on its standard input (empty without one). Exit 0 is
 /// FINISHED, anything else FAILED with the exit status and the tail of its
 /// output.
 ///
@@ -137,6 +139,24 @@ impl Report {
             _ => tracing::warn!(line, "unknown line from the command guard"),
         }
     }
+}
+
+/// What the trigger carries, told to the guard: each parameter as
+/// `HAJOBS_PARAM_<NAME>` (names are `[a-z][a-z0-9_]*`, values hold no
+/// control character: checked when triggered), the payload as one line of
+/// compact JSON on the command's standard input.
+fn args_lines(args: &TriggerArgs) -> String {
+    let mut lines = String::new();
+    for (name, value) in &args.params {
+        lines.push_str(&format!(
+            "env HAJOBS_PARAM_{}={value}\n",
+            name.to_ascii_uppercase()
+        ));
+    }
+    if let Some(json) = args.payload_text() {
+        lines.push_str(&format!("payload {json}\n"));
+    }
+    lines
 }
 
 /// A guard process started for an attempt, still waiting for its first
@@ -240,6 +260,7 @@ async fn run(
         ctx.node.as_str()
     );
     let _ = writer.write_all(ids.as_bytes()).await;
+    let _ = writer.write_all(args_lines(ctx.args()).as_bytes()).await;
     send_deadline(&mut writer, first).await;
 
     // Read apart from the loop below, so that a full pipe never blocks the

@@ -15,6 +15,7 @@ use toml::Spanned;
 
 mod cassandra;
 pub(crate) mod http;
+mod params;
 
 pub(crate) use http::HttpConfig;
 
@@ -79,6 +80,9 @@ struct RawJob {
     retry_factor: Option<Spanned<f64>>,
     retry_max_backoff: Option<Spanned<String>>,
     keep_running: Option<Spanned<bool>>,
+    params: Option<Spanned<BTreeMap<String, params::RawParam>>>,
+    payload: Option<Spanned<String>>,
+    cron_params: Option<Spanned<BTreeMap<String, String>>>,
     restart_backoff: Option<Spanned<String>>,
     restart_max_backoff: Option<Spanned<String>>,
     working_dir: Option<PathBuf>,
@@ -624,6 +628,17 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
         spec = spec.concurrency(src.choice(c, Some(name), "concurrency")?);
     }
     spec = keep_running(src, name, job, spec)?;
+    let args = params::args_spec(
+        src,
+        name,
+        params::RawArgs {
+            params: job.params.as_ref(),
+            payload: job.payload.as_ref(),
+            cron_params: job.cron_params.as_ref(),
+        },
+        job.cron.is_some(),
+    )?;
+    spec = spec.args(args);
     if let Some(t) = &job.lock_wait_timeout {
         spec = spec
             .lock_wait_timeout(src.duration(t, Some(name), "lock_wait_timeout")?)
@@ -763,6 +778,42 @@ restart_max_backoff = "2m"
             (
                 "[[job]]\nname = \"a\"\ncomand = [\"x\"]\n",
                 "jobs.toml:3: unknown field `comand`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nparams = { date = { pattern = \"(\" } }\n",
+                "jobs.toml:4: job `a`: field `params.date.pattern`: pattern `(` is not a valid regular expression",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nparams = { Date = {} }\n",
+                "jobs.toml:4: job `a`: field `params`: parameter name `Date` is not valid",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nparams = { region = { default = \"europe\", pattern = \"[a-z]{2}\" } }\n",
+                "jobs.toml:4: job `a`: field `params`: the default of parameter `region`: the value does not match its pattern `[a-z]{2}`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nparams = { date = { required = true, default = \"x\" } }\n",
+                "jobs.toml:4: job `a`: field `params.date`: `required = true` with a `default`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\nparams = { date = { requird = true } }\n",
+                "jobs.toml:4: unknown field `requird`, expected one of `required`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\npayload = \"maybe\"\n",
+                "jobs.toml:4: job `a`: field `payload`: `maybe`: expected one of `forbidden`, `optional`, `required`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\ncron_params = { date = \"x\" }\n",
+                "jobs.toml:4: job `a`: field `cron_params`: given without `cron`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\ncron = \"0 0 * * * *\"\nparams = { date = { required = true } }\n",
+                "jobs.toml:5: job `a`: field `params`: missing required parameter `date`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\ncron = \"0 0 * * * *\"\nparams = { date = { required = true } }\ncron_params = { date = \"1\", zone = \"x\" }\n",
+                "jobs.toml:6: job `a`: field `cron_params`: unknown parameter `zone`",
             ),
             (
                 "[cassandra]\nconsistency = \"strong\"\n",

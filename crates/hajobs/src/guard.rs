@@ -44,6 +44,8 @@
 //! The protocol, one line per message. Daemon → guard: `env NAME=VALUE`
 //! (before the first deadline: what the command's environment gains, so
 //! that a guard can be started before its attempt's ids are known),
+//! `payload JSON` (before the first deadline: one line of compact JSON, the
+//! command's standard input; without it, the command's input is empty),
 //! `deadline NANOS` (`CLOCK_MONOTONIC`; the first before anything starts),
 //! `term`, `kill`. Guard → daemon: `started PID`,
 //! `exited CODE` or `signalled SIGNAL` (the command's own end),
@@ -75,6 +77,8 @@ const SWEEP: Duration = Duration::from_millis(10);
 enum Control {
     /// A variable of the command's environment (only before it starts).
     Env(String, String),
+    /// The command's standard input (only before it starts).
+    Payload(String),
     /// The lease is confirmed until this `CLOCK_MONOTONIC` instant (ns).
     Deadline(u128),
     /// End the tree gracefully.
@@ -85,8 +89,11 @@ enum Control {
 
 impl Control {
     fn parse(line: &str) -> Option<Self> {
-        match line.trim().split_once(' ') {
-            Some(("deadline", n)) => n.parse().ok().map(Self::Deadline),
+        // Only the line's end is cut: a variable's value keeps its spaces.
+        let line = line.trim_end_matches(['\n', '\r']);
+        match line.split_once(' ') {
+            Some(("deadline", n)) => n.trim().parse().ok().map(Self::Deadline),
+            Some(("payload", json)) => Some(Self::Payload(json.to_owned())),
             Some(("env", pair)) => {
                 let (name, value) = pair.split_once('=')?;
                 let valid = !name.is_empty()
@@ -176,7 +183,7 @@ impl Guard {
         // daemon or guard delayed past it (a stall, a slow start) starts
         // nothing.
         let mut socket = BufReader::new(socket);
-        let (deadline, env) = match first_deadline(&mut socket) {
+        let (deadline, Told { env, payload }) = match first_deadline(&mut socket) {
             Ok(d) => d,
             Err(why) => {
                 let _ = writeln!(
@@ -190,7 +197,11 @@ impl Guard {
         let child = match std::process::Command::new(program)
             .args(args)
             .envs(env)
-            .stdin(Stdio::null())
+            .stdin(if payload.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .process_group(0)
             .spawn()
         {
@@ -204,6 +215,15 @@ impl Guard {
                 return Err(());
             }
         };
+        let mut child = child;
+        if let (Some(mut input), Some(payload)) = (child.stdin.take(), payload) {
+            // Written apart: a command that does not read its input must
+            // not block the guard (a write to a gone reader just fails).
+            std::thread::spawn(move || {
+                let _ = input.write_all(payload.as_bytes());
+                let _ = input.write_all(b"\n");
+            });
+        }
         let pgid = Pid::from_raw(i32::try_from(child.id()).map_err(|_| ())?);
         let _ = writeln!(report, "started {pgid}");
 
@@ -276,8 +296,8 @@ impl Guard {
             };
             match event {
                 Event::Control(Control::Deadline(d)) => self.deadline = Some(d),
-                // The command runs: its environment is what it was.
-                Event::Control(Control::Env(..)) => {}
+                // The command runs: its environment and input are what they were.
+                Event::Control(Control::Env(..) | Control::Payload(_)) => {}
                 Event::Control(Control::Term) => break Signal::SIGTERM,
                 Event::Control(Control::Kill) | Event::DaemonGone => break Signal::SIGKILL,
                 Event::Exited => {
@@ -341,7 +361,7 @@ impl Guard {
                 Ok(Event::Exited) => self.reap_command(),
                 Ok(Event::Control(Control::Kill) | Event::DaemonGone) => signal = Signal::SIGKILL,
                 Ok(Event::Control(Control::Deadline(d))) => self.deadline = Some(d),
-                Ok(Event::Control(Control::Term | Control::Env(..))) => {}
+                Ok(Event::Control(Control::Term | Control::Env(..) | Control::Payload(_))) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => signal = Signal::SIGKILL,
             }
@@ -378,8 +398,13 @@ impl Guard {
     }
 }
 
-/// The variables the daemon told before the first deadline.
-type Told = Vec<(String, String)>;
+/// What the daemon told before the first deadline: the command's
+/// variables and, perhaps, its standard input.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Told {
+    env: Vec<(String, String)>,
+    payload: Option<String>,
+}
 
 /// Reads the daemon's messages until the first deadline, which must still
 /// be ahead, with the variables told before it; anything else (the daemon
@@ -387,7 +412,7 @@ type Told = Vec<(String, String)>;
 /// not start.
 fn first_deadline(socket: &mut impl BufRead) -> Result<(u128, Told), &'static str> {
     let mut line = String::new();
-    let mut env = Vec::new();
+    let mut told = Told::default();
     loop {
         line.clear();
         match socket.read_line(&mut line) {
@@ -397,9 +422,12 @@ fn first_deadline(socket: &mut impl BufRead) -> Result<(u128, Told), &'static st
             Ok(_) => {}
         }
         match Control::parse(&line) {
-            Some(Control::Deadline(d)) if monotonic_nanos() < d => return Ok((d, env)),
-            // At most a handful: the attempt's ids.
-            Some(Control::Env(name, value)) if env.len() < 64 => env.push((name, value)),
+            Some(Control::Deadline(d)) if monotonic_nanos() < d => return Ok((d, told)),
+            // At most a handful: the attempt's ids and its parameters.
+            Some(Control::Env(name, value)) if told.env.len() < 64 => {
+                told.env.push((name, value));
+            }
+            Some(Control::Payload(json)) => told.payload = Some(json),
             Some(Control::Env(..)) => return Err("the daemon sent too many variables"),
             Some(Control::Deadline(_)) => {
                 return Err("the lease's deadline had passed before it could start");
@@ -439,6 +467,18 @@ mod tests {
             Control::parse("env A_1=x=y"),
             Some(Control::Env("A_1".into(), "x=y".into()))
         );
+        assert_eq!(
+            Control::parse("env HAJOBS_PARAM_NOTE= two words \n"),
+            Some(Control::Env(
+                "HAJOBS_PARAM_NOTE".into(),
+                " two words ".into()
+            )),
+            "a value keeps its spaces"
+        );
+        assert_eq!(
+            Control::parse("payload {\"a\": [1, 2]}\n"),
+            Some(Control::Payload("{\"a\": [1, 2]}".into()))
+        );
         for bad in ["env =x", "env lower=x", "env LD PRELOAD=x", "env NOVALUE"] {
             assert_eq!(Control::parse(bad), None, "{bad}");
         }
@@ -465,10 +505,13 @@ mod tests {
             first_deadline(&mut told),
             Ok((
                 ahead,
-                vec![
-                    ("HAJOBS_JOB_ID".into(), "j".into()),
-                    ("HAJOBS_FENCING_TOKEN".into(), "3".into())
-                ]
+                Told {
+                    env: vec![
+                        ("HAJOBS_JOB_ID".into(), "j".into()),
+                        ("HAJOBS_FENCING_TOKEN".into(), "3".into())
+                    ],
+                    payload: None,
+                }
             ))
         );
         let past = monotonic_nanos();
@@ -509,16 +552,20 @@ mod tests {
     }
 
     #[test]
-    fn a_guard_started_early_gives_its_command_the_variables_told_before_the_deadline() {
+    fn a_guard_started_early_gives_its_command_the_variables_and_input_told_before_the_deadline() {
         let out = std::env::temp_dir().join(format!("hajobs-guard-env-{}", std::process::id()));
         let _ = std::fs::remove_file(&out);
         let (ours, theirs) = UnixStream::pair().unwrap();
         writeln!(&ours, "env HAJOBS_FENCING_TOKEN=42").unwrap();
+        writeln!(&ours, "payload {{\"files\":[\"a.csv\"]}}").unwrap();
         writeln!(&ours, "deadline {}", monotonic_nanos() + 10_000_000_000).unwrap();
         let command = [
             "sh",
             "-c",
-            &format!("echo \"$HAJOBS_FENCING_TOKEN\" > {}", out.display()),
+            &format!(
+                "read -r input; echo \"$HAJOBS_FENCING_TOKEN $input\" > {}",
+                out.display()
+            ),
         ]
         .iter()
         .map(OsString::from)
@@ -527,7 +574,11 @@ mod tests {
         // Not `run`: in this test process it would end every child of the
         // process, other tests' included. The command is reaped here.
         let _ = nix::sys::wait::waitpid(guard.pgid, None);
-        assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "42");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap().trim(),
+            "42 {\"files\":[\"a.csv\"]}",
+            "the variables and the payload on standard input"
+        );
         let _ = std::fs::remove_file(&out);
     }
 

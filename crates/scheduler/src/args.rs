@@ -65,7 +65,8 @@ pub struct ParamSpec {
 }
 
 /// Whether a job's triggers carry a JSON payload.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PayloadPolicy {
     /// Never (the default): a trigger with a payload is refused.
     #[default]
