@@ -38,6 +38,11 @@ command = ["sh", "-c", "echo quick"]
 name = "tick"
 command = ["true"]
 cron = "*/2 * * * * *"
+[[job]]
+name = "import"
+command = ["sh", "-c", "printf 'date=%s region=%s payload=%s' \"$HAJOBS_PARAM_DATE\" \"$HAJOBS_PARAM_REGION\" \"$(cat)\" > /tmp/hajobs-http-import-$HAJOBS_TRIGGER_ID"]
+params = { date = { required = true, pattern = "[0-9]{4}-[0-9]{2}-[0-9]{2}" }, region = { default = "eu" } }
+payload = "optional"
 "#;
 
 fn get(addr: &str, path: &str) -> Reply {
@@ -114,7 +119,10 @@ fn http_api_every_route_over_three_daemons() {
         .iter()
         .map(|j| j["job_type"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["slow", "quick", "tick"]);
+    assert_eq!(names, ["slow", "quick", "tick", "import"]);
+    assert_eq!(jobs[3]["params"]["date"]["required"], true, "{jobs}");
+    assert_eq!(jobs[3]["params"]["region"]["default"], "eu", "{jobs}");
+    assert_eq!(jobs[3]["payload"], "optional", "{jobs}");
     let tick = &jobs[2];
     assert_eq!(tick["on_locked"], "skip", "{tick}");
     assert_eq!(tick["concurrency"], "forbid", "{tick}");
@@ -196,6 +204,68 @@ fn http_api_every_route_over_three_daemons() {
     assert_error(&get(a, "/jobs/nope/latest"), 404, "unknown_job");
     let list = get(a, "/jobs/slow?limit=5").json();
     assert_eq!(list[0]["job_id"], job_id.as_str(), "{list}");
+
+    // A trigger's parameters and payload: refused with 400 naming the
+    // parameter before anything is recorded, else seen by the command (its
+    // own record, named by its trigger id).
+    let bad = request(
+        a,
+        "POST",
+        "/jobs/import",
+        Some(TOKEN),
+        br#"{"params": {"date": "soon"}}"#,
+    );
+    let v = assert_error(&bad, 400, "bad_input");
+    assert!(
+        v["error"].as_str().unwrap().contains("parameter `date`"),
+        "{v}"
+    );
+    let bad = request(a, "POST", "/jobs/import", Some(TOKEN), br#"{"params": {}}"#);
+    let v = assert_error(&bad, 400, "bad_input");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing required parameter `date`"),
+        "{v}"
+    );
+    assert_error(
+        &request(
+            a,
+            "POST",
+            "/jobs/import",
+            Some(TOKEN),
+            br#"{"parameters": {}}"#,
+        ),
+        400,
+        "bad_input",
+    );
+    assert!(
+        get(a, "/jobs/import?limit=5")
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let t = request(
+        b,
+        "POST",
+        "/jobs/import",
+        Some(TOKEN),
+        br#"{"params": {"date": "2026-11-28"}, "payload": {"n": 1}}"#,
+    );
+    assert_eq!(t.status, 202, "{}", t.body);
+    let record = format!(
+        "/tmp/hajobs-http-import-{}",
+        t.json()["trigger_id"].as_str().unwrap()
+    );
+    let seen = eventually(Duration::from_secs(15), "import's record", || {
+        std::fs::read_to_string(&record)
+            .ok()
+            .filter(|r| r.contains("payload="))
+    });
+    assert_eq!(seen, r#"date=2026-11-28 region=eu payload={"n":1}"#);
+    let _ = std::fs::remove_file(&record);
 
     // Cancel through any daemon: 202, and the attempt ends CANCELED.
     let c = request(a, "DELETE", "/jobs/slow", Some(TOKEN), b"");

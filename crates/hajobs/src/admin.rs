@@ -21,14 +21,15 @@
 //! locked, unavailable, failed) that the CLI maps to an exit code and HTTP to
 //! a status, and a message that names the problem.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hajobs_core::schema::{self, MIGRATIONS};
 use hajobs_core::{
-    CassandraConfig, FencingToken, Holder, JobId, JobStats, JobStatus, JobType, LockType,
-    NodeRecord, NodeStore, QueueStore, RequestOutcome, RequestStore, StatusEntry, StatusStore,
-    TriggerId, WorkItem, WorkKey, WorkSet, WorkStore,
+    ArgsStore, CassandraConfig, FencingToken, Holder, JobId, JobStats, JobStatus, JobType,
+    LockType, NodeRecord, NodeStore, QueueStore, RequestOutcome, RequestStore, StatusEntry,
+    StatusStore, TriggerArgs, TriggerId, WorkItem, WorkKey, WorkSet, WorkStore,
 };
 use hajobs_scheduler::{
     CancelOutcome, Concurrency, JobManager, Locks, OnLocked, RequestWake, StartOutcome,
@@ -103,6 +104,7 @@ impl From<hajobs_scheduler::ManagerError> for AdminError {
     fn from(e: hajobs_scheduler::ManagerError) -> Self {
         let kind = match e {
             hajobs_scheduler::ManagerError::UnknownJobType { .. } => ErrorKind::UnknownJob,
+            hajobs_scheduler::ManagerError::BadArgs { .. } => ErrorKind::BadInput,
             _ => ErrorKind::Failed,
         };
         Self::new(kind, format!("{:#}", anyhow::Error::from(e)))
@@ -178,11 +180,31 @@ pub(crate) struct JobView {
     pub(crate) retry_count: u32,
     /// Attempts its lock type lets run at once.
     pub(crate) capacity: u32,
+    /// The parameters its triggers may carry, by name.
+    pub(crate) params: BTreeMap<String, ParamView>,
+    /// Whether its triggers carry a payload: `forbidden`, `optional`,
+    /// `required`.
+    pub(crate) payload: &'static str,
+    /// The parameters its cron firings give.
+    pub(crate) cron_params: BTreeMap<String, String>,
     /// The current holder of its lock.
     pub(crate) holder: Option<HolderView>,
     /// Its latest recorded attempt (a status, or a corrupt row).
     #[schema(value_type = Option<Object>)]
     pub(crate) latest: Option<StatusEntry>,
+}
+
+/// A declared parameter, as shown.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct ParamView {
+    /// A trigger must give it.
+    pub(crate) required: bool,
+    /// What its value must match in full.
+    pub(crate) pattern: Option<String>,
+    /// Its value when not given.
+    pub(crate) default: Option<String>,
+    /// What it means.
+    pub(crate) description: Option<String>,
 }
 
 /// A trigger that a replica took.
@@ -349,6 +371,8 @@ pub(crate) struct Admin {
     work: Arc<tokio::sync::OnceCell<Arc<WorkStore>>>,
     /// Prepared on first use: only the queue commands need it.
     queues: Arc<tokio::sync::OnceCell<Arc<QueueStore>>>,
+    /// Prepared on first use: only triggers with parameters need it.
+    args: Arc<tokio::sync::OnceCell<Arc<ArgsStore>>>,
 }
 
 /// A queued trigger, as shown.
@@ -482,6 +506,7 @@ impl Admin {
             requests,
             work: Arc::default(),
             queues: Arc::default(),
+            args: Arc::default(),
             session,
             jobs,
             manager,
@@ -727,6 +752,40 @@ impl Admin {
         Ok(job_type)
     }
 
+    /// What a trigger of `job_type` given `given` carries: checked against
+    /// the configured job (the scheduler's one rule), or — without the
+    /// configuration — only for its shape, leaving the rest to the replica
+    /// that claims it. Refused as bad input, naming the parameter.
+    fn resolve_args(&self, job_type: &JobType, given: TriggerArgs) -> AdminResult<TriggerArgs> {
+        let spec = self
+            .jobs
+            .as_ref()
+            .and_then(|c| c.jobs.iter().find(|j| &j.spec.job_type == job_type));
+        let checked = match spec {
+            Some(job) => job.spec.args.resolve(given),
+            None => match given.shape_problem() {
+                Some(problem) => Err(problem),
+                None => Ok(given),
+            },
+        };
+        checked.map_err(|problem| AdminError::bad_input(format!("job `{job_type}`: {problem}")))
+    }
+
+    async fn args_store(&self) -> AdminResult<&Arc<ArgsStore>> {
+        self.args
+            .get_or_try_init(|| async {
+                Ok(Arc::new(
+                    ArgsStore::new(
+                        self.session.clone(),
+                        &self.cassandra,
+                        hajobs_core::status_store::DEFAULT_RETENTION,
+                    )
+                    .await?,
+                ))
+            })
+            .await
+    }
+
     /// Every configured job type with its holder and latest attempt.
     pub(crate) async fn jobs(&self) -> AdminResult<Vec<JobView>> {
         let config = self.config("listing the jobs")?;
@@ -756,6 +815,22 @@ impl Admin {
                 concurrency: spec.concurrency,
                 retry_count: spec.retry.count,
                 capacity: self.locks.capacity(&spec.lock_type),
+                params: spec
+                    .args
+                    .params
+                    .iter()
+                    .map(|(name, p)| {
+                        let view = ParamView {
+                            required: p.required,
+                            pattern: p.pattern.as_ref().map(|p| p.as_str().to_owned()),
+                            default: p.default.clone(),
+                            description: p.description.clone(),
+                        };
+                        (name.clone(), view)
+                    })
+                    .collect(),
+                payload: spec.args.payload.as_str(),
+                cron_params: spec.args.cron_params.clone(),
                 holder: holder.map(HolderView::from),
                 latest: self.latest_with_progress(&spec.job_type).await?,
             });
@@ -781,10 +856,26 @@ impl Admin {
     /// live replica having `job` claims (LWT) and starts under the request's
     /// trigger id. Waits for the outcome; an unclaimed request is withdrawn
     /// after [`CLAIM_WAIT`] so that it can never start late.
-    pub(crate) async fn trigger(&self, job: &str, requested_by: &str) -> AdminResult<Triggered> {
+    pub(crate) async fn trigger(
+        &self,
+        job: &str,
+        requested_by: &str,
+        given: TriggerArgs,
+    ) -> AdminResult<Triggered> {
         let job_type = self.job_type(job)?;
         let job = job_type.as_str();
+        let args = self.resolve_args(&job_type, given)?;
         let trigger_id = TriggerId::new();
+        if !args.is_empty() {
+            // Recorded before the request: whichever replica claims it
+            // reads them (and checks them again against its own
+            // configuration, which is all the checking a CLI without the
+            // configuration gets).
+            self.args_store()
+                .await?
+                .write(trigger_id, job, &args, requested_by)
+                .await?;
+        }
         self.requests.request(job, trigger_id, requested_by).await?;
         let asked = Instant::now();
         // Woken while the outcome is awaited; dropped (no more wakes) once
@@ -896,10 +987,14 @@ impl Admin {
     /// Runs `job` in this process, under its lease (`hajobs trigger
     /// --here`): started, queued or refused as a trigger through the cluster
     /// is. [`Admin::wait_here`] follows a started attempt to its end.
-    pub(crate) async fn trigger_here(&self, job: &str) -> AdminResult<Triggered> {
+    pub(crate) async fn trigger_here(
+        &self,
+        job: &str,
+        given: TriggerArgs,
+    ) -> AdminResult<Triggered> {
         let manager = self.manager("triggering a job here")?;
         let job_type = self.job_type(job)?;
-        match manager.trigger(job_type.as_str()).await? {
+        match manager.trigger_with(job_type.as_str(), given).await? {
             StartOutcome::Started {
                 trigger_id,
                 job_id,

@@ -120,6 +120,17 @@ enum Command {
         /// end (one-off use; needs the jobs' configuration).
         #[arg(long, conflicts_with = "wait")]
         here: bool,
+        /// A parameter of the trigger, `NAME=VALUE` (repeat for more): checked
+        /// against the job's `params`; the command sees `HAJOBS_PARAM_<NAME>`.
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// The trigger's payload, JSON (the job's `payload` must allow one):
+        /// the command reads it on its standard input.
+        #[arg(long, value_name = "JSON", conflicts_with = "payload_file")]
+        payload: Option<String>,
+        /// The payload read from a file (`-`: standard input), JSON.
+        #[arg(long, value_name = "FILE")]
+        payload_file: Option<std::path::PathBuf>,
     },
     /// Cancel the running attempt of a job, on whichever replica runs it.
     Cancel {
@@ -345,10 +356,19 @@ impl Cli {
             Command::Jobs { json } => cmd::jobs::jobs(&settings, json).await?,
             Command::Watch { job, wait } => cmd::trigger::watch(&settings, &job, wait).await?,
             Command::Trigger {
-                job, here: true, ..
-            } => cmd::trigger::here(&settings, &job).await?,
-            Command::Trigger { job, wait, .. } => {
-                cmd::trigger::through_cluster(&settings, job, wait).await?
+                job,
+                wait,
+                here,
+                params,
+                payload,
+                payload_file,
+            } => {
+                let given = cmd::trigger::given(&params, payload, payload_file.as_deref())?;
+                if here {
+                    cmd::trigger::here(&settings, &job, given).await?
+                } else {
+                    cmd::trigger::through_cluster(&settings, job, wait, given).await?
+                }
             }
             Command::Cancel { job } => cmd::trigger::cancel(&settings, job).await?,
             Command::Status { job, limit, json } => {

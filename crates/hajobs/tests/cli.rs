@@ -1067,3 +1067,6 @@ async fn queue_commands_show_the_queue_and_remove_a_trigger_on_record() {
 
 #[path = "cli/hardening.rs"]
 mod hardening;
+
+#[path = "cli/params.rs"]
+mod params;

@@ -37,6 +37,27 @@ pub(crate) async fn jobs(settings: &Settings, json: bool) -> Result<(), CliError
                 .unwrap_or_else(|| "-".into()),
             latest
         );
+        if !j.params.is_empty() || j.payload != "forbidden" {
+            let params: Vec<String> = j
+                .params
+                .iter()
+                .map(|(name, p)| match (&p.default, p.required) {
+                    (_, true) => format!("{name} (required)"),
+                    (Some(d), false) => format!("{name}={d}"),
+                    (None, false) => name.clone(),
+                })
+                .collect();
+            println!(
+                "{:<24} params: {}; payload {}",
+                "",
+                if params.is_empty() {
+                    "none".to_owned()
+                } else {
+                    params.join(", ")
+                },
+                j.payload
+            );
+        }
     }
     Ok(())
 }

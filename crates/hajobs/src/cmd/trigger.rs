@@ -3,20 +3,94 @@
 
 use std::time::Duration;
 
-use hajobs_core::{JobId, JobType};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use hajobs_core::trigger_args::MAX_PAYLOAD_BYTES;
+use hajobs_core::{JobId, JobType, TriggerArgs};
 
 use super::*;
 use crate::admin::{Admin, Triggered};
 use crate::exit::final_status;
+
+/// What `-p NAME=VALUE`, `--payload` and `--payload-file` give a trigger,
+/// each problem named (exit 2); checked against the job's declaration by
+/// the admin layer.
+pub(crate) fn given(
+    params: &[String],
+    payload: Option<String>,
+    payload_file: Option<&Path>,
+) -> Result<TriggerArgs, CliError> {
+    let mut given = BTreeMap::new();
+    for p in params {
+        let Some((name, value)) = p.split_once('=') else {
+            return Err(CliError::input(anyhow::anyhow!(
+                "-p `{}`: expected NAME=VALUE",
+                p.escape_debug()
+            )));
+        };
+        if given.insert(name.to_owned(), value.to_owned()).is_some() {
+            return Err(CliError::input(anyhow::anyhow!(
+                "-p: parameter `{}` given twice",
+                name.escape_debug()
+            )));
+        }
+    }
+    let (text, from) = match (payload, payload_file) {
+        (Some(text), _) => (Some(text), "--payload".to_owned()),
+        (None, Some(file)) => (
+            Some(read_bounded(file)?),
+            format!("--payload-file {}", file.display()),
+        ),
+        (None, None) => (None, String::new()),
+    };
+    let payload = match text {
+        Some(text) => Some(
+            serde_json::from_str(&text)
+                .map_err(|e| CliError::input(anyhow::anyhow!("{from}: not JSON: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(TriggerArgs {
+        params: given,
+        payload,
+    })
+}
+
+/// A payload file (`-`: standard input), refused past the payload limit
+/// without reading further.
+fn read_bounded(file: &Path) -> Result<String, CliError> {
+    let source: Box<dyn Read> = if file == Path::new("-") {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(file).map_err(|e| {
+            CliError::input(anyhow::anyhow!("--payload-file {}: {e}", file.display()))
+        })?)
+    };
+    let mut text = String::new();
+    source
+        .take(MAX_PAYLOAD_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| CliError::input(anyhow::anyhow!("--payload-file {}: {e}", file.display())))?;
+    if text.len() > MAX_PAYLOAD_BYTES {
+        return Err(CliError::input(anyhow::anyhow!(
+            "--payload-file {}: larger than the payload limit of {MAX_PAYLOAD_BYTES} bytes",
+            file.display()
+        )));
+    }
+    Ok(text)
+}
 
 /// Runs a job now on one live replica (through the cluster).
 pub(crate) async fn through_cluster(
     settings: &Settings,
     job: String,
     wait: bool,
+    given: TriggerArgs,
 ) -> Result<(), CliError> {
     let admin = settings.admin().await?;
-    match admin.trigger(&job, &requested_by()).await? {
+    match admin.trigger(&job, &requested_by(), given).await? {
         Triggered::Started {
             job_type,
             node,
@@ -46,9 +120,13 @@ pub(crate) async fn through_cluster(
 
 /// Runs a job now in this process, under its lease, to its end: the exit
 /// code says how it ended.
-pub(crate) async fn here(settings: &Settings, job: &str) -> Result<(), CliError> {
+pub(crate) async fn here(
+    settings: &Settings,
+    job: &str,
+    given: TriggerArgs,
+) -> Result<(), CliError> {
     let admin = settings.admin_with_manager("trigger").await?;
-    match admin.trigger_here(job).await? {
+    match admin.trigger_here(job, given).await? {
         Triggered::Started {
             job_id, trigger_id, ..
         } => {

@@ -45,8 +45,10 @@ use crate::admin::{
     TriggeredView, WorkItemView,
 };
 
-/// The largest request body accepted (no route needs one).
-const MAX_BODY: usize = 16 * 1024;
+/// The largest request body accepted: a trigger's parameters and its
+/// payload (at most 64 KiB) with room for the JSON around them; no other
+/// route needs a body.
+const MAX_BODY: usize = hajobs_core::trigger_args::MAX_PAYLOAD_BYTES + 8 * 1024;
 
 mod protect;
 mod serve;
@@ -424,11 +426,30 @@ async fn jobs(State(state): State<ServerState>) -> ApiResult<Json<Vec<JobView>>>
     Ok(Json(state.admin.jobs().await?))
 }
 
-/// Runs the job now on one live replica (through the cluster).
+/// What a trigger carries (`POST /jobs/{job_type}`'s optional body).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TriggerBody {
+    /// Parameters, NAME → VALUE: checked against the job's `params`
+    /// (unknown, missing or malformed ones are refused with 400, naming
+    /// the parameter); the command sees `HAJOBS_PARAM_<NAME>`.
+    #[serde(default)]
+    params: std::collections::BTreeMap<String, String>,
+    /// Any JSON value, if the job's `payload` allows one: the command
+    /// reads it on its standard input.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    payload: Option<serde_json::Value>,
+}
+
+/// Runs the job now on one live replica (through the cluster), with the
+/// parameters and payload of the optional JSON body.
 #[utoipa::path(post, path = "/jobs/{job_type}",
     params(("job_type" = String, Path, description = "the job type")),
+    request_body(content = Option<TriggerBody>, content_type = "application/json"),
     responses(
         (status = 202, body = TriggeredView, description = "started on a replica"),
+        (status = 400, body = ApiError, description = "a parameter or the payload refused, named"),
         (status = 401, body = ApiError), (status = 404, body = ApiError),
         (status = 409, body = ApiError, description = "the lock is held: `holder` says by whom"),
         (status = 413, body = ApiError), (status = 503, body = ApiError, description = "no live replica has the job")),
@@ -440,9 +461,26 @@ async fn trigger(
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<TriggeredView>)> {
     let Path(job_type) = job_type?;
-    body?;
+    let body = body?;
+    let given = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerBody::default()
+    } else {
+        serde_json::from_slice::<TriggerBody>(&body).map_err(|e| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                "bad_input",
+                format!(
+                    "body: {e} (expected {{\"params\": {{NAME: VALUE, …}}, \"payload\": JSON}})"
+                ),
+            )
+        })?
+    };
+    let given = hajobs_core::TriggerArgs {
+        params: given.params,
+        payload: given.payload,
+    };
     let by = format!("{}@{}", caller.name(), state.node);
-    let t = state.admin.trigger(&job_type, &by).await?;
+    let t = state.admin.trigger(&job_type, &by, given).await?;
     Ok((StatusCode::ACCEPTED, Json(TriggeredView::from(&t))))
 }
 
@@ -630,7 +668,7 @@ async fn work_item(
 #[openapi(
     info(title = "hajobs", description = "Jobs that run on exactly one replica at a time: the admin API of a replica."),
     paths(health, ready, metrics, jobs, trigger, cancel, wake, history, latest, attempt, job_stats, stats, nodes, locks, queue_all, queue_of, work_list, work_item),
-    components(schemas(ApiError, HolderView, JobView, TriggeredView, Cancelled, Readiness, Health, QueuedView, WorkItemView)),
+    components(schemas(ApiError, HolderView, JobView, TriggerBody, TriggeredView, Cancelled, Readiness, Health, QueuedView, WorkItemView)),
     modifiers(&Documented)
 )]
 struct ApiDoc;
