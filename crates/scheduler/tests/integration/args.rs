@@ -290,3 +290,85 @@ async fn cron_firings_carry_their_static_parameters() {
     );
     ks.drop().await;
 }
+
+#[tokio::test]
+async fn a_queued_trigger_reads_its_parameters_back_when_its_turn_comes() {
+    use hajobs_scheduler::OnLocked;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ks = TestKeyspace::new("args_queue").await;
+    let seen: Seen = Arc::default();
+    let release = Arc::new(AtomicBool::new(false));
+    // A run of region `hold` waits until released; others end at once.
+    let job = |seen: Seen, release: Arc<AtomicBool>| {
+        move |ctx: JobContext| {
+            let (seen, release) = (seen.clone(), release.clone());
+            async move {
+                seen.lock().unwrap().push((
+                    ctx.trigger_id,
+                    ctx.params().clone(),
+                    ctx.payload().cloned(),
+                ));
+                while ctx.param("region") == Some("hold") && !release.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok::<_, JobError>(Done::finished())
+            }
+        }
+    };
+    let spec = || {
+        JobSpec::new("import", "import")
+            .unwrap()
+            .args(declared())
+            .on_locked(OnLocked::Queue)
+    };
+    let r1 = replica(&ks, "r1")
+        .await
+        .job(spec(), job(seen.clone(), release.clone()))
+        .build()
+        .await
+        .unwrap();
+    let r2 = replica(&ks, "r2")
+        .await
+        .job(spec(), job(seen.clone(), release.clone()))
+        .build()
+        .await
+        .unwrap();
+    r1.start().await.unwrap();
+    r2.start().await.unwrap();
+    let first = r1
+        .trigger_with(
+            "import",
+            given(&[("date", "2026-11-27"), ("region", "hold")], None),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(first, StartOutcome::Started { .. }), "{first:?}");
+    let queued = r2
+        .trigger_with(
+            "import",
+            given(
+                &[("date", "2026-11-28"), ("region", "us")],
+                Some(json!([1])),
+            ),
+        )
+        .await
+        .unwrap();
+    let StartOutcome::Queued { trigger_id, .. } = queued else {
+        panic!("queued: {queued:?}");
+    };
+    release.store(true, Ordering::SeqCst);
+    eventually(
+        Duration::from_secs(20),
+        "the queued trigger ran",
+        || async { seen.lock().unwrap().iter().any(|r| r.0 == trigger_id) },
+    )
+    .await;
+    let runs = seen.lock().unwrap().clone();
+    let run = runs.iter().find(|r| r.0 == trigger_id).unwrap();
+    assert_eq!(run.1["date"], "2026-11-28");
+    assert_eq!(run.1["region"], "us");
+    assert_eq!(run.2, Some(json!([1])));
+    r1.shutdown(Duration::from_secs(5)).await;
+    r2.shutdown(Duration::from_secs(5)).await;
+    ks.drop().await;
+}
