@@ -584,6 +584,10 @@ name = "report"
 command = ["true"]
 cron = "0 0 6 * * Mon-Fri"
 time_zone = "Europe/Berlin"
+[[job]]
+name = "rebuild"
+command = ["sh", "-c", "echo \"HAJOBS_PROGRESS {\\\"rebuilding\\\": \\\"$HAJOBS_PARAM_REGION\\\"}\"; sleep 3"]
+params = { region = { default = "eu", pattern = "[a-z]{2}" } }
 "#;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -666,6 +670,39 @@ async fn page_in_chromium_triggers_and_shows_running_then_finished() {
     )
     .await;
     assert!(shot.starts_with(b"\x89PNG"), "a PNG screenshot");
+    // A job with parameters asks for them, offering its defaults; a value
+    // that does not fit is refused by the daemon, naming the parameter;
+    // one that fits reaches the command (its own progress line says so).
+    let rebuild = "tr[data-job=\"rebuild\"]";
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "document.querySelector('{rebuild} .params').textContent"
+            ))
+            .await,
+        " · takes region"
+    );
+    browser
+        .eval("(() => { window.prompt = (m, offered) => { window.offered = offered; return 'region=usa'; }; return true; })()")
+        .await;
+    browser.click("button.trigger[data-job=\"rebuild\"]").await;
+    wait_for(
+        &mut browser,
+        "document.getElementById('message').textContent.includes('parameter `region`')",
+        "the refusal naming the parameter",
+    )
+    .await;
+    assert_eq!(browser.eval("window.offered").await, "region=eu");
+    browser
+        .eval("(() => { window.prompt = () => 'region=us'; return true; })()")
+        .await;
+    browser.click("button.trigger[data-job=\"rebuild\"]").await;
+    wait_for(
+        &mut browser,
+        &format!("document.querySelector('{rebuild} .progress').textContent.includes('\"rebuilding\":\"us\"')"),
+        "the command's own progress with the parameter",
+    )
+    .await;
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hajobs-page.png");
     std::fs::write(&out, &shot).unwrap();
     println!("page screenshot: {}", out.display());

@@ -25,21 +25,41 @@ function say(text, error) {
   m.className = error ? "error" : "";
 }
 
-async function call(method, path) {
+async function call(method, path, payload) {
   const headers = {};
   if (tokenInput.value) headers["Authorization"] = "Bearer " + tokenInput.value;
   // A JSON request: a page of another site cannot send one without asking.
   if (method !== "GET") headers["Content-Type"] = "application/json";
-  const r = await fetch(path, { method, headers, body: method === "GET" ? undefined : "{}" });
+  const r = await fetch(path, { method, headers, body: method === "GET" ? undefined : JSON.stringify(payload || {}) });
   const body = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error(body.error || r.status + " " + r.statusText);
   return body;
 }
 
-async function trigger(job) {
-  say("triggering " + job + " …");
+// A job that declares parameters asks for them (NAME=VALUE separated by
+// spaces, its defaults offered); the daemon checks them (400 names a bad one).
+function askParams(j) {
+  const names = Object.keys(j.params || {});
+  if (!names.length) return {};
+  const offered = names.map((n) => n + "=" + (j.params[n].default ?? "")).join(" ");
+  const text = window.prompt("Parameters of " + j.job_type + " (NAME=VALUE, separated by spaces)", offered);
+  if (text === null) return null;
+  const params = {};
+  for (const pair of text.trim().split(/\s+/).filter(Boolean)) {
+    const i = pair.indexOf("=");
+    if (i < 1) throw new Error("`" + pair + "`: expected NAME=VALUE");
+    if (i < pair.length - 1) params[pair.slice(0, i)] = pair.slice(i + 1);
+  }
+  return { params };
+}
+
+async function trigger(j) {
+  const job = j.job_type;
   try {
-    const t = await call("POST", "/jobs/" + encodeURIComponent(job));
+    const body = askParams(j);
+    if (body === null) return;
+    say("triggering " + job + " …");
+    const t = await call("POST", "/jobs/" + encodeURIComponent(job), body);
     say(t.job_id
       ? "started " + job + " on " + t.node + " as " + t.job_id + " (fencing token " + t.fencing_token + ")"
       : "queued " + job + " at position " + t.queue_position + ": its lock is held; it runs when its turn comes");
@@ -56,6 +76,13 @@ async function cancel(job) {
   refresh();
 }
 
+// The parameters a job takes (`*`: required), beside its schedule.
+function paramsNote(j) {
+  const names = Object.keys(j.params || {}).map((n) => (j.params[n].required ? n + "*" : n));
+  if (j.payload && j.payload !== "forbidden") names.push("payload");
+  return names.length ? el("span", { class: "muted params" }, " · takes " + names.join(", ")) : "";
+}
+
 function renderJobs(jobs) {
   const body = $("jobs");
   body.replaceChildren();
@@ -67,13 +94,14 @@ function renderJobs(jobs) {
     const holder = j.holder ? (j.holder.owner || "(ha-jobs?)") + " · token " + (j.holder.fencing_token ?? "-") : "-";
     body.append(el("tr", { "data-job": j.job_type },
       el("td", {}, el("a", { class: "job", onclick: () => { selected = j.job_type; refresh(); } }, j.job_type)),
-      el("td", {}, j.cron ? el("span", { title: j.cron }, (j.cron_in_words || j.cron) + " (" + j.time_zone + ")") : el("span", { class: "muted" }, j.keep_running ? "always on" : "manual")),
+      el("td", {}, j.cron ? el("span", { title: j.cron }, (j.cron_in_words || j.cron) + " (" + j.time_zone + ")") : el("span", { class: "muted" }, j.keep_running ? "always on" : "manual"),
+        paramsNote(j)),
       el("td", { class: "mono" }, j.next_firing ? j.next_firing.replace("+00:00", "Z") : "-"),
       el("td", {}, holder),
       el("td", { class: "state-cell" }, latest ? stateBadge(state) : el("span", { class: "muted" }, "never ran")),
       el("td", { class: "progress mono", title: progress }, progress),
       el("td", {},
-        el("button", { class: "trigger", "data-job": j.job_type, onclick: () => trigger(j.job_type) }, "Trigger"), " ",
+        el("button", { class: "trigger", "data-job": j.job_type, onclick: () => trigger(j) }, "Trigger"), " ",
         el("button", { class: "cancel", "data-job": j.job_type, onclick: () => cancel(j.job_type), ...(running ? {} : { disabled: "" }) }, "Cancel"))));
   }
   if (!selected && jobs.length) selected = jobs[0].job_type;
