@@ -36,6 +36,25 @@ impl TriggerArgs {
         Self::default()
     }
 
+    /// Parameters from `(name, value)` pairs, no payload.
+    pub fn from_params<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            params: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            payload: None,
+        }
+    }
+
+    /// The same, carrying `payload`.
+    pub fn with_payload(mut self, payload: Value) -> Self {
+        self.payload = Some(payload);
+        self
+    }
+
     /// Whether it carries neither parameters nor a payload.
     pub fn is_empty(&self) -> bool {
         self.params.is_empty() && self.payload.is_none()
@@ -106,13 +125,7 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> TriggerArgs {
-        TriggerArgs {
-            params: pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            payload: None,
-        }
+        TriggerArgs::from_params(pairs.iter().copied())
     }
 
     #[test]

@@ -245,13 +245,7 @@ mod tests {
     }
 
     fn given(pairs: &[(&str, &str)]) -> TriggerArgs {
-        TriggerArgs {
-            params: pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            payload: None,
-        }
+        TriggerArgs::from_params(pairs.iter().copied())
     }
 
     #[test]

@@ -45,11 +45,8 @@ fn declared() -> ArgsSpec {
 
 fn given(pairs: &[(&str, &str)], payload: Option<Value>) -> TriggerArgs {
     TriggerArgs {
-        params: pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
         payload,
+        ..TriggerArgs::from_params(pairs.iter().copied())
     }
 }
 
