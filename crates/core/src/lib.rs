@@ -23,6 +23,7 @@
 //! | [`firing_store`] | [`FiringStore`]: each cron firing claimed once cluster-wide |
 //! | [`trigger_args`] | [`TriggerArgs`]: a trigger's parameters and JSON payload, and the limits on them |
 //! | [`args_store`] | [`ArgsStore`]: what each trigger given parameters or a payload carries, read back by every attempt of it |
+//! | [`scheduled_store`] | [`ScheduledStore`]: one-time triggers due at a given time, in hourly partitions, each claimed once |
 //! | [`request_store`] | [`RequestStore`]: triggers asked of the cluster, claimed once by a replica that runs the job |
 //! | [`queue_store`] | [`QueueStore`]: triggers queued for a busy lock type, first in, first out, each claimed once |
 //! | [`node_store`] | [`NodeStore`]: the registry of live replicas, rows with a TTL |
@@ -58,6 +59,7 @@ pub mod metrics;
 pub mod node_store;
 pub mod queue_store;
 pub mod request_store;
+pub mod scheduled_store;
 pub mod schema;
 pub mod secret;
 pub mod stats;
@@ -82,6 +84,7 @@ pub use lock_type::LockType;
 pub use node_store::{NodeRecord, NodeStore};
 pub use queue_store::{QueueEntry, QueueStore};
 pub use request_store::{RequestOutcome, RequestStore, TriggerRequest};
+pub use scheduled_store::{ScheduledStore, ScheduledTrigger};
 pub use secret::Secret;
 pub use stats::JobStats;
 pub use status::{JobResult, JobState, JobStatus, JobType, StatusEntry};

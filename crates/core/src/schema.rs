@@ -97,6 +97,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trigger_args",
         cql: include_str!("../../../schema/0013_trigger_args.cql"),
     },
+    Migration {
+        version: 14,
+        name: "scheduled_trigger",
+        cql: include_str!("../../../schema/0014_scheduled_trigger.cql"),
+    },
 ];
 
 /// The keyspace's replication.

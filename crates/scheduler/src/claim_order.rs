@@ -33,6 +33,8 @@ pub(crate) struct Peers {
     /// This replica has a row of its own in the registry: the others rank
     /// it as it ranks itself.
     listed: std::sync::atomic::AtomicBool,
+    /// Every live replica of the registry.
+    live: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Peers {
@@ -55,6 +57,13 @@ impl Peers {
             }
         }
         *self.by_job_type.lock().expect("peers poisoned") = by_job_type;
+        *self.live.lock().expect("peers poisoned") =
+            records.iter().map(|r| r.node_id.clone()).collect();
+    }
+
+    /// Whether `node` was a live replica at the last read of the registry.
+    pub(crate) fn is_live(&self, node: &str) -> bool {
+        self.live.lock().expect("peers poisoned").contains(node)
     }
 
     /// Whether the ranks are shared: this replica is in the registry, so a

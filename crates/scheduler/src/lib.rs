@@ -95,7 +95,8 @@ pub use error::{MAX_PROGRESS_BYTES, ManagerError, ProgressError};
 pub use job::{Done, FinalState, Job, JobError, JobOutcome};
 pub use locks::Locks;
 pub use manager::{
-    CancelOutcome, DEFAULT_CANCEL_GRACE, JobManager, JobManagerBuilder, StartOutcome, WARM_UP,
+    CancelOutcome, DEFAULT_CANCEL_GRACE, JobManager, JobManagerBuilder, SCHEDULED_POLL,
+    StartOutcome, WARM_UP,
 };
 pub use requests::{Handover, RequestWake, RequestWatcher, WatchConfig, hand_over};
 pub use spec::{

@@ -10,6 +10,7 @@
 //! | `cron` | each job type's timer; a firing claimed once and started; missed runs caught up; firings whose start was lost closed |
 //! | `args` | what a trigger carries: checked and recorded when triggered, read back by each attempt |
 //! | `triggers` | a trigger by hand, through the cluster or by the supervisor: started, queued, or replacing the running attempt |
+//! | `scheduled` | one-time triggers due at a given time: read ahead, claimed once at their time, missed ones by policy |
 //! | `queue` | the queue runners: the oldest queued trigger started once its lock is free |
 //! | `attempts` | one attempt from its lease to its end, and planned retries |
 //! | `always` | always-on jobs: started wherever their lock is free, restarted after a backoff |
@@ -27,8 +28,8 @@ use hajobs_core::status_store::DEFAULT_RETENTION;
 use hajobs_core::{
     Acquired, ArgsStore, CancelReason, Cancellation, CassandraConfig, FencingToken, FiringOutcome,
     FiringStore, Holder, JobId, JobResult, JobState, JobStatus, JobType, LeaseStore, LockType,
-    NodeId, NodeStore, QueueEntry, QueueStore, StatusEntry, StatusStore, TriggerArgs, TriggerId,
-    WatchStore,
+    NodeId, NodeStore, QueueEntry, QueueStore, ScheduledStore, StatusEntry, StatusStore,
+    TriggerArgs, TriggerId, WatchStore,
 };
 use scylla::client::session::Session;
 
@@ -52,6 +53,8 @@ mod cancel;
 mod cron;
 mod locks;
 mod queue;
+mod scheduled;
+pub use scheduled::SCHEDULED_POLL;
 mod triggers;
 
 use attempts::{LeaseFirst, Taken};
@@ -185,6 +188,10 @@ struct Inner {
     /// What triggers carry (schema 13): prepared when some job takes
     /// parameters or a payload.
     args: Option<Arc<ArgsStore>>,
+    /// One-time triggers due at a given time (schema 14), and what wakes
+    /// this replica's loop of them.
+    scheduled: Arc<ScheduledStore>,
+    scheduled_wake: tokio::sync::Notify,
 }
 
 /// The job manager of one replica. Cheap to clone.
@@ -317,6 +324,13 @@ impl JobManager {
                     manager.keep_running(job_type, policy, stop).await
                 }));
             }
+        }
+        {
+            let manager = self.clone();
+            let stop = self.inner.stop_timers.subscribe();
+            timers.push(tokio::spawn(
+                async move { manager.run_scheduled(stop).await },
+            ));
         }
         for (lock_type, wake) in &self.inner.queue_wake {
             let manager = self.clone();

@@ -129,6 +129,8 @@ impl JobManagerBuilder {
         } else {
             None
         };
+        let scheduled =
+            Arc::new(ScheduledStore::new(session.clone(), &self.config, self.retention).await?);
         let nodes = NodeStore::new(session, &self.config).await?;
         Ok(JobManager {
             inner: Arc::new(Inner {
@@ -151,6 +153,8 @@ impl JobManagerBuilder {
                 locks,
                 restart_streaks: Mutex::new(HashMap::new()),
                 args,
+                scheduled,
+                scheduled_wake: tokio::sync::Notify::new(),
             }),
         })
     }

@@ -20,6 +20,7 @@ mod args;
 mod capacity;
 mod queue;
 mod retries;
+mod scheduled;
 mod work;
 
 /// A manager for replica `node` with its own session.
