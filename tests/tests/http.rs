@@ -267,6 +267,99 @@ fn http_api_every_route_over_three_daemons() {
     assert_eq!(seen, r#"date=2026-11-28 region=eu payload={"n":1}"#);
     let _ = std::fs::remove_file(&record);
 
+    // One-time triggers at a time: scheduled on one daemon, listed on
+    // another, one removed (once), the other run at its time by a replica.
+    assert_error(
+        &request(
+            a,
+            "POST",
+            "/scheduled",
+            Some(TOKEN),
+            br#"{"job_type": "import", "in": "1h"}"#,
+        ),
+        400,
+        "bad_input",
+    );
+    assert_error(
+        &request(
+            a,
+            "POST",
+            "/scheduled",
+            Some(TOKEN),
+            br#"{"job_type": "quick", "at": "2020-01-01T00:00:00Z"}"#,
+        ),
+        400,
+        "bad_input",
+    );
+    assert_error(
+        &request(a, "POST", "/scheduled", None, br#"{}"#),
+        401,
+        "unauthorized",
+    );
+    let later = request(
+        a,
+        "POST",
+        "/scheduled",
+        Some(TOKEN),
+        br#"{"job_type": "quick", "in": "1h"}"#,
+    );
+    assert_eq!(later.status, 201, "{}", later.body);
+    let later = later.json()["trigger_id"].as_str().unwrap().to_owned();
+    let soon = request(
+        a,
+        "POST",
+        "/scheduled",
+        Some(TOKEN),
+        br#"{"job_type": "import", "in": "2s", "params": {"date": "2026-12-01"}}"#,
+    );
+    assert_eq!(soon.status, 201, "{}", soon.body);
+    let soon = soon.json();
+    assert_eq!(soon["state"], "pending", "{soon}");
+    let listed = get(b, "/scheduled").json();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["trigger_id"] == later.as_str()),
+        "{listed}"
+    );
+    let removed = request(
+        b,
+        "DELETE",
+        &format!("/scheduled/{later}"),
+        Some(TOKEN),
+        b"",
+    );
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(removed.json()["state"], "removed");
+    assert_error(
+        &request(
+            a,
+            "DELETE",
+            &format!("/scheduled/{later}"),
+            Some(TOKEN),
+            b"",
+        ),
+        409,
+        "conflict",
+    );
+    let record = format!(
+        "/tmp/hajobs-http-import-{}",
+        soon["trigger_id"].as_str().unwrap()
+    );
+    let seen = eventually(
+        Duration::from_secs(20),
+        "the scheduled import's record",
+        || {
+            std::fs::read_to_string(&record)
+                .ok()
+                .filter(|r| r.contains("payload="))
+        },
+    );
+    assert_eq!(seen, "date=2026-12-01 region=eu payload=");
+    let _ = std::fs::remove_file(&record);
+
     // Cancel through any daemon: 202, and the attempt ends CANCELED.
     let c = request(a, "DELETE", "/jobs/slow", Some(TOKEN), b"");
     assert_eq!(c.status, 202, "{}", c.body);

@@ -15,6 +15,7 @@
 //! | [`Admin::unlock`] | releases a lock safely (cancel + wait) or by force |
 //! | [`Admin::ready`] | Cassandra answers and the schema is current |
 //! | [`Admin::queue`], [`Admin::queue_remove`] | the triggers queued for busy lock types; an operator removes one (recorded) |
+//! | [`Admin::schedule`], [`Admin::scheduled`], [`Admin::scheduled_remove`] | one-time triggers at a given time (`scheduled`): schedule, list, remove one (recorded) |
 //! | [`Admin::work_check`], [`Admin::work_list`], [`Admin::work_purge`] | work items: one, a work set's, forget the ended ones |
 //!
 //! Errors are [`AdminError`]s: a kind (bad input, unknown job, not found,
@@ -39,6 +40,9 @@ use serde::Serialize;
 
 use crate::config::DaemonConfig;
 use crate::wake::Waker;
+
+mod scheduled;
+pub(crate) use scheduled::{ScheduledView, due_at};
 
 /// What kind of failure an [`AdminError`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,6 +377,8 @@ pub(crate) struct Admin {
     queues: Arc<tokio::sync::OnceCell<Arc<QueueStore>>>,
     /// Prepared on first use: only triggers with parameters need it.
     args: Arc<tokio::sync::OnceCell<Arc<ArgsStore>>>,
+    /// Prepared on first use: only the scheduled triggers need it.
+    scheduled: Arc<tokio::sync::OnceCell<Arc<hajobs_core::ScheduledStore>>>,
 }
 
 /// A queued trigger, as shown.
@@ -507,6 +513,7 @@ impl Admin {
             work: Arc::default(),
             queues: Arc::default(),
             args: Arc::default(),
+            scheduled: Arc::default(),
             session,
             jobs,
             manager,

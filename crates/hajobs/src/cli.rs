@@ -131,6 +131,14 @@ enum Command {
         /// The payload read from a file (`-`: standard input), JSON.
         #[arg(long, value_name = "FILE")]
         payload_file: Option<std::path::PathBuf>,
+        /// Run it once at this time instead (RFC 3339, e.g.
+        /// 2026-12-01T02:00:00Z): recorded in Cassandra, fired by one replica
+        /// at that time; `hajobs scheduled` lists it.
+        #[arg(long, value_name = "TIME", conflicts_with_all = ["wait", "here", "in"])]
+        at: Option<String>,
+        /// Run it once this long from now instead (e.g. 90m, 2h).
+        #[arg(long = "in", id = "in", value_name = "DURATION", conflicts_with_all = ["wait", "here"])]
+        r#in: Option<String>,
     },
     /// Cancel the running attempt of a job, on whichever replica runs it.
     Cancel {
@@ -194,6 +202,20 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The one-time triggers scheduled with `hajobs trigger JOB --at | --in`,
+    /// due from an hour ago on, soonest first: due time, job type, trigger
+    /// id, state (pending, started, skipped, removed…), by whom. `hajobs
+    /// scheduled rm TRIGGER_ID` removes one before it fires.
+    #[command(args_conflicts_with_subcommands = true)]
+    Scheduled {
+        /// One job type (default: every job).
+        job: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<ScheduledCommand>,
+    },
     /// The triggers queued for busy lock types (jobs with `on_locked =
     /// "queue"`), oldest first: position, job type, trigger id, queued at,
     /// by whom. `hajobs queue rm TRIGGER_ID` removes one.
@@ -211,6 +233,17 @@ enum Command {
     /// in first): show one, list a work set, forget the ended ones.
     #[command(subcommand)]
     Work(WorkCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ScheduledCommand {
+    /// Remove a scheduled trigger before it fires (recorded in its row and
+    /// as a SKIPPED status of the trigger, naming you). Refused once a
+    /// replica claimed it.
+    Rm {
+        /// The trigger id, as `hajobs scheduled` shows it.
+        trigger_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -362,9 +395,13 @@ impl Cli {
                 params,
                 payload,
                 payload_file,
+                at,
+                r#in,
             } => {
                 let given = cmd::trigger::given(&params, payload, payload_file.as_deref())?;
-                if here {
+                if at.is_some() || r#in.is_some() {
+                    cmd::trigger::schedule(&settings, &job, given, at, r#in).await?
+                } else if here {
                     cmd::trigger::here(&settings, &job, given).await?
                 } else {
                     cmd::trigger::through_cluster(&settings, job, wait, given).await?
@@ -379,6 +416,13 @@ impl Cli {
             Command::Nodes { json } => cmd::cluster::nodes(&settings, json).await?,
             Command::Locks { json } => cmd::cluster::locks(&settings, json).await?,
             Command::Work(command) => cmd::work::run(&settings, command).await?,
+            Command::Scheduled {
+                command: Some(ScheduledCommand::Rm { trigger_id }),
+                ..
+            } => cmd::trigger::scheduled_remove(&settings, trigger_id).await?,
+            Command::Scheduled { job, json, .. } => {
+                cmd::trigger::scheduled(&settings, job, json).await?
+            }
             Command::Queue {
                 command: Some(QueueCommand::Rm { trigger_id }),
                 ..

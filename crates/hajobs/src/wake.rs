@@ -68,8 +68,10 @@ impl Waker {
     /// process runs none.
     pub(crate) fn wake_here(&self) -> bool {
         match &self.local {
-            Some((_, wake)) => {
+            Some((manager, wake)) => {
+                // Its requests and its scheduled triggers are read now.
                 wake.wake();
+                manager.wake_scheduled();
                 true
             }
             None => false,
@@ -142,6 +144,14 @@ impl Waker {
         }
         tokio::time::sleep(STAGGER).await;
         futures::future::join_all(rest.iter().map(|t| self.wake(t))).await;
+    }
+
+    /// Wakes every replica that has `job_type`, this process's own
+    /// included, at once (a trigger scheduled for sooner than their next
+    /// read of the scheduled triggers).
+    pub(crate) async fn wake_every(&self, job_type: &str, trigger_id: TriggerId) {
+        let targets = self.targets(job_type, trigger_id).await;
+        futures::future::join_all(targets.iter().map(|t| self.wake(t))).await;
     }
 
     /// Wakes every other replica that has `job_type`, at once (a stopping

@@ -1070,3 +1070,6 @@ mod hardening;
 
 #[path = "cli/params.rs"]
 mod params;
+
+#[path = "cli/scheduled.rs"]
+mod scheduled;

@@ -82,6 +82,75 @@ fn read_bounded(file: &Path) -> Result<String, CliError> {
     Ok(text)
 }
 
+/// Schedules a one-time trigger of `job` at `at` or in `r#in`.
+pub(crate) async fn schedule(
+    settings: &Settings,
+    job: &str,
+    given: TriggerArgs,
+    at: Option<String>,
+    r#in: Option<String>,
+) -> Result<(), CliError> {
+    let due = crate::admin::due_at(at.as_deref(), r#in.as_deref())?;
+    let admin = settings.admin().await?;
+    let s = admin.schedule(job, &requested_by(), given, due).await?;
+    println!(
+        "scheduled {} as trigger {} at {}: one replica that has it runs it then; `hajobs scheduled` lists it, `hajobs scheduled rm {}` removes it",
+        s.job_type, s.trigger_id, s.due_at, s.trigger_id
+    );
+    Ok(())
+}
+
+/// The scheduled one-time triggers.
+pub(crate) async fn scheduled(
+    settings: &Settings,
+    job: Option<String>,
+    json: bool,
+) -> Result<(), CliError> {
+    let all = settings.admin().await?.scheduled(job.as_deref()).await?;
+    if json {
+        return print_json_lines(&all);
+    }
+    println!(
+        "{:<26} {:<20} {:<36} {:<9} {:<20} DETAIL",
+        "DUE (UTC)", "JOB TYPE", "TRIGGER ID", "STATE", "BY"
+    );
+    for s in &all {
+        let by = match (&s.state[..], &s.removed_by, &s.claimed_by) {
+            ("removed", Some(r), _) => r.clone(),
+            ("pending", ..) => s.scheduled_by.clone().unwrap_or_default(),
+            (_, _, Some(c)) => c.clone(),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<26} {:<20} {:<36} {:<9} {:<20} {}",
+            s.due_at,
+            s.job_type,
+            s.trigger_id,
+            s.state,
+            by,
+            s.detail.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// Removes a scheduled trigger before it fires.
+pub(crate) async fn scheduled_remove(
+    settings: &Settings,
+    trigger_id: String,
+) -> Result<(), CliError> {
+    let s = settings
+        .admin()
+        .await?
+        .scheduled_remove(&trigger_id, &requested_by())
+        .await?;
+    println!(
+        "removed trigger {} of {} due at {}; recorded as SKIPPED",
+        s.trigger_id, s.job_type, s.due_at
+    );
+    Ok(())
+}
+
 /// Runs a job now on one live replica (through the cluster).
 pub(crate) async fn through_cluster(
     settings: &Settings,

@@ -51,6 +51,7 @@ use crate::admin::{
 const MAX_BODY: usize = hajobs_core::trigger_args::MAX_PAYLOAD_BYTES + 8 * 1024;
 
 mod protect;
+mod scheduled;
 mod serve;
 mod stats_cache;
 
@@ -214,6 +215,11 @@ pub(crate) fn router(state: ServerState, protection: Protection) -> Router {
         .route("/nodes", get(nodes))
         .route("/locks", get(locks))
         .route("/queue", get(queue_all))
+        .route("/scheduled", get(scheduled::list).post(scheduled::schedule))
+        .route(
+            "/scheduled/{trigger_id}",
+            axum::routing::delete(scheduled::remove),
+        )
         .route("/queue/{lock_type}", get(queue_of))
         .route("/work/{work_set}", get(work_list))
         .route("/work/{work_set}/{key}", get(work_item))
@@ -667,8 +673,8 @@ async fn work_item(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "hajobs", description = "Jobs that run on exactly one replica at a time: the admin API of a replica."),
-    paths(health, ready, metrics, jobs, trigger, cancel, wake, history, latest, attempt, job_stats, stats, nodes, locks, queue_all, queue_of, work_list, work_item),
-    components(schemas(ApiError, HolderView, JobView, TriggerBody, TriggeredView, Cancelled, Readiness, Health, QueuedView, WorkItemView)),
+    paths(health, ready, metrics, jobs, trigger, cancel, wake, history, latest, attempt, job_stats, stats, nodes, locks, queue_all, queue_of, scheduled::schedule, scheduled::list, scheduled::remove, work_list, work_item),
+    components(schemas(ApiError, HolderView, JobView, TriggerBody, TriggeredView, Cancelled, Readiness, Health, QueuedView, crate::admin::ScheduledView, scheduled::ScheduleBody, WorkItemView)),
     modifiers(&Documented)
 )]
 struct ApiDoc;
