@@ -718,6 +718,13 @@ async fn page_in_chromium_triggers_and_shows_running_then_finished() {
     );
     assert_eq!(
         browser
+            .eval("document.getElementById('scheduled').textContent")
+            .await,
+        "nothing scheduled",
+        "the scheduled triggers are on the page"
+    );
+    assert_eq!(
+        browser
             .eval(&format!(
                 "document.querySelector('{row} .state-cell').textContent"
             ))
@@ -794,6 +801,23 @@ async fn page_in_chromium_triggers_and_shows_running_then_finished() {
         &mut browser,
         &format!("document.querySelector('{rebuild} .progress').textContent.includes('\"rebuilding\":\"us\"')"),
         "the command's own progress with the parameter",
+    )
+    .await;
+    // A trigger scheduled through the API shows on the page, pending, then
+    // started at its time.
+    let scheduled = request(
+        &addr,
+        "POST",
+        "/scheduled",
+        Some(TOKEN),
+        br#"{"job_type": "report", "in": "3s"}"#,
+    );
+    assert_eq!(scheduled.status, 201, "{}", scheduled.body);
+    let trigger = scheduled.json()["trigger_id"].as_str().unwrap().to_owned();
+    wait_for(
+        &mut browser,
+        &format!("document.querySelector('tr[data-trigger=\"{trigger}\"] .sched-state').textContent === 'started'"),
+        "the scheduled trigger started, on the page",
     )
     .await;
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hajobs-page.png");

@@ -158,8 +158,24 @@ function renderQueue(queued) {
   }
 }
 
-// The figures read many rows: every 10 s (the server caches them as long).
+function renderScheduled(scheduled) {
+  const body = $("scheduled");
+  body.replaceChildren();
+  if (!scheduled.length) {
+    body.append(el("tr", {}, el("td", { colspan: "6", class: "muted" }, "nothing scheduled")));
+  }
+  for (const s of scheduled) {
+    const by = s.state === "removed" ? s.removed_by : s.state === "pending" ? s.scheduled_by : s.claimed_by;
+    body.append(el("tr", { "data-trigger": s.trigger_id }, el("td", { class: "mono" }, when(s.due_at_ms)),
+      el("td", {}, s.job_type), el("td", { class: "mono" }, s.trigger_id),
+      el("td", { class: "sched-state" }, s.state), el("td", {}, by || "-"), el("td", { class: "mono" }, s.detail || "")));
+  }
+}
+
+// The figures read many rows: every 10 s (the server caches them as long);
+// the scheduled triggers every 5 s.
 let statsRead = 0;
+let scheduledRead = 0;
 
 async function refresh() {
   try {
@@ -173,6 +189,10 @@ async function refresh() {
     }
     renderNodes(nodes);
     renderQueue(queued);
+    if (Date.now() - scheduledRead > 5000) {
+      scheduledRead = Date.now();
+      renderScheduled(await call("GET", "/scheduled"));
+    }
     renderRecent(selected ? await call("GET", "/jobs/" + encodeURIComponent(selected) + "?limit=10") : []);
     document.body.dataset.loaded = "true";
   } catch (e) { say("cannot read the cluster: " + e.message, true); }
