@@ -28,10 +28,10 @@ use super::*;
 pub const SCHEDULED_POLL: Duration = Duration::from_secs(5);
 const POLL: Duration = SCHEDULED_POLL;
 /// How far ahead each read looks.
-pub(crate) const HORIZON: Duration = Duration::from_secs(60);
+pub(crate) const HORIZON: Duration = Duration::from_secs(15);
 /// How far back each read looks (a trigger due while this replica was
-/// between two reads, or claimed and abandoned).
-const LOOKBACK: Duration = Duration::from_secs(120);
+/// between two reads). Each read costs the rows of `LOOKBACK + HORIZON`.
+const LOOKBACK: Duration = Duration::from_secs(10);
 /// How far back a starting replica looks: triggers missed while no replica
 /// ran (older rows have expired or are left to their retention).
 const CATCH_UP: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -40,6 +40,10 @@ const MISSED_AFTER: Duration = Duration::from_secs(30);
 /// A claim this old without an outcome, whose claimant is no live
 /// replica, was abandoned (its replica died between claim and start).
 const ABANDONED_AFTER: Duration = Duration::from_secs(30);
+/// How often the claims of the minute before `ABANDONED_AFTER` are read
+/// for abandoned ones (a read of its own: the regular read looks back only
+/// `LOOKBACK`).
+const ABANDONED_CHECK: Duration = Duration::from_secs(30);
 /// How long a trigger whose lock is held keeps trying, without a starting
 /// deadline, before it is recorded SKIPPED.
 const LOCKED_WAIT: Duration = Duration::from_secs(60);
@@ -89,6 +93,7 @@ impl JobManager {
         // twice. Forgotten once out of every read's window.
         let mut fired: HashMap<TriggerId, SystemTime> = HashMap::new();
         let mut first = true;
+        let mut last_abandoned_check = tokio::time::Instant::now();
         // The replicas' ranks: the cron loop refreshes them when there is one.
         let cron = self.inner.jobs.values().any(|r| r.spec.schedule.is_some());
         loop {
@@ -108,6 +113,10 @@ impl JobManager {
                     .due_between(now - LOOKBACK, now + HORIZON)
                     .await
             };
+            if !first && last_abandoned_check.elapsed() >= ABANDONED_CHECK {
+                last_abandoned_check = tokio::time::Instant::now();
+                self.take_over_abandoned(now).await;
+            }
             match read {
                 Ok(rows) => {
                     first = false;
@@ -159,6 +168,25 @@ impl JobManager {
             }
             if self.inner.shutting_down.load(Ordering::SeqCst) {
                 return;
+            }
+        }
+    }
+
+    /// Takes over the triggers of this replica's job types claimed from
+    /// `ABANDONED_AFTER` to a minute before that and abandoned.
+    async fn take_over_abandoned(&self, now: SystemTime) {
+        let from = now - ABANDONED_AFTER - Duration::from_secs(60);
+        let rows = match self.inner.scheduled.due_between(from, now - LOOKBACK).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "abandoned scheduled triggers not read; read again later");
+                return;
+            }
+        };
+        for t in rows {
+            if self.registered(&t.job_type).is_ok() && self.abandoned(&t, now) {
+                let manager = self.clone();
+                tokio::spawn(async move { manager.take_over(t).await });
             }
         }
     }

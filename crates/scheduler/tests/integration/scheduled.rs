@@ -226,7 +226,7 @@ async fn triggers_missed_while_no_replica_ran_follow_missed_runs_and_abandoned_o
     assert!(!count(&runs).contains_key(&skipped.trigger_id));
     // The abandoned claim is taken over once it is old enough.
     eventually(
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         "the abandoned one taken over",
         || async { count(&runs).contains_key(&abandoned.trigger_id) },
     )
