@@ -48,6 +48,12 @@
 //!   keeper, check-out LWT): items per second and the latency of one item,
 //!   p50 / p99; beside it, raw LWT pairs from as many loops (one item is two
 //!   LWTs, so ratio 1.0 would be the physical limit).
+//! - `scheduled`: one-time triggers, `HAJOBS_BENCH_SCHEDULED` (50,000) due
+//!   evenly over `HAJOBS_BENCH_SCHEDULED_SECS` (300) on 32 job types,
+//!   scheduled by a replica that stops before the first is due, fired by 3
+//!   others: from the jobs' own records, how many ran once, twice, never;
+//!   the lag (the job's first poll − the due time) p50 / p99 / max; beside
+//!   it the raw LWTs per second of the node.
 //! - `cluster_trigger`: 3 real `hajobs serve` daemons serving HTTP on one
 //!   node, a job every one has: `hajobs trigger JOB` (a new process:
 //!   connect, record the request, wake a replica, wait until started) and
@@ -64,6 +70,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use hajobs_core::NodeId;
 use hajobs_core::testing::TestKeyspace;
 use hajobs_scheduler::{Done, JobContext, JobManager, JobSpec};
@@ -1066,6 +1073,111 @@ async fn work_items(secs: u64) {
     ks.drop().await;
 }
 
+/// One-time triggers: `count` triggers due over `window` seconds, spread
+/// evenly over 32 job types, scheduled by a replica that stops before the
+/// first is due, fired by 3 other replicas (each registered, so the claim
+/// order applies). Counted from the jobs' own records: each ran once, none
+/// lost; lag = the job's first poll − the trigger's due time.
+async fn scheduled(count: usize, window: u64) {
+    const JOB_TYPES: usize = 32;
+    let ks = TestKeyspace::new("bench_sched").await;
+    let nodes = hajobs_core::NodeStore::new(ks.session.clone(), &ks.config())
+        .await
+        .unwrap();
+    let names: Vec<String> = (0..JOB_TYPES).map(|i| format!("sched-{i}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    // The jobs' records: (trigger, when the job first ran).
+    let records: Arc<Mutex<Vec<(hajobs_core::TriggerId, std::time::SystemTime)>>> =
+        Arc::default();
+    let build = |node: &str| {
+        let mut b = JobManager::builder(ks.config(), NodeId::new(node).unwrap())
+            .session(ks.session.clone());
+        for name in &names {
+            let records = records.clone();
+            b = b.job(
+                JobSpec::new(name, name).unwrap(),
+                move |ctx: JobContext| {
+                    let now = std::time::SystemTime::now();
+                    records.lock().unwrap().push((ctx.trigger_id, now));
+                    async { Ok(Done::finished()) }
+                },
+            );
+        }
+        b.build()
+    };
+    let mut replicas = Vec::new();
+    for n in 1..=3 {
+        let node = format!("r{n}");
+        register(&nodes, &node, &name_refs, window + 600).await;
+        let m = build(&node).await.unwrap();
+        m.start().await.unwrap();
+        replicas.push(m);
+    }
+    let scheduler = build("scheduler").await.unwrap();
+    // Due from a lead time on (enough to schedule them all first).
+    let lead = Duration::from_secs(15 + count as u64 / 300);
+    let first = std::time::SystemTime::now() + lead;
+    let step = Duration::from_secs(window).as_nanos() / count.max(1) as u128;
+    let scheduling = std::time::Instant::now();
+    let due: std::collections::HashMap<hajobs_core::TriggerId, std::time::SystemTime> =
+        futures::stream::iter(0..count)
+            .map(|i| {
+                let scheduler = scheduler.clone();
+                let name = names[i % JOB_TYPES].clone();
+                let at = first + Duration::from_nanos((step * i as u128) as u64);
+                async move {
+                    let t = scheduler
+                        .schedule(&name, at, hajobs_core::TriggerArgs::none())
+                        .await
+                        .unwrap();
+                    (t.trigger_id, at)
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+    let schedule_per_s = count as f64 / scheduling.elapsed().as_secs_f64();
+    assert!(
+        std::time::SystemTime::now() < first,
+        "scheduling took longer than the lead time"
+    );
+    // The replica that scheduled them is gone before the first is due.
+    scheduler.shutdown(Duration::from_secs(5)).await;
+    drop(scheduler);
+    let end = first + Duration::from_secs(window) + Duration::from_secs(60);
+    while std::time::SystemTime::now() < end && records.lock().unwrap().len() < count {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for m in &replicas {
+        m.shutdown(Duration::from_secs(5)).await;
+    }
+    let records = records.lock().unwrap().clone();
+    let mut runs: std::collections::HashMap<hajobs_core::TriggerId, usize> = Default::default();
+    let mut lags = Vec::new();
+    for (t, at) in &records {
+        *runs.entry(*t).or_default() += 1;
+        if let Some(d) = due.get(t) {
+            lags.push(match at.duration_since(*d) {
+                Ok(late) => late.as_secs_f64() * 1e3,
+                Err(early) => -early.duration().as_secs_f64() * 1e3,
+            });
+        }
+    }
+    let ran_once = runs.values().filter(|n| **n == 1).count();
+    let doubled = runs.values().filter(|n| **n > 1).count();
+    let missing = due.keys().filter(|t| !runs.contains_key(t)).count();
+    let raw = raw_lwt_pairs_per_s(&ks, LOOPS, 10).await * 2.0;
+    println!(
+        "scale-bench scheduled triggers={count} window_s={window} replicas=3 job_types={JOB_TYPES} ran_once={ran_once} doubled={doubled} missing={missing} lag_p50_ms={:.1} lag_p99_ms={:.1} lag_max_ms={:.1} scheduled_per_s={schedule_per_s:.0} fired_per_s={:.0} raw_lwt_per_s={raw:.0}",
+        percentile(&mut lags.clone(), 0.5),
+        percentile(&mut lags.clone(), 0.99),
+        percentile(&mut lags, 1.0),
+        count as f64 / window as f64,
+    );
+    assert_eq!((doubled, missing), (0, 0), "each scheduled trigger runs exactly once");
+    ks.drop().await;
+}
+
 #[tokio::main]
 async fn main() {
     let secs: u64 = std::env::var("HAJOBS_BENCH_SECS")
@@ -1115,6 +1227,19 @@ async fn main() {
     }
     if run("work_items") {
         work_items(secs.min(20)).await;
+    }
+    if run("scheduled") {
+        let env = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default)
+        };
+        scheduled(
+            env("HAJOBS_BENCH_SCHEDULED", 50_000) as usize,
+            env("HAJOBS_BENCH_SCHEDULED_SECS", 300),
+        )
+        .await;
     }
     if run("command_lag") {
         drop_keyspace(&command_lag(secs)).await;
