@@ -25,7 +25,7 @@ use super::*;
 /// a trigger scheduled at least this far ahead fires at its time on every
 /// replica; one due sooner fires at once where it was scheduled, or when
 /// the daemon's wake reaches the others (else at their next read).
-pub const SCHEDULED_POLL: Duration = Duration::from_secs(5);
+pub const SCHEDULED_POLL: Duration = Duration::from_secs(10);
 const POLL: Duration = SCHEDULED_POLL;
 /// How far ahead each read looks.
 pub(crate) const HORIZON: Duration = Duration::from_secs(15);
@@ -40,10 +40,12 @@ const MISSED_AFTER: Duration = Duration::from_secs(30);
 /// A claim this old without an outcome, whose claimant is no live
 /// replica, was abandoned (its replica died between claim and start).
 const ABANDONED_AFTER: Duration = Duration::from_secs(30);
-/// How often the claims of the minute before `ABANDONED_AFTER` are read
-/// for abandoned ones (a read of its own: the regular read looks back only
-/// `LOOKBACK`).
+/// How often a read also looks back over the minute before
+/// `ABANDONED_AFTER`, for abandoned claims (the other reads look back only
+/// `LOOKBACK`: one read either way).
 const ABANDONED_CHECK: Duration = Duration::from_secs(30);
+/// How far back such a read looks.
+const ABANDONED_LOOKBACK: Duration = Duration::from_secs(90);
 /// How long a trigger whose lock is held keeps trying, without a starting
 /// deadline, before it is recorded SKIPPED.
 const LOCKED_WAIT: Duration = Duration::from_secs(60);
@@ -102,6 +104,12 @@ impl JobManager {
             }
             let now = SystemTime::from(self.inner.clock.now());
             fired.retain(|_, due| now.duration_since(*due).unwrap_or_default() <= LOOKBACK * 2);
+            let look_back = if last_abandoned_check.elapsed() >= ABANDONED_CHECK {
+                last_abandoned_check = tokio::time::Instant::now();
+                ABANDONED_LOOKBACK
+            } else {
+                LOOKBACK
+            };
             let read = if first {
                 self.inner
                     .scheduled
@@ -110,13 +118,9 @@ impl JobManager {
             } else {
                 self.inner
                     .scheduled
-                    .due_between(now - LOOKBACK, now + HORIZON)
+                    .due_between(now - look_back, now + HORIZON)
                     .await
             };
-            if !first && last_abandoned_check.elapsed() >= ABANDONED_CHECK {
-                last_abandoned_check = tokio::time::Instant::now();
-                self.take_over_abandoned(now).await;
-            }
             match read {
                 Ok(rows) => {
                     first = false;
@@ -168,25 +172,6 @@ impl JobManager {
             }
             if self.inner.shutting_down.load(Ordering::SeqCst) {
                 return;
-            }
-        }
-    }
-
-    /// Takes over the triggers of this replica's job types claimed from
-    /// `ABANDONED_AFTER` to a minute before that and abandoned.
-    async fn take_over_abandoned(&self, now: SystemTime) {
-        let from = now - ABANDONED_AFTER - Duration::from_secs(60);
-        let rows = match self.inner.scheduled.due_between(from, now - LOOKBACK).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(error = %e, "abandoned scheduled triggers not read; read again later");
-                return;
-            }
-        };
-        for t in rows {
-            if self.registered(&t.job_type).is_ok() && self.abandoned(&t, now) {
-                let manager = self.clone();
-                tokio::spawn(async move { manager.take_over(t).await });
             }
         }
     }
