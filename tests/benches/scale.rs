@@ -1087,21 +1087,17 @@ async fn scheduled(count: usize, window: u64) {
     let names: Vec<String> = (0..JOB_TYPES).map(|i| format!("sched-{i}")).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     // The jobs' records: (trigger, when the job first ran).
-    let records: Arc<Mutex<Vec<(hajobs_core::TriggerId, std::time::SystemTime)>>> =
-        Arc::default();
+    let records: Arc<Mutex<Vec<(hajobs_core::TriggerId, std::time::SystemTime)>>> = Arc::default();
     let build = |node: &str| {
         let mut b = JobManager::builder(ks.config(), NodeId::new(node).unwrap())
             .session(ks.session.clone());
         for name in &names {
             let records = records.clone();
-            b = b.job(
-                JobSpec::new(name, name).unwrap(),
-                move |ctx: JobContext| {
-                    let now = std::time::SystemTime::now();
-                    records.lock().unwrap().push((ctx.trigger_id, now));
-                    async { Ok(Done::finished()) }
-                },
-            );
+            b = b.job(JobSpec::new(name, name).unwrap(), move |ctx: JobContext| {
+                let now = std::time::SystemTime::now();
+                records.lock().unwrap().push((ctx.trigger_id, now));
+                async { Ok(Done::finished()) }
+            });
         }
         b.build()
     };
@@ -1174,7 +1170,11 @@ async fn scheduled(count: usize, window: u64) {
         percentile(&mut lags, 1.0),
         count as f64 / window as f64,
     );
-    assert_eq!((doubled, missing), (0, 0), "each scheduled trigger runs exactly once");
+    assert_eq!(
+        (doubled, missing),
+        (0, 0),
+        "each scheduled trigger runs exactly once"
+    );
     ks.drop().await;
 }
 

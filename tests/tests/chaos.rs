@@ -1426,3 +1426,120 @@ fn chaos_an_always_on_consumer_outlives_kill_9_sigterm_and_sigstop_of_its_holder
     d.stop();
     drop_keyspace(&keyspace);
 }
+
+/// A 100-step job that checkpoints each step: `steps.sh RECORDS` reads the
+/// `next` step from `HAJOBS_CHECKPOINT`, writes `start-NEXT`, then each step
+/// (200 ms) as `step-K` and its checkpoint, then `end`.
+const STEPS_SCRIPT: &str = r#"rec=$1
+line() { echo "$(date +%s%N) $HAJOBS_FENCING_TOKEN $HAJOBS_NODE_ID $HAJOBS_JOB_TYPE $HAJOBS_JOB_ID $HAJOBS_TRIGGER_ID $1" >> "$rec"; }
+next=$(printf '%s' "$HAJOBS_CHECKPOINT" | sed -n 's/.*"next":\([0-9]*\).*/\1/p')
+i=${next:-0}
+line "start-$i"
+while [ "$i" -lt 100 ]; do
+  sleep 0.2
+  line "step-$i"
+  i=$((i+1))
+  echo "HAJOBS_CHECKPOINT {\"next\":$i}"
+done
+line end
+"#;
+
+const STEPS: &str = r#"
+shutdown_grace = "10s"
+[supervisor]
+interval = "1s"
+[[job]]
+name = "steps"
+lock_type = "chaos-steps"
+command = ["sh", "{records}-steps.sh", "{records}"]
+lease_ttl = "3s"
+retrigger_count = 100
+checkpoints = true
+"#;
+
+#[test]
+fn chaos_a_checkpointed_job_resumes_after_kill_9_of_its_holder_and_never_redoes_more_than_a_step() {
+    // `HAJOBS_CHAOS_FULL`: 20 kills.
+    let kills = trials(3, 20);
+    let keyspace = unique_keyspace("chaos_steps");
+    let mut d = Daemons::start(bin(), keyspace.clone(), 3, STEPS);
+    std::fs::write(format!("{}-steps.sh", d.records.display()), STEPS_SCRIPT).unwrap();
+    let out = eventually(Duration::from_secs(60), "the job triggered", || {
+        let out = d.cli(&["trigger", "steps"]).output().unwrap();
+        out.status.success().then_some(out)
+    });
+    assert!(out.status.success());
+    let step_lines = |d: &Daemons| {
+        d.records()
+            .into_iter()
+            .filter(|r| r.kind.starts_with("step-"))
+            .count()
+    };
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..kills {
+        // A run that has done a step or more, killed at a random moment of
+        // its next step.
+        let run = eventually(Duration::from_secs(60), "a run stepping", || {
+            let before = step_lines(&d);
+            d.active_run().filter(|_| before > 0)
+        });
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(300 + seed % 700));
+        let i = Daemons::index_of(&run.node);
+        let t = now_nanos();
+        d.kill9(i);
+        eventually(Duration::from_secs(30), "a successor", || {
+            successor(&d, t, &run)
+        });
+        d.spawn(i);
+    }
+    eventually(Duration::from_secs(120), "every step done", || {
+        d.records().iter().any(|r| r.kind == "end").then_some(())
+    });
+    let records = d.records();
+    let steps: Vec<u64> = records
+        .iter()
+        .filter_map(|r| r.kind.strip_prefix("step-")?.parse().ok())
+        .collect();
+    let done: std::collections::BTreeSet<u64> = steps.iter().copied().collect();
+    assert_eq!(done, (0..100).collect(), "every step done");
+    assert!(
+        steps.len() <= 100 + kills,
+        "{} steps executed for 100 steps and {kills} kills",
+        steps.len()
+    );
+    // What each attempt started from, in the order of their tokens: never
+    // behind what an earlier one started from (no stale checkpoint
+    // accepted), never past a step not done.
+    let mut starts: Vec<(u64, u64)> = records
+        .iter()
+        .filter_map(|r| Some((r.token, r.kind.strip_prefix("start-")?.parse().ok()?)))
+        .collect();
+    starts.sort_unstable();
+    for w in starts.windows(2) {
+        let ((_, a), (token, b)) = (w[0], w[1]);
+        assert!(
+            b >= a,
+            "attempt {token} started from {b}, behind {a}: {starts:?}"
+        );
+        assert!(
+            b == 0 || done.contains(&(b - 1)),
+            "attempt {token} started past a step not done"
+        );
+    }
+    summary(
+        "checkpoints",
+        kills,
+        &d,
+        Vec::new(),
+        &format!(
+            " steps_executed={} redone={}",
+            steps.len(),
+            steps.len() - 100
+        ),
+    );
+    d.stop();
+    drop_keyspace(&keyspace);
+}

@@ -24,6 +24,7 @@
 //! | [`trigger_args`] | [`TriggerArgs`]: a trigger's parameters and JSON payload, and the limits on them |
 //! | [`args_store`] | [`ArgsStore`]: what each trigger given parameters or a payload carries, read back by every attempt of it |
 //! | [`scheduled_store`] | [`ScheduledStore`]: one-time triggers due at a given time, in hourly partitions, each claimed once |
+//! | [`checkpoint_store`] | [`CheckpointStore`]: a trigger's progress, fenced by the newest attempt's token, read by the next attempt |
 //! | [`request_store`] | [`RequestStore`]: triggers asked of the cluster, claimed once by a replica that runs the job |
 //! | [`queue_store`] | [`QueueStore`]: triggers queued for a busy lock type, first in, first out, each claimed once |
 //! | [`node_store`] | [`NodeStore`]: the registry of live replicas, rows with a TTL |
@@ -46,6 +47,7 @@
 
 pub mod args_store;
 pub mod cancel;
+pub mod checkpoint_store;
 pub mod config;
 mod cql;
 pub mod error;
@@ -74,6 +76,7 @@ pub mod work_store;
 
 pub use args_store::{ArgsStore, StoredArgs};
 pub use cancel::{CancelReason, Cancellation};
+pub use checkpoint_store::{Checkpoint, CheckpointStore, Fenced};
 pub use config::{CassandraConfig, Credentials};
 pub use error::{InvalidInput, StoreError};
 pub use firing_store::{Firing, FiringOutcome, FiringStore};

@@ -102,6 +102,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "scheduled_trigger",
         cql: include_str!("../../../schema/0014_scheduled_trigger.cql"),
     },
+    Migration {
+        version: 15,
+        name: "checkpoint",
+        cql: include_str!("../../../schema/0015_checkpoint.cql"),
+    },
 ];
 
 /// The keyspace's replication.

@@ -39,7 +39,10 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 /// `HAJOBS_FENCING_TOKEN` and `HAJOBS_NODE_ID` in a declared environment
 /// (see [`crate::job_env`]): never the daemon's secrets; its trigger's
 /// parameters as `HAJOBS_PARAM_<NAME>` and its payload, one line of JSON,
-/// on its standard input (empty without one). Exit 0 is
+/// on its standard input (empty without one); for a job with
+/// `checkpoints = true`, its trigger's last checkpoint as
+/// `HAJOBS_CHECKPOINT`, and a stdout line `HAJOBS_CHECKPOINT <json>`
+/// records a new one. Exit 0 is
 /// FINISHED, anything else FAILED with the exit status and the tail of its
 /// output.
 ///
@@ -261,6 +264,12 @@ async fn run(
     );
     let _ = writer.write_all(ids.as_bytes()).await;
     let _ = writer.write_all(args_lines(ctx.args()).as_bytes()).await;
+    if let Some(last) = ctx.last_checkpoint() {
+        // Compact JSON: one line.
+        let _ = writer
+            .write_all(format!("env HAJOBS_CHECKPOINT={last}\n").as_bytes())
+            .await;
+    }
     send_deadline(&mut writer, first).await;
 
     // Read apart from the loop below, so that a full pipe never blocks the
@@ -270,6 +279,9 @@ async fn run(
     // attempt's progress (`hajobs watch`, the page), written apart from the
     // loop below so that a slow write never delays the guard's deadline.
     let (progress_tx, progress_rx) = tokio::sync::watch::channel(None::<String>);
+    // A stdout line `HAJOBS_CHECKPOINT <json>` is the trigger's checkpoint
+    // (the newest replaces one not yet written).
+    let (checkpoint_tx, checkpoint_rx) = tokio::sync::watch::channel(None::<String>);
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let refused = Arc::new(AtomicU64::new(0));
     let mut output = {
@@ -280,6 +292,9 @@ async fn run(
                 // The newest update replaces one not yet written.
                 ProgressLine::Update(text) => {
                     progress_tx.send_replace(Some(text));
+                }
+                ProgressLine::Checkpoint(text) => {
+                    checkpoint_tx.send_replace(Some(text));
                 }
                 ProgressLine::TooLarge(size) => {
                     if refused.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -294,6 +309,7 @@ async fn run(
         })
     };
     let mut publisher = tokio::spawn(publish_progress(ctx.clone(), progress_rx, ended_rx));
+    let mut checkpointer = tokio::spawn(record_checkpoints(ctx.clone(), checkpoint_rx));
     let mut told = None::<&str>;
     let guard_exit = loop {
         tokio::select! {
@@ -347,6 +363,14 @@ async fn run(
     {
         publisher.abort();
         tracing::warn!(job_type = %ctx.job_type, job_id = %ctx.job_id, "a progress update was still being written at the end");
+    }
+    // And the last checkpoint before the attempt ends.
+    if tokio::time::timeout(OUTPUT_DRAIN, &mut checkpointer)
+        .await
+        .is_err()
+    {
+        checkpointer.abort();
+        tracing::warn!(job_type = %ctx.job_type, job_id = %ctx.job_id, "a checkpoint was still being written at the end");
     }
     let guard_exit = guard_exit
         .map_err(|e| JobError::new(format!("waiting for the guard of `{program}`: {e}")))?;
@@ -409,6 +433,31 @@ pub(crate) async fn send_deadline(
     let _ = writer
         .write_all(format!("deadline {at}\n").as_bytes())
         .await;
+}
+
+/// Records each checkpoint line as the trigger's checkpoint, the newest
+/// first when several came while one was written. A line that is not JSON,
+/// or a write refused (the lease no longer held, a newer attempt fenced it),
+/// is logged and not retried. Ends when the output ended.
+async fn record_checkpoints(
+    ctx: JobContext,
+    mut lines: tokio::sync::watch::Receiver<Option<String>>,
+) {
+    while lines.changed().await.is_ok() {
+        let Some(text) = lines.borrow_and_update().clone() else {
+            continue;
+        };
+        let value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(job_type = %ctx.job_type, job_id = %ctx.job_id, error = %e, "a checkpoint line that is not JSON was ignored");
+                continue;
+            }
+        };
+        if let Err(e) = ctx.checkpoint(value).await {
+            tracing::warn!(job_type = %ctx.job_type, job_id = %ctx.job_id, error = %e, "checkpoint not recorded");
+        }
+    }
 }
 
 /// Writes the newest progress update, at most one every

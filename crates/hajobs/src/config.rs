@@ -80,6 +80,7 @@ struct RawJob {
     retry_factor: Option<Spanned<f64>>,
     retry_max_backoff: Option<Spanned<String>>,
     keep_running: Option<Spanned<bool>>,
+    checkpoints: Option<Spanned<bool>>,
     params: Option<Spanned<BTreeMap<String, params::RawParam>>>,
     payload: Option<Spanned<String>>,
     cron_params: Option<Spanned<BTreeMap<String, String>>>,
@@ -416,6 +417,11 @@ pub(crate) fn parse(
         ) {
             return Err(src.error(at, Some(name), "keep_running", problem));
         }
+        if let (Some(at), Some(problem)) =
+            (&job.checkpoints, config.spec.checkpoints_problem(capacity))
+        {
+            return Err(src.error(at, Some(name), "checkpoints", problem));
+        }
         jobs.push(config);
     }
     let shutdown_grace = match &raw.shutdown_grace {
@@ -639,6 +645,9 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
         job.cron.is_some(),
     )?;
     spec = spec.args(args);
+    if let Some(c) = &job.checkpoints {
+        spec = spec.checkpoints(*c.get_ref());
+    }
     if let Some(t) = &job.lock_wait_timeout {
         spec = spec
             .lock_wait_timeout(src.duration(t, Some(name), "lock_wait_timeout")?)

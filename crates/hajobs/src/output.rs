@@ -7,6 +7,7 @@
 //! [`MAX_PROGRESS_BYTES`](hajobs_scheduler::MAX_PROGRESS_BYTES), whatever it
 //! prints.
 
+use hajobs_core::checkpoint_store::MAX_CHECKPOINT_BYTES;
 use hajobs_scheduler::MAX_PROGRESS_BYTES;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -15,6 +16,15 @@ pub(crate) const OUTPUT_TAIL: usize = 4096;
 
 /// A stdout line starting so is the attempt's progress.
 pub(crate) const PROGRESS_PREFIX: &str = "HAJOBS_PROGRESS ";
+
+/// The start of a stdout line that records a checkpoint.
+pub(crate) const CHECKPOINT_PREFIX: &str = "HAJOBS_CHECKPOINT ";
+
+/// The special lines: their prefix and the most bytes after it.
+const SPECIAL: [(&str, usize); 2] = [
+    (PROGRESS_PREFIX, MAX_PROGRESS_BYTES),
+    (CHECKPOINT_PREFIX, MAX_CHECKPOINT_BYTES),
+];
 
 /// How much is read from a pipe at a time.
 const CHUNK: usize = 8 * 1024;
@@ -60,7 +70,10 @@ impl Tail {
 pub(crate) enum ProgressLine {
     /// `HAJOBS_PROGRESS TEXT`: TEXT, trimmed.
     Update(String),
-    /// A progress line longer than the limit: not kept, only its size.
+    /// `HAJOBS_CHECKPOINT JSON`: JSON, trimmed.
+    Checkpoint(String),
+    /// A progress or checkpoint line longer than its limit: not kept, only
+    /// its size.
     TooLarge(usize),
 }
 
@@ -77,9 +90,9 @@ pub(crate) struct ProgressLines {
 }
 
 impl ProgressLines {
-    /// The most bytes a progress line may have (the prefix, the update and
-    /// its line end).
-    const LIMIT: usize = PROGRESS_PREFIX.len() + MAX_PROGRESS_BYTES + 2;
+    /// The most bytes a special line may have (the longer prefix, the
+    /// larger limit and its line end).
+    const LIMIT: usize = CHECKPOINT_PREFIX.len() + MAX_CHECKPOINT_BYTES + 2;
 
     /// Reads `chunk`, calling `found` for each progress line it ends.
     pub(crate) fn feed(&mut self, mut chunk: &[u8], found: &mut impl FnMut(ProgressLine)) {
@@ -112,24 +125,33 @@ impl ProgressLines {
         }
         let room = Self::LIMIT.saturating_sub(self.line.len());
         self.line.extend_from_slice(&part[..part.len().min(room)]);
-        let prefix = PROGRESS_PREFIX.as_bytes();
-        let n = self.line.len().min(prefix.len());
-        if self.line[..n] != prefix[..n] {
+        let line = &self.line;
+        let maybe = SPECIAL.iter().any(|(prefix, _)| {
+            let n = line.len().min(prefix.len());
+            line[..n] == prefix.as_bytes()[..n]
+        });
+        if !maybe {
             self.other = true;
             self.line.clear();
         }
     }
 
     fn end(&mut self, found: &mut impl FnMut(ProgressLine)) {
-        if !self.other && self.line.len() >= PROGRESS_PREFIX.len() {
-            let text = &self.line[PROGRESS_PREFIX.len()..];
+        let special = SPECIAL
+            .iter()
+            .find(|(prefix, _)| self.line.starts_with(prefix.as_bytes()));
+        if let (false, Some((prefix, limit))) = (self.other, special) {
+            let text = &self.line[prefix.len()..];
             let text = text.strip_suffix(b"\r").unwrap_or(text);
-            if self.len > Self::LIMIT || text.len() > MAX_PROGRESS_BYTES {
-                found(ProgressLine::TooLarge(self.len - PROGRESS_PREFIX.len()));
+            if self.len > prefix.len() + limit + 2 || text.len() > *limit {
+                found(ProgressLine::TooLarge(self.len - prefix.len()));
             } else {
-                found(ProgressLine::Update(
-                    String::from_utf8_lossy(text).trim().to_owned(),
-                ));
+                let text = String::from_utf8_lossy(text).trim().to_owned();
+                found(if *prefix == CHECKPOINT_PREFIX {
+                    ProgressLine::Checkpoint(text)
+                } else {
+                    ProgressLine::Update(text)
+                });
             }
         }
         self.line.clear();
@@ -184,13 +206,15 @@ mod tests {
         let out = progress_of(&[
             b"hello\nHAJOBS_PRO",
             b"GRESS {\"rows\": 1}\r\nnot HAJOBS_PROGRESS x\n",
-            b"HAJOBS_PROGRESS  half way \nHAJOBS_PROGRESS last",
+            b"HAJOBS_PROGRESS  half way \nHAJOBS_CHECK",
+            b"POINT {\"step\": 3}\nHAJOBS_CHECKPOINTS no\nHAJOBS_PROGRESS last",
         ]);
         assert_eq!(
             out,
             vec![
                 ProgressLine::Update("{\"rows\": 1}".into()),
                 ProgressLine::Update("half way".into()),
+                ProgressLine::Checkpoint("{\"step\": 3}".into()),
                 ProgressLine::Update("last".into()),
             ]
         );

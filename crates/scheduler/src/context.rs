@@ -7,12 +7,12 @@ use std::time::{Instant, SystemTime};
 use hajobs_lock_keeper::LeaseState;
 
 use hajobs_core::{
-    Cancellation, FencingToken, JobId, JobState, JobStatus, JobType, NodeId, StatusStore,
-    TriggerArgs, TriggerId,
+    Cancellation, CheckpointStore, FencingToken, JobId, JobState, JobStatus, JobType, NodeId,
+    StatusStore, TriggerArgs, TriggerId,
 };
 use serde_json::Value;
 
-use crate::error::{MAX_PROGRESS_BYTES, ProgressError};
+use crate::error::{CheckpointError, MAX_PROGRESS_BYTES, ProgressError};
 use crate::job::JobError;
 
 /// Whether a job's lease certainly still holds, for code that cannot
@@ -70,6 +70,10 @@ pub struct JobContext {
     pub(crate) lease: tokio::sync::watch::Receiver<LeaseState>,
     /// What its trigger carries.
     pub(crate) args: Arc<TriggerArgs>,
+    /// Where its checkpoints go, for a job that declares them.
+    pub(crate) checkpoints: Option<Arc<CheckpointStore>>,
+    /// Its trigger's last checkpoint when the attempt started.
+    pub(crate) last_checkpoint: Option<Arc<Value>>,
 }
 
 impl JobContext {
@@ -93,6 +97,41 @@ impl JobContext {
     /// Both, as the trigger carries them.
     pub fn args(&self) -> &TriggerArgs {
         &self.args
+    }
+
+    /// The last checkpoint of this attempt's trigger when it started
+    /// (recorded by an earlier attempt of it: a retry, a re-run, a
+    /// handover, an always-on restart), for a job that declares
+    /// checkpoints.
+    pub fn last_checkpoint(&self) -> Option<&Value> {
+        self.last_checkpoint.as_deref()
+    }
+
+    /// Records `value` as the trigger's checkpoint: the next attempt of the
+    /// trigger starts from it. Written only while this attempt's lease
+    /// certainly holds, and only if no newer attempt of the trigger has
+    /// fenced it (conditional on this attempt's fencing token): a stale
+    /// holder's checkpoint is refused ([`CheckpointError::Stale`]).
+    pub async fn checkpoint(&self, value: Value) -> Result<(), CheckpointError> {
+        let store = self
+            .checkpoints
+            .as_ref()
+            .ok_or(CheckpointError::NotDeclared)?;
+        let size = serde_json::to_string(&value).map_or(usize::MAX, |s| s.len());
+        let limit = hajobs_core::checkpoint_store::MAX_CHECKPOINT_BYTES;
+        if size > limit {
+            return Err(CheckpointError::TooLarge { size, limit });
+        }
+        if !self.lease_valid() {
+            return Err(CheckpointError::LeaseLost);
+        }
+        match store
+            .write(self.trigger_id, self.job_id, self.fencing_token, &value)
+            .await?
+        {
+            true => Ok(()),
+            false => Err(CheckpointError::Stale),
+        }
     }
 
     /// Whether the job must stop.

@@ -102,3 +102,32 @@ pub enum ProgressError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// Why a checkpoint was not recorded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The job does not declare checkpoints ([`crate::JobSpec::checkpoints`]).
+    #[error("the job does not declare checkpoints (`checkpoints = true`)")]
+    NotDeclared,
+    /// Larger than
+    /// [`MAX_CHECKPOINT_BYTES`](hajobs_core::checkpoint_store::MAX_CHECKPOINT_BYTES)
+    /// as JSON: refused, nothing written.
+    #[error("checkpoint of {size} bytes refused: at most {limit} bytes (as JSON)")]
+    TooLarge {
+        /// Its size as JSON.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The attempt's lease is no longer certainly held: nothing written.
+    #[error("the attempt's lease is no longer held: checkpoint not written")]
+    LeaseLost,
+    /// A newer attempt of the trigger fenced the checkpoint: this attempt
+    /// is stale and its write was refused.
+    #[error("a newer attempt of the trigger holds its checkpoint: this write was refused")]
+    Stale,
+    /// Writing it failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

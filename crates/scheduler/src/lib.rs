@@ -91,7 +91,7 @@ pub use args::{ArgsSpec, ParamSpec, Pattern, PayloadPolicy};
 pub use clock::{Clock, OffsetClock, SystemClock};
 pub use context::{JobContext, LeaseCheck};
 pub use cron::{CronSchedule, MissedRuns};
-pub use error::{MAX_PROGRESS_BYTES, ManagerError, ProgressError};
+pub use error::{CheckpointError, MAX_PROGRESS_BYTES, ManagerError, ProgressError};
 pub use job::{Done, FinalState, Job, JobError, JobOutcome};
 pub use locks::Locks;
 pub use manager::{

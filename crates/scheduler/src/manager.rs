@@ -26,10 +26,10 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use hajobs_core::status_store::DEFAULT_RETENTION;
 use hajobs_core::{
-    Acquired, ArgsStore, CancelReason, Cancellation, CassandraConfig, FencingToken, FiringOutcome,
-    FiringStore, Holder, JobId, JobResult, JobState, JobStatus, JobType, LeaseStore, LockType,
-    NodeId, NodeStore, QueueEntry, QueueStore, ScheduledStore, StatusEntry, StatusStore,
-    TriggerArgs, TriggerId, WatchStore,
+    Acquired, ArgsStore, CancelReason, Cancellation, CassandraConfig, CheckpointStore,
+    FencingToken, FiringOutcome, FiringStore, Holder, JobId, JobResult, JobState, JobStatus,
+    JobType, LeaseStore, LockType, NodeId, NodeStore, QueueEntry, QueueStore, ScheduledStore,
+    StatusEntry, StatusStore, TriggerArgs, TriggerId, WatchStore,
 };
 use scylla::client::session::Session;
 
@@ -192,6 +192,8 @@ struct Inner {
     /// this replica's loop of them.
     scheduled: Arc<ScheduledStore>,
     scheduled_wake: tokio::sync::Notify,
+    /// Checkpoints (schema 15): prepared when some job declares them.
+    checkpoints: Option<Arc<CheckpointStore>>,
 }
 
 /// The job manager of one replica. Cheap to clone.

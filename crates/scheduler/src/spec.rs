@@ -290,6 +290,9 @@ pub struct JobSpec {
     pub keep_running: Option<KeepRunning>,
     /// What its triggers may carry: parameters, a payload.
     pub args: ArgsSpec,
+    /// Its attempts record checkpoints: each attempt fences its trigger's
+    /// checkpoint with its fencing token and reads the last one.
+    pub checkpoints: bool,
 }
 
 impl JobSpec {
@@ -336,6 +339,32 @@ impl JobSpec {
             consistency: None,
             keep_running: None,
             args: ArgsSpec::default(),
+            checkpoints: false,
+        })
+    }
+
+    /// Lets the job's attempts record checkpoints
+    /// ([`JobContext::checkpoint`](crate::JobContext::checkpoint)): the next
+    /// attempt of the same trigger — a retry, a re-run, a handover, an
+    /// always-on restart — starts from the last one
+    /// ([`JobContext::last_checkpoint`](crate::JobContext::last_checkpoint)).
+    /// Each attempt first fences its trigger's checkpoint with its fencing
+    /// token (an LWT or two and a read), so a stale holder's write is
+    /// refused. Not with a lock type of capacity > 1 (its slots' tokens are
+    /// not one sequence; see [`JobSpec::checkpoints_problem`]).
+    pub fn checkpoints(mut self, on: bool) -> Self {
+        self.checkpoints = on;
+        self
+    }
+
+    /// What is wrong with checkpoints under a lock type of `capacity`, if
+    /// anything.
+    pub fn checkpoints_problem(&self, capacity: u32) -> Option<String> {
+        (self.checkpoints && capacity > 1).then(|| {
+            format!(
+                "checkpoints need a lock type of capacity 1 (`{}` has {capacity}): the tokens of its slots are not one sequence, so a stale attempt could not be told from a newer one",
+                self.lock_type
+            )
         })
     }
 

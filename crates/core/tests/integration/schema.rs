@@ -123,7 +123,7 @@ async fn an_ha_jobs_keyspace_is_adopted_by_adding_what_it_lacks() {
     assert!(before.ha_jobs_keyspace);
     assert_eq!(
         before.unrecorded,
-        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
     );
     let missing: Vec<String> = before.drifts.iter().map(ToString::to_string).collect();
     assert_eq!(missing.len(), 13, "{missing:#?}");
@@ -136,7 +136,7 @@ async fn an_ha_jobs_keyspace_is_adopted_by_adding_what_it_lacks() {
         .unwrap();
     assert_eq!(
         report.applied,
-        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
     );
     assert!(
         report.repaired.iter().any(|r| r.contains("ALTER TABLE")),
@@ -188,13 +188,16 @@ async fn recorded_migrations_do_not_hide_missing_columns() {
     let before = schema::check(&session, &ks).await.unwrap();
     assert_eq!(
         before.unrecorded,
-        vec![4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+        vec![4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
     );
     assert!(!before.drifts.is_empty());
     let report = schema::apply(&session, &ks, &Replication::default())
         .await
         .unwrap();
-    assert_eq!(report.applied, vec![4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+    assert_eq!(
+        report.applied,
+        vec![4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    );
     assert!(schema::check(&session, &ks).await.unwrap().is_clean());
     TestKeyspace { session, name: ks }.drop().await;
 }
@@ -296,7 +299,10 @@ async fn an_earlier_hajobs_status_layout_is_copied_into_ha_jobs_key_with_its_ttl
     let report = schema::apply(&session, &ks, &Replication::default())
         .await
         .unwrap();
-    assert_eq!(report.applied, vec![4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+    assert_eq!(
+        report.applied,
+        vec![4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    );
     assert!(
         report.repaired.iter().any(|r| r.contains("copied 2 rows")),
         "{:?}",

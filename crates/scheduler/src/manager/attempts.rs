@@ -201,6 +201,32 @@ impl JobManager {
                 return error(format!("{e:#}"));
             }
         };
+        // A job with checkpoints fences its trigger's with this lease's
+        // token and reads the last: an attempt that is not the newest of
+        // its trigger does not run.
+        let last_checkpoint = match (&self.inner.checkpoints, spec.checkpoints) {
+            (Some(store), true) => {
+                let fenced = store
+                    .fence(trigger_id, job_type.as_str(), fencing_token)
+                    .await;
+                match fenced {
+                    Ok(hajobs_core::Fenced::Newest { last }) => last,
+                    Ok(hajobs_core::Fenced::Stale(newer)) => {
+                        let _ = kept.release().await;
+                        self.inner.watch.attempt_not_started(job_id);
+                        return error(format!(
+                            "a newer attempt of trigger {trigger_id} (fencing token {newer}) holds its checkpoint: this one does not start"
+                        ));
+                    }
+                    Err(e) => {
+                        let _ = kept.release().await;
+                        self.inner.watch.attempt_not_started(job_id);
+                        return error(format!("checkpoint not fenced, attempt not started: {e:#}"));
+                    }
+                }
+            }
+            _ => None,
+        };
         let ctx = JobContext {
             job_type: job_type.clone(),
             job_id,
@@ -212,6 +238,8 @@ impl JobManager {
             statuses: self.inner.statuses.clone(),
             lease: kept.subscribe(),
             args,
+            checkpoints: self.inner.checkpoints.clone().filter(|_| spec.checkpoints),
+            last_checkpoint: last_checkpoint.map(|c| Arc::new(c.value)),
         };
         // Registered before anything runs, under the same lock as the
         // shutdown flag: an attempt either starts before a shutdown (which

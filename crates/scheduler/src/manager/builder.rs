@@ -85,7 +85,8 @@ impl JobManagerBuilder {
                 .spec
                 .concurrency_problem(capacity)
                 .or_else(|| r.spec.keep_running_problem(capacity))
-                .or_else(|| r.spec.args.problem(r.spec.schedule.is_some()));
+                .or_else(|| r.spec.args.problem(r.spec.schedule.is_some()))
+                .or_else(|| r.spec.checkpoints_problem(capacity));
             if let Some(problem) = problem {
                 return Err(ManagerError::Policy {
                     job_type: r.spec.job_type.to_string(),
@@ -131,6 +132,13 @@ impl JobManagerBuilder {
         };
         let scheduled =
             Arc::new(ScheduledStore::new(session.clone(), &self.config, self.retention).await?);
+        let checkpoints = if jobs.values().any(|r| r.spec.checkpoints) {
+            Some(Arc::new(
+                CheckpointStore::new(session.clone(), &self.config, self.retention).await?,
+            ))
+        } else {
+            None
+        };
         let nodes = NodeStore::new(session, &self.config).await?;
         Ok(JobManager {
             inner: Arc::new(Inner {
@@ -154,6 +162,7 @@ impl JobManagerBuilder {
                 restart_streaks: Mutex::new(HashMap::new()),
                 args,
                 scheduled,
+                checkpoints,
                 scheduled_wake: tokio::sync::Notify::new(),
             }),
         })

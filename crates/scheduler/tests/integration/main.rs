@@ -18,6 +18,7 @@ use serde_json::json;
 mod always;
 mod args;
 mod capacity;
+mod checkpoints;
 mod queue;
 mod retries;
 mod scheduled;
