@@ -1361,8 +1361,15 @@ restart_backoff = "200ms"
 #[test]
 fn chaos_an_always_on_consumer_outlives_kill_9_sigterm_and_sigstop_of_its_holder() {
     // Each trial is one fault of each kind, in turn (`HAJOBS_CHAOS_FULL`:
-    // 10 trials, 30 faults).
-    let n = trials(1, 10);
+    // 10 trials, 30 faults). `HAJOBS_CHAOS_SOAK_SECS=600`: a soak instead,
+    // a fault every 30 s for that long.
+    let soak = std::env::var("HAJOBS_CHAOS_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok());
+    let n = match soak {
+        Some(secs) => (secs / 90).max(1) as usize,
+        None => trials(1, 10),
+    };
     let keyspace = unique_keyspace("chaos_always");
     let mut d = Daemons::start(bin(), keyspace.clone(), 3, ALWAYS_ON);
     let mut old = eventually(Duration::from_secs(30), "the consumer running", || {
@@ -1370,8 +1377,14 @@ fn chaos_an_always_on_consumer_outlives_kill_9_sigterm_and_sigstop_of_its_holder
     });
     let first = old.clone();
     let mut gaps: BTreeMap<&str, Vec<u128>> = BTreeMap::new();
+    let mut last_fault = std::time::Instant::now();
     for _ in 0..n {
         for fault in ["kill-9", "sigterm", "sigstop"] {
+            if soak.is_some() {
+                let due = last_fault + Duration::from_secs(30);
+                std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+                last_fault = std::time::Instant::now();
+            }
             let i = Daemons::index_of(&old.node);
             let t = now_nanos();
             match fault {
@@ -1540,6 +1553,61 @@ fn chaos_a_checkpointed_job_resumes_after_kill_9_of_its_holder_and_never_redoes_
             steps.len() - 100
         ),
     );
+    d.stop();
+    drop_keyspace(&keyspace);
+}
+
+/// An always-on consumer that fails at once, every time.
+const CRASH_LOOP: &str = r#"
+shutdown_grace = "5s"
+[[job]]
+name = "crasher"
+lock_type = "chaos-crash"
+command = ["sh", "-c", "sh {script} {records} 0; exit 1"]
+lease_ttl = "3s"
+keep_running = true
+restart_backoff = "250ms"
+restart_max_backoff = "2s"
+"#;
+
+#[test]
+fn chaos_an_always_on_job_that_exits_1_at_once_is_restarted_with_backoff_not_in_a_hot_loop() {
+    let keyspace = unique_keyspace("chaos_crash");
+    let mut d = Daemons::start(bin(), keyspace.clone(), 2, CRASH_LOOP);
+    let starts = |d: &Daemons| runs(&d.records());
+    let first = eventually(Duration::from_secs(30), "a first start", || {
+        starts(&d).first().map(|r| r.first)
+    });
+    // 20 s of restarts, counted from the command's own records.
+    let window: u128 = 20_000_000_000;
+    wait_past(first + window);
+    let ran: Vec<Run> = starts(&d)
+        .into_iter()
+        .filter(|r| r.first <= first + window)
+        .collect();
+    let mut gaps: Vec<u128> = ran
+        .windows(2)
+        .map(|w| ms(w[1].first - w[0].first))
+        .collect();
+    // The backoff doubles from 250 ms to 2 s: at most 4 + 20 / 2 starts.
+    let per_minute = ran.len() as f64 * 60.0 / 20.0;
+    println!(
+        "chaos scenario=crash_loop starts={} starts_per_minute={per_minute:.0} first_gaps_ms={:?}",
+        ran.len(),
+        &gaps[..gaps.len().min(6)]
+    );
+    assert!(ran.len() <= 15, "a hot loop: {} starts in 20 s", ran.len());
+    gaps.sort_unstable();
+    assert!(
+        gaps.last().copied().unwrap_or(0) < 6_000,
+        "it never stops for good: gaps {gaps:?}"
+    );
+    // It goes on after the window.
+    let after = now_nanos();
+    eventually(Duration::from_secs(10), "a start after the window", || {
+        starts(&d).into_iter().find(|r| r.first > after)
+    });
+    summary("crash_loop", 1, &d, Vec::new(), "");
     d.stop();
     drop_keyspace(&keyspace);
 }
