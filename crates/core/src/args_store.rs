@@ -12,8 +12,8 @@ use scylla::value::CqlTimeuuid;
 use crate::config::CassandraConfig;
 use crate::cql;
 use crate::error::StoreError;
-use crate::ids::TriggerId;
-use crate::trigger_args::TriggerArgs;
+use crate::ids::{JobId, TriggerId};
+use crate::trigger_args::{Parent, TriggerArgs};
 
 /// The `trigger_args` table.
 pub struct ArgsStore {
@@ -46,6 +46,9 @@ struct ArgsRow {
     params: Option<BTreeMap<String, String>>,
     payload: Option<String>,
     given_by: Option<String>,
+    parent_job_type: Option<String>,
+    parent_job_id: Option<CqlTimeuuid>,
+    chain_id: Option<CqlTimeuuid>,
 }
 
 impl ArgsStore {
@@ -64,11 +67,12 @@ impl ArgsStore {
         };
         let (insert, get) = futures::try_join!(
             prepare(format!(
-                "INSERT INTO {ks}.trigger_args (trigger_id, job_type, params, payload, given_by) \
-                 VALUES (?, ?, ?, ?, ?) USING TTL ?"
+                "INSERT INTO {ks}.trigger_args (trigger_id, job_type, params, payload, given_by, \
+                 parent_job_type, parent_job_id, chain_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
             )),
             prepare(format!(
-                "SELECT job_type, params, payload, given_by FROM {ks}.trigger_args WHERE trigger_id = ?"
+                "SELECT job_type, params, payload, given_by, parent_job_type, parent_job_id, chain_id \
+                 FROM {ks}.trigger_args WHERE trigger_id = ?"
             )),
         )?;
         Ok(Self {
@@ -105,6 +109,13 @@ impl ArgsStore {
                     &args.params,
                     args.payload_text(),
                     given_by,
+                    args.parent.as_ref().map(|p| p.job_type.as_str()),
+                    args.parent
+                        .as_ref()
+                        .map(|p| CqlTimeuuid::from(p.job_id.uuid())),
+                    args.parent
+                        .as_ref()
+                        .map(|p| CqlTimeuuid::from(p.chain_id.uuid())),
                     ttl,
                 ),
             )
@@ -148,9 +159,18 @@ impl ArgsStore {
             ),
             None => None,
         };
+        let parent = match (row.parent_job_type, row.parent_job_id, row.chain_id) {
+            (Some(job_type), Some(job_id), Some(chain_id)) => Some(Parent {
+                job_type,
+                job_id: JobId::from_uuid(job_id.into()),
+                chain_id: TriggerId::from_uuid(chain_id.into()),
+            }),
+            _ => None,
+        };
         let args = TriggerArgs {
             params: row.params.unwrap_or_default(),
             payload,
+            parent,
         };
         if let Some(problem) = args.shape_problem() {
             return Err(corrupt(problem));

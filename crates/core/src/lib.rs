@@ -93,6 +93,6 @@ pub use stats::JobStats;
 pub use status::{JobResult, JobState, JobStatus, JobType, StatusEntry};
 pub use status_store::{MAX_ATTEMPT_STATUSES, StatusStore};
 pub use tls::{ClientCert, TlsConfig, TlsSetupError};
-pub use trigger_args::TriggerArgs;
+pub use trigger_args::{Parent, TriggerArgs};
 pub use watch_store::{WatchList, WatchStore, WriteClock};
 pub use work_store::{CheckIn, ItemClaim, WorkItem, WorkKey, WorkSet, WorkState, WorkStore};

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::ids::{JobId, TriggerId};
+
 /// The most parameters one trigger carries.
 pub const MAX_PARAMS: usize = 32;
 /// The longest parameter name.
@@ -28,6 +30,20 @@ pub struct TriggerArgs {
     /// The payload, any JSON value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
+    /// For a follow-up (`on_success`, `on_failure`): the attempt it follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Parent>,
+}
+
+/// The attempt a follow-up's trigger follows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Parent {
+    /// Its job type.
+    pub job_type: String,
+    /// The attempt.
+    pub job_id: JobId,
+    /// The trigger that began the chain (the first parent's).
+    pub chain_id: TriggerId,
 }
 
 impl TriggerArgs {
@@ -46,6 +62,7 @@ impl TriggerArgs {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
             payload: None,
+            parent: None,
         }
     }
 
@@ -57,7 +74,7 @@ impl TriggerArgs {
 
     /// Whether it carries neither parameters nor a payload.
     pub fn is_empty(&self) -> bool {
-        self.params.is_empty() && self.payload.is_none()
+        self.params.is_empty() && self.payload.is_none() && self.parent.is_none()
     }
 
     /// The payload as compact JSON text (what a command reads on its
@@ -152,15 +169,9 @@ mod tests {
         let many: Vec<(String, String)> = (0..=MAX_PARAMS)
             .map(|i| (format!("p{i}"), "v".to_owned()))
             .collect();
-        let many = TriggerArgs {
-            params: many.into_iter().collect(),
-            payload: None,
-        };
+        let many = TriggerArgs::from_params(many);
         assert!(many.shape_problem().is_some());
-        let big = TriggerArgs {
-            params: BTreeMap::new(),
-            payload: Some(Value::String("y".repeat(MAX_PAYLOAD_BYTES))),
-        };
+        let big = TriggerArgs::none().with_payload(Value::String("y".repeat(MAX_PAYLOAD_BYTES)));
         assert!(big.shape_problem().unwrap().contains("payload"));
     }
 }

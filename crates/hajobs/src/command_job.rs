@@ -42,7 +42,8 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
 /// on its standard input (empty without one); for a job with
 /// `checkpoints = true`, its trigger's last checkpoint as
 /// `HAJOBS_CHECKPOINT`, and a stdout line `HAJOBS_CHECKPOINT <json>`
-/// records a new one. Exit 0 is
+/// records a new one; for a follow-up, `HAJOBS_PARENT_JOB_TYPE`,
+/// `HAJOBS_PARENT_JOB_ID` and `HAJOBS_CHAIN_ID`. Exit 0 is
 /// FINISHED, anything else FAILED with the exit status and the tail of its
 /// output.
 ///
@@ -158,6 +159,13 @@ fn args_lines(args: &TriggerArgs) -> String {
     }
     if let Some(json) = args.payload_text() {
         lines.push_str(&format!("payload {json}\n"));
+    }
+    if let Some(p) = &args.parent {
+        // A follow-up: the attempt it follows, and its chain.
+        lines.push_str(&format!(
+            "env HAJOBS_PARENT_JOB_TYPE={}\nenv HAJOBS_PARENT_JOB_ID={}\nenv HAJOBS_CHAIN_ID={}\n",
+            p.job_type, p.job_id, p.chain_id
+        ));
     }
     lines
 }

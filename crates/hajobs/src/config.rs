@@ -81,6 +81,8 @@ struct RawJob {
     retry_max_backoff: Option<Spanned<String>>,
     keep_running: Option<Spanned<bool>>,
     checkpoints: Option<Spanned<bool>>,
+    on_success: Option<Spanned<Vec<String>>>,
+    on_failure: Option<Spanned<Vec<String>>>,
     params: Option<Spanned<BTreeMap<String, params::RawParam>>>,
     payload: Option<Spanned<String>>,
     cron_params: Option<Spanned<BTreeMap<String, String>>>,
@@ -424,6 +426,30 @@ pub(crate) fn parse(
         }
         jobs.push(config);
     }
+    // Follow-ups name configured jobs and never lead back: one rule, the
+    // scheduler's.
+    if let Some((job_type, problem)) =
+        hajobs_scheduler::follow_ups::follow_up_problem(jobs.iter().map(|j| &j.spec))
+    {
+        let raw_job = raw
+            .jobs
+            .iter()
+            .find(|j| j.name.get_ref() == job_type.as_str())
+            .expect("a configured job");
+        let (field, at) = match (&raw_job.on_success, &raw_job.on_failure) {
+            (Some(s), _) if problem.contains("on_success") || raw_job.on_failure.is_none() => {
+                ("on_success", s.span())
+            }
+            (_, Some(f)) => ("on_failure", f.span()),
+            _ => ("name", raw_job.name.span()),
+        };
+        return Err(src.error(
+            &Spanned::new(at, ()),
+            Some(job_type.as_str()),
+            field,
+            problem,
+        ));
+    }
     let shutdown_grace = match &raw.shutdown_grace {
         Some(g) => src.duration(g, None, "shutdown_grace")?,
         None => DEFAULT_SHUTDOWN_GRACE,
@@ -648,6 +674,24 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
     if let Some(c) = &job.checkpoints {
         spec = spec.checkpoints(*c.get_ref());
     }
+    for (field, list) in [
+        ("on_success", &job.on_success),
+        ("on_failure", &job.on_failure),
+    ] {
+        let Some(list) = list else { continue };
+        let names: Vec<&str> = list.get_ref().iter().map(String::as_str).collect();
+        let set = if field == "on_success" {
+            JobSpec::on_success
+        } else {
+            JobSpec::on_failure
+        };
+        spec = set(spec, &names).map_err(|e| match e {
+            hajobs_scheduler::ManagerError::InvalidSpec { source, .. } => {
+                src.error(list, Some(name), field, source)
+            }
+            other => src.error(list, Some(name), field, other),
+        })?;
+    }
     if let Some(t) = &job.lock_wait_timeout {
         spec = spec
             .lock_wait_timeout(src.duration(t, Some(name), "lock_wait_timeout")?)
@@ -811,6 +855,14 @@ restart_max_backoff = "2m"
             (
                 "[[job]]\nname = \"a\"\ncommand = [\"x\"]\npayload = \"maybe\"\n",
                 "jobs.toml:4: job `a`: field `payload`: `maybe`: expected one of `forbidden`, `optional`, `required`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\non_success = [\"b\"]\n",
+                "jobs.toml:4: job `a`: field `on_success`: on_success names `b`, which is not a configured job",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\non_failure = [\"b\"]\n[[job]]\nname = \"b\"\ncommand = [\"x\"]\non_success = [\"a\"]\n",
+                "jobs.toml:4: job `a`: field `on_failure`: its follow-ups lead back to it: a → b → a",
             ),
             (
                 "[[job]]\nname = \"a\"\ncommand = [\"x\"]\ncron_params = { date = \"x\" }\n",

@@ -123,10 +123,7 @@ impl ArgsSpec {
                 return Some(problem);
             }
             if let Some(default) = &spec.default {
-                let one = TriggerArgs {
-                    params: BTreeMap::from([(name.clone(), default.clone())]),
-                    payload: None,
-                };
+                let one = TriggerArgs::from_params([(name.clone(), default.clone())]);
                 if let Some(problem) = one
                     .shape_problem()
                     .or_else(|| self.value_problem(name, spec, default))
@@ -136,10 +133,7 @@ impl ArgsSpec {
             }
         }
         if !self.cron_params.is_empty() || cron {
-            let firing = TriggerArgs {
-                params: self.cron_params.clone(),
-                payload: None,
-            };
+            let firing = TriggerArgs::from_params(self.cron_params.clone());
             let checked = self.resolve(firing);
             if let Err(problem) = checked {
                 return Some(format!("cron_params: {problem}"));
@@ -160,6 +154,7 @@ impl ArgsSpec {
         let TriggerArgs {
             mut params,
             payload,
+            parent,
         } = given;
         for (name, value) in &params {
             let Some(spec) = self.params.get(name) else {
@@ -200,7 +195,11 @@ impl ArgsSpec {
             }
             _ => {}
         }
-        Ok(TriggerArgs { params, payload })
+        Ok(TriggerArgs {
+            params,
+            payload,
+            parent,
+        })
     }
 
     fn value_problem(&self, name: &str, spec: &ParamSpec, value: &str) -> Option<String> {

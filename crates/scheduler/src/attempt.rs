@@ -49,6 +49,11 @@ pub(crate) struct RestartNote {
     pub(crate) streak: u32,
 }
 
+/// What an attempt does once its ending is known, before its final status
+/// is written (its follow-ups recorded).
+pub(crate) type BeforeFinal =
+    Box<dyn FnOnce(JobState) -> futures::future::BoxFuture<'static, ()> + Send>;
+
 /// Runs `job` under `kept` until it ends, records the final status, and
 /// releases the lease.
 #[allow(clippy::too_many_arguments)]
@@ -61,6 +66,7 @@ pub(crate) async fn run(
     statuses: Arc<StatusStore>,
     retry: Option<RetryNote>,
     restart: Option<RestartNote>,
+    before_final: Option<BeforeFinal>,
 ) -> JobState {
     let cancellation = ctx.cancellation.clone();
     let mut lease_state = kept.subscribe();
@@ -178,6 +184,9 @@ pub(crate) async fn run(
     }
     tracing::info!(job_type = %ctx.job_type, job_id = %ctx.job_id, trigger_id = %ctx.trigger_id, %state, "job attempt ended");
     hajobs_core::metrics::attempt_ended(ctx.job_type.as_str(), state.as_str(), began.elapsed());
+    if let Some(before) = before_final {
+        before(state).await;
+    }
     let content = ctx.with_args(content);
     if let Err(e) = statuses.write(&ctx.status(state, content)).await {
         tracing::error!(job_type = %ctx.job_type, job_id = %ctx.job_id, %state, error = %e, "final status not recorded");

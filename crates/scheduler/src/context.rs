@@ -99,6 +99,12 @@ impl JobContext {
         &self.args
     }
 
+    /// For a follow-up (`on_success`, `on_failure`): the attempt it
+    /// follows and the chain it belongs to.
+    pub fn parent(&self) -> Option<&hajobs_core::Parent> {
+        self.args.parent.as_ref()
+    }
+
     /// The last checkpoint of this attempt's trigger when it started
     /// (recorded by an earlier attempt of it: a retry, a re-run, a
     /// handover, an always-on restart), for a job that declares
@@ -243,6 +249,11 @@ impl JobContext {
             }
             if let Some(text) = self.args.payload_text() {
                 map.insert(content_keys::PAYLOAD_BYTES.into(), text.len().into());
+            }
+            if let Some(p) = &self.args.parent {
+                map.insert("parent_job_type".into(), p.job_type.clone().into());
+                map.insert("parent_job_id".into(), p.job_id.to_string().into());
+                map.insert("chain_id".into(), p.chain_id.to_string().into());
             }
         }
         content

@@ -21,6 +21,7 @@
 //! | [`context`] | [`JobContext`]: ids, fencing token, cancellation, progress, blocking work with a [`LeaseCheck`] |
 //! | [`spec`] | [`JobSpec`]: lock type, cron, timeout, retrigger count, lease TTL, and the policies: [`OnLocked`] (skip / queue), [`Concurrency`] (forbid / replace / allow), [`RetryPolicy`], missed runs, starting deadline, [`LockConsistency`]; [`LockSpec`]: a lock type's capacity and `min_interval` |
 //! | [`args`] | [`ArgsSpec`]: what a job's triggers may carry — declared parameters ([`ParamSpec`], a [`Pattern`] each), a payload ([`PayloadPolicy`]), its cron firings' static parameters — and the one rule that checks them |
+//! | [`follow_ups`] | jobs that follow jobs (`on_success`, `on_failure`): the one rule checking them (known jobs, no cycle) |
 //! | [`cron`] | [`CronSchedule`] (croner, with seconds, time zones) and [`MissedRuns`] |
 //! | [`manager`] | [`JobManager`]: its state, start and accessors; its rooms: `builder` ([`JobManagerBuilder`]), `cron` (timers, firings claimed once, catch-up, lost firings), `triggers` (by hand, through the cluster, retrigger, replace), `queue` (the queue runners), `attempts` (an attempt from its lease to its end, planned retries), `cancel` (cancel and shutdown) |
 //! | [`locks`] | [`Locks`]: where a lease is **taken** — a lock type's rows (slots, the gate), the lease store of its consistency, acquire; the manager and the admin layer both go through it |
@@ -78,6 +79,7 @@ pub mod clock;
 pub mod context;
 pub mod cron;
 pub mod error;
+pub mod follow_ups;
 pub mod job;
 pub mod locks;
 pub mod manager;

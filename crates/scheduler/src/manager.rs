@@ -14,6 +14,7 @@
 //! | `queue` | the queue runners: the oldest queued trigger started once its lock is free |
 //! | `attempts` | one attempt from its lease to its end, and planned retries |
 //! | `always` | always-on jobs: started wherever their lock is free, restarted after a backoff |
+//! | `follow_ups` | jobs that follow jobs: recorded as one-time triggers due now before the parent's final status |
 //! | `locks` | the manager's side of [`Locks`], the room where a lease is taken |
 //! | `cancel` | cancel, here or through the lock, and the graceful shutdown |
 
@@ -51,6 +52,7 @@ mod attempts;
 mod builder;
 mod cancel;
 mod cron;
+mod follow_ups;
 mod locks;
 mod queue;
 mod scheduled;
@@ -194,6 +196,9 @@ struct Inner {
     scheduled_wake: tokio::sync::Notify,
     /// Checkpoints (schema 15): prepared when some job declares them.
     checkpoints: Option<Arc<CheckpointStore>>,
+    /// The job types some job names in `on_success` / `on_failure`: their
+    /// attempts read what their trigger carries (the parent).
+    follow_up_targets: std::collections::HashSet<JobType>,
 }
 
 /// The job manager of one replica. Cheap to clone.

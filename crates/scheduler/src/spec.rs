@@ -293,6 +293,11 @@ pub struct JobSpec {
     /// Its attempts record checkpoints: each attempt fences its trigger's
     /// checkpoint with its fencing token and reads the last one.
     pub checkpoints: bool,
+    /// The jobs triggered once after each attempt that ends with a
+    /// success (FINISHED, WARNING, SKIPPED, NO_ACTION_NEEDED).
+    pub on_success: Vec<JobType>,
+    /// The jobs triggered once after each attempt that ends FAILED.
+    pub on_failure: Vec<JobType>,
 }
 
 impl JobSpec {
@@ -340,7 +345,35 @@ impl JobSpec {
             keep_running: None,
             args: ArgsSpec::default(),
             checkpoints: false,
+            on_success: Vec::new(),
+            on_failure: Vec::new(),
         })
+    }
+
+    /// The jobs triggered after each successful attempt, once per attempt,
+    /// with its parameters (those each declares) — also when this replica
+    /// dies right after the attempt ended. Checked with the other jobs when
+    /// the manager is built ([`crate::follow_ups::follow_up_problem`]).
+    pub fn on_success(mut self, jobs: &[&str]) -> Result<Self, ManagerError> {
+        self.on_success = self.job_types(jobs)?;
+        Ok(self)
+    }
+
+    /// The jobs triggered after each FAILED attempt, as [`JobSpec::on_success`].
+    pub fn on_failure(mut self, jobs: &[&str]) -> Result<Self, ManagerError> {
+        self.on_failure = self.job_types(jobs)?;
+        Ok(self)
+    }
+
+    fn job_types(&self, jobs: &[&str]) -> Result<Vec<JobType>, ManagerError> {
+        jobs.iter()
+            .map(|j| {
+                JobType::new(*j).map_err(|source| ManagerError::InvalidSpec {
+                    job_type: self.job_type.to_string(),
+                    source,
+                })
+            })
+            .collect()
     }
 
     /// Lets the job's attempts record checkpoints

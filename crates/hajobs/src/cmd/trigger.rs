@@ -55,6 +55,7 @@ pub(crate) fn given(
     Ok(TriggerArgs {
         params: given,
         payload,
+        parent: None,
     })
 }
 

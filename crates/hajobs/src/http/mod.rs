@@ -484,6 +484,7 @@ async fn trigger(
     let given = hajobs_core::TriggerArgs {
         params: given.params,
         payload: given.payload,
+        parent: None,
     };
     let by = format!("{}@{}", caller.name(), state.node);
     let t = state.admin.trigger(&job_type, &by, given).await?;

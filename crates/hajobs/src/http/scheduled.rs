@@ -65,6 +65,7 @@ pub(crate) async fn schedule(
     let given = hajobs_core::TriggerArgs {
         params: b.params,
         payload: b.payload,
+        parent: None,
     };
     let by = format!("{}@{}", caller.name(), state.node);
     let s = state.admin.schedule(&b.job_type, &by, given, due).await?;

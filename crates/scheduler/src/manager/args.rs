@@ -64,16 +64,15 @@ impl JobManager {
         if let Some(known) = known {
             return Ok(Arc::new(known));
         }
-        if !spec.args.takes_any() {
+        if !spec.args.takes_any() && !self.inner.follow_up_targets.contains(&spec.job_type) {
             return Ok(Arc::default());
         }
         let store = self.args_store().map_err(|e| e.to_string())?;
         let given = match store.read(trigger_id).await.map_err(|e| format!("{e:#}"))? {
             Some(stored) => stored.args,
-            None if trigger_id.is_firing_of(spec.job_type.as_str()) => TriggerArgs {
-                params: spec.args.cron_params.clone(),
-                payload: None,
-            },
+            None if trigger_id.is_firing_of(spec.job_type.as_str()) => {
+                TriggerArgs::from_params(spec.args.cron_params.clone())
+            }
             None => TriggerArgs::none(),
         };
         spec.args
@@ -89,10 +88,7 @@ impl JobManager {
         let spec = &self.registered(job_type.as_str()).ok()?.spec;
         spec.args.takes_any().then(|| {
             spec.args
-                .resolve(TriggerArgs {
-                    params: spec.args.cron_params.clone(),
-                    payload: None,
-                })
+                .resolve(TriggerArgs::from_params(spec.args.cron_params.clone()))
                 .unwrap_or_default()
         })
     }

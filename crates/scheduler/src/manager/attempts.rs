@@ -284,6 +284,7 @@ impl JobManager {
                 tracing::warn!(trigger_id = %entry.trigger_id, error = %e, "started queue entry not removed; the next look at the queue removes it");
             }
         }
+        let before_final = self.follow_up_hook(spec, &ctx);
         tokio::spawn({
             let manager = self.clone();
             let job = registered.job.clone();
@@ -295,8 +296,18 @@ impl JobManager {
             let job_type = job_type.clone();
             let lock_type = spec.lock_type.clone();
             async move {
-                let state =
-                    attempt::run(job, ctx, kept, timeout, grace, statuses, retry, restart).await;
+                let state = attempt::run(
+                    job,
+                    ctx,
+                    kept,
+                    timeout,
+                    grace,
+                    statuses,
+                    retry,
+                    restart,
+                    before_final,
+                )
+                .await;
                 manager.finished(&job_type, job_id);
                 if let Some(note) = retry.filter(|n| state == JobState::Failed && n.retried()) {
                     manager.retry_later(job_type.clone(), trigger_id, note);

@@ -94,6 +94,14 @@ impl JobManagerBuilder {
                 });
             }
         }
+        if let Some((job_type, problem)) =
+            crate::follow_ups::follow_up_problem(jobs.values().map(|r| &r.spec))
+        {
+            return Err(ManagerError::Policy {
+                job_type: job_type.to_string(),
+                problem,
+            });
+        }
         let session = match self.session {
             Some(s) => s,
             None => self.config.connect().await?,
@@ -123,13 +131,19 @@ impl JobManagerBuilder {
                 QueueStore::new(session.clone(), &self.config).await?,
             ))
         };
-        let args = if jobs.values().any(|r| r.spec.args.takes_any()) {
-            Some(Arc::new(
-                ArgsStore::new(session.clone(), &self.config, self.retention).await?,
-            ))
-        } else {
-            None
-        };
+        let follow_up_targets: std::collections::HashSet<JobType> = jobs
+            .values()
+            .flat_map(|r| r.spec.on_success.iter().chain(&r.spec.on_failure))
+            .cloned()
+            .collect();
+        let args =
+            if jobs.values().any(|r| r.spec.args.takes_any()) || !follow_up_targets.is_empty() {
+                Some(Arc::new(
+                    ArgsStore::new(session.clone(), &self.config, self.retention).await?,
+                ))
+            } else {
+                None
+            };
         let scheduled =
             Arc::new(ScheduledStore::new(session.clone(), &self.config, self.retention).await?);
         let checkpoints = if jobs.values().any(|r| r.spec.checkpoints) {
@@ -163,6 +177,7 @@ impl JobManagerBuilder {
                 args,
                 scheduled,
                 checkpoints,
+                follow_up_targets,
                 scheduled_wake: tokio::sync::Notify::new(),
             }),
         })

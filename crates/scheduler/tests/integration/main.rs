@@ -19,6 +19,7 @@ mod always;
 mod args;
 mod capacity;
 mod checkpoints;
+mod follow_ups;
 mod queue;
 mod retries;
 mod scheduled;
