@@ -1611,3 +1611,107 @@ fn chaos_an_always_on_job_that_exits_1_at_once_is_restarted_with_backoff_not_in_
     d.stop();
     drop_keyspace(&keyspace);
 }
+
+/// `extract` (half a second of ticks) followed by `load`, whose one line
+/// names the attempt it follows.
+const FOLLOW_UPS: &str = r#"
+shutdown_grace = "10s"
+[supervisor]
+interval = "1s"
+[[job]]
+name = "extract"
+lock_type = "chaos-extract"
+command = ["sh", "{script}", "{records}", "5"]
+lease_ttl = "3s"
+retrigger_count = 100
+on_success = ["load"]
+[[job]]
+name = "load"
+lock_type = "chaos-load"
+command = ["sh", "-c", "echo \"$(date +%s%N) $HAJOBS_FENCING_TOKEN $HAJOBS_NODE_ID $HAJOBS_JOB_TYPE $HAJOBS_JOB_ID $HAJOBS_TRIGGER_ID parent-$HAJOBS_PARENT_JOB_ID\" >> {records}"]
+"#;
+
+#[test]
+fn chaos_a_follow_up_fires_once_per_parent_attempt_when_the_parents_replica_is_killed_at_its_end() {
+    let n = trials(3, 10);
+    let keyspace = unique_keyspace("chaos_follow");
+    let mut d = Daemons::start(bin(), keyspace.clone(), 3, FOLLOW_UPS);
+    for _ in 0..n {
+        let before = now_nanos();
+        eventually(Duration::from_secs(60), "extract triggered", || {
+            let out = d.cli(&["trigger", "extract"]).output().unwrap();
+            out.status.success().then_some(())
+        });
+        // Its replica is killed the moment its command wrote its end.
+        let ended = eventually(Duration::from_secs(30), "extract's end", || {
+            d.records()
+                .into_iter()
+                .find(|r| r.job_type == "extract" && r.kind == "end" && r.at > before)
+        });
+        let i = Daemons::index_of(&ended.node);
+        d.kill9(i);
+        d.spawn(i);
+        // The trigger runs to an end whose follow-up is recorded (here, or
+        // by the re-run of an attempt whose end was not recorded).
+        eventually(Duration::from_secs(60), "a load for this trigger", || {
+            let records = d.records();
+            let attempts: Vec<&str> = records
+                .iter()
+                .filter(|r| r.trigger_id == ended.trigger_id && r.kind == "end")
+                .map(|r| r.job_id.as_str())
+                .collect();
+            records
+                .iter()
+                .find(|r| {
+                    r.kind
+                        .strip_prefix("parent-")
+                        .is_some_and(|p| attempts.contains(&p))
+                })
+                .cloned()
+        });
+    }
+    // Let any late follow-up land, then judge from the records: never two
+    // loads for one parent attempt, one for the last attempt of each trigger.
+    std::thread::sleep(Duration::from_secs(3));
+    let records = d.records();
+    let mut loads: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &records {
+        if let Some(parent) = r.kind.strip_prefix("parent-") {
+            *loads.entry(parent.to_owned()).or_default() += 1;
+        }
+    }
+    assert!(
+        loads.values().all(|n| *n == 1),
+        "a parent attempt followed twice: {loads:?}"
+    );
+    let extract_runs: Vec<Run> = runs(&records)
+        .into_iter()
+        .filter(|r| r.job_type == "extract")
+        .collect();
+    let mut last_of_trigger: BTreeMap<&str, &Run> = BTreeMap::new();
+    for r in &extract_runs {
+        let e = last_of_trigger.entry(&r.trigger_id).or_insert(r);
+        if r.token > e.token {
+            *e = r;
+        }
+    }
+    for (trigger, run) in &last_of_trigger {
+        assert_eq!(
+            loads.get(&run.job_id),
+            Some(&1),
+            "trigger {trigger}: its last attempt {} was not followed once",
+            run.job_id
+        );
+    }
+    let v = check(&extract_runs);
+    println!(
+        "chaos scenario=follow_ups trials={n} overlaps={} parents={} followed={} loads={}",
+        v.overlaps,
+        extract_runs.len(),
+        loads.len(),
+        loads.values().sum::<usize>()
+    );
+    assert_eq!(v.overlaps, 0, "{}", v.details.join("\n"));
+    d.stop();
+    drop_keyspace(&keyspace);
+}
