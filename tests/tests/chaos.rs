@@ -1715,3 +1715,100 @@ fn chaos_a_follow_up_fires_once_per_parent_attempt_when_the_parents_replica_is_k
     d.stop();
     drop_keyspace(&keyspace);
 }
+
+/// A step of `etl`: `etl.sh RECORDS TICKS` writes `start-STEP`, a
+/// `tick-STEP` every 100 ms, `end-STEP` (`HAJOBS_STEP` names the step).
+const ETL_SCRIPT: &str = r#"rec=$1; n=$2
+line() { echo "$(date +%s%N) $HAJOBS_FENCING_TOKEN $HAJOBS_NODE_ID $HAJOBS_JOB_TYPE $HAJOBS_JOB_ID $HAJOBS_TRIGGER_ID $1-$HAJOBS_STEP" >> "$rec"; }
+line start
+i=0
+while [ "$i" -lt "$n" ]; do line tick; sleep 0.1; i=$((i+1)); done
+line end
+"#;
+
+/// A 3-step job and a job sharing its lock type that fires every second.
+const ETL: &str = r#"
+shutdown_grace = "10s"
+[supervisor]
+interval = "1s"
+[[job]]
+name = "etl"
+lock_type = "chaos-etl"
+lease_ttl = "3s"
+retrigger_count = 100
+[[job.step]]
+name = "extract"
+command = ["sh", "{records}-etl.sh", "{records}", "5"]
+[[job.step]]
+name = "transform"
+command = ["sh", "{records}-etl.sh", "{records}", "30"]
+[[job.step]]
+name = "load"
+command = ["sh", "{records}-etl.sh", "{records}", "5"]
+[[job]]
+name = "intruder"
+lock_type = "chaos-etl"
+command = ["sh", "{script}", "{records}", "1"]
+cron = "* * * * * *"
+"#;
+
+#[test]
+fn chaos_steps_run_under_one_lease_and_resume_at_the_unfinished_step_after_kill_9() {
+    let n = trials(1, 5);
+    let keyspace = unique_keyspace("chaos_steps_etl");
+    let mut d = Daemons::start(bin(), keyspace.clone(), 3, ETL);
+    std::fs::write(format!("{}-etl.sh", d.records.display()), ETL_SCRIPT).unwrap();
+    for _ in 0..n {
+        let before = now_nanos();
+        eventually(Duration::from_secs(60), "etl triggered", || {
+            let out = d.cli(&["trigger", "etl"]).output().unwrap();
+            out.status.success().then_some(())
+        });
+        // Killed during its second step.
+        let transforming = eventually(Duration::from_secs(30), "etl transforming", || {
+            d.records()
+                .into_iter()
+                .find(|r| r.kind == "tick-transform" && r.at > before)
+        });
+        let i = Daemons::index_of(&transforming.node);
+        d.kill9(i);
+        d.spawn(i);
+        let done = eventually(Duration::from_secs(60), "etl loaded", || {
+            d.records()
+                .into_iter()
+                .find(|r| r.kind == "end-load" && r.trigger_id == transforming.trigger_id)
+        });
+        let records: Vec<Record> = d
+            .records()
+            .into_iter()
+            .filter(|r| r.trigger_id == transforming.trigger_id)
+            .collect();
+        // The run after the kill began at the unfinished step.
+        let resumed = records
+            .iter()
+            .find(|r| r.job_id == done.job_id)
+            .expect("the last attempt's records");
+        assert_eq!(resumed.kind, "start-transform", "resumed at step 2");
+        assert_ne!(
+            done.job_id, transforming.job_id,
+            "another attempt finished it"
+        );
+        let count = |kind: &str| records.iter().filter(|r| r.kind == kind).count();
+        assert_eq!(count("end-extract"), 1, "extract ran once");
+        assert_eq!(count("end-load"), 1, "load ran once");
+    }
+    // No run of the lock type — `intruder`'s included — overlapped an
+    // attempt of etl: between its steps, the lock stayed held.
+    let all = runs(&d.records());
+    let v = check(&all);
+    let intruders = all.iter().filter(|r| r.job_type == "intruder").count();
+    println!(
+        "chaos scenario=steps trials={n} overlaps={} runs={} intruder_runs={intruders}",
+        v.overlaps,
+        all.len()
+    );
+    assert!(intruders > 0, "the intruder ran between the etl attempts");
+    assert_eq!(v.overlaps, 0, "{}", v.details.join("\n"));
+    d.stop();
+    drop_keyspace(&keyspace);
+}

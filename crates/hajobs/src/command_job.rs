@@ -95,14 +95,25 @@ impl CommandJob {
 
 impl Job for CommandJob {
     fn run(&self, ctx: JobContext) -> BoxFuture<'static, JobOutcome> {
+        if !self.config.steps.is_empty() {
+            return Box::pin(crate::command_steps::run_steps(
+                self.config.clone(),
+                self.grace,
+                ctx,
+            ));
+        }
         let warm = self.take_warm();
-        Box::pin(run(self.config.clone(), self.grace, ctx, warm))
+        Box::pin(run(self.config.clone(), self.grace, ctx, warm, None))
     }
 
     /// Starts the guard of the next attempt ahead of a scheduled firing:
     /// it waits, running nothing, until an attempt tells it its ids and
     /// lease deadline (or is dropped unused after [`WARM_FOR`]).
     fn warm_up(&self, job_type: &str) {
+        if !self.config.steps.is_empty() {
+            // Which step comes first is known only from the checkpoint.
+            return;
+        }
         let mut warm = self.warm.lock().expect("poisoned");
         if warm.as_ref().is_some_and(|w| w.at.elapsed() < WARM_FOR) {
             return;
@@ -237,11 +248,34 @@ fn spawn_guard(
     })
 }
 
+/// One step of a job with steps, as its command run sees it.
+pub(crate) struct StepRun {
+    /// Its name (`HAJOBS_STEP`).
+    pub(crate) name: String,
+    /// How long it may run: then it is ended (SIGTERM, then SIGKILL after
+    /// the grace) and failed.
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// Runs `job.command` as one step of an attempt to its end, under the
+/// attempt's lease (see `command_steps`).
+pub(crate) async fn run_step(
+    job: CommandJobConfig,
+    grace: Duration,
+    ctx: JobContext,
+    step: &StepRun,
+) -> JobOutcome {
+    run(job, grace, ctx, None, Some(step)).await
+}
+
+/// Runs `job.command` as one attempt (or one step of it: `step`) to its
+/// end, under the attempt's lease.
 async fn run(
     job: CommandJobConfig,
     grace: Duration,
     ctx: JobContext,
     warm: Option<Spawned>,
+    step: Option<&StepRun>,
 ) -> JobOutcome {
     let program = job.command.first().cloned().unwrap_or_default();
     let Spawned {
@@ -272,6 +306,11 @@ async fn run(
     );
     let _ = writer.write_all(ids.as_bytes()).await;
     let _ = writer.write_all(args_lines(ctx.args()).as_bytes()).await;
+    if let Some(step) = step {
+        let _ = writer
+            .write_all(format!("env HAJOBS_STEP={}\n", step.name).as_bytes())
+            .await;
+    }
     if let Some(last) = ctx.last_checkpoint() {
         // Compact JSON: one line.
         let _ = writer
@@ -290,6 +329,7 @@ async fn run(
     // A stdout line `HAJOBS_CHECKPOINT <json>` is the trigger's checkpoint
     // (the newest replaces one not yet written).
     let (checkpoint_tx, checkpoint_rx) = tokio::sync::watch::channel(None::<String>);
+    let stepped = step.is_some();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let refused = Arc::new(AtomicU64::new(0));
     let mut output = {
@@ -301,9 +341,11 @@ async fn run(
                 ProgressLine::Update(text) => {
                     progress_tx.send_replace(Some(text));
                 }
-                ProgressLine::Checkpoint(text) => {
+                // A job with steps checkpoints at the end of each step.
+                ProgressLine::Checkpoint(text) if !stepped => {
                     checkpoint_tx.send_replace(Some(text));
                 }
+                ProgressLine::Checkpoint(_) => {}
                 ProgressLine::TooLarge(size) => {
                     if refused.fetch_add(1, Ordering::Relaxed) == 0 {
                         tracing::warn!(job_type = %ctx.job_type, job_id = %ctx.job_id, size, limit = MAX_PROGRESS_BYTES,
@@ -319,9 +361,25 @@ async fn run(
     let mut publisher = tokio::spawn(publish_progress(ctx.clone(), progress_rx, ended_rx));
     let mut checkpointer = tokio::spawn(record_checkpoints(ctx.clone(), checkpoint_rx));
     let mut told = None::<&str>;
+    // A step's timeout: its tree ended as a cancellation would end it.
+    let step_timeout_after = step.and_then(|s| s.timeout);
+    let step_deadline = step_timeout_after.map(|t| tokio::time::Instant::now() + t);
+    let step_timeout = async {
+        match step_deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(step_timeout);
+    let mut timed_out = false;
     let guard_exit = loop {
         tokio::select! {
             status = guard.wait() => break status,
+            () = &mut step_timeout, if told.is_none() && !timed_out => {
+                timed_out = true;
+                told = Some("term");
+                let _ = writer.write_all(b"term\n").await;
+            }
             line = lines.next_line() => match line {
                 Ok(Some(line)) => report.take(&line),
                 // The guard closed its end: it is about to exit.
@@ -395,6 +453,15 @@ async fn run(
         content["progress_refused"] = json!(format!(
             "{refused} progress line(s) larger than {MAX_PROGRESS_BYTES} bytes"
         ));
+    }
+    if timed_out {
+        return Err(JobError {
+            message: format!(
+                "timed out after {}",
+                humantime::format_duration(step_timeout_after.unwrap_or_default())
+            ),
+            content: Some(content),
+        });
     }
     if let Some(error) = report.error {
         return Err(JobError {

@@ -16,6 +16,9 @@ use toml::Spanned;
 mod cassandra;
 pub(crate) mod http;
 mod params;
+mod steps;
+
+pub(crate) use steps::StepConfig;
 
 pub(crate) use http::HttpConfig;
 
@@ -61,7 +64,9 @@ struct RawSupervisor {
 struct RawJob {
     name: Spanned<String>,
     lock_type: Option<Spanned<String>>,
-    command: Spanned<Vec<String>>,
+    command: Option<Spanned<Vec<String>>>,
+    /// `[[job.step]]`: commands run in order under the job's one lease.
+    step: Option<Spanned<Vec<steps::RawStep>>>,
     cron: Option<Spanned<String>>,
     time_zone: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
@@ -144,7 +149,10 @@ fn keep_running(
 #[derive(Debug, Clone)]
 pub(crate) struct CommandJobConfig {
     pub(crate) spec: JobSpec,
+    /// The command (for a job with steps: the first step's, for display).
     pub(crate) command: Vec<String>,
+    /// `[[job.step]]`: commands run in order within one attempt.
+    pub(crate) steps: Vec<StepConfig>,
     pub(crate) working_dir: Option<PathBuf>,
     /// Set in the command's environment (see [`crate::job_env`]).
     pub(crate) env: BTreeMap<String, String>,
@@ -519,14 +527,7 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
             &e,
         )
     })?;
-    if job.command.get_ref().is_empty() || job.command.get_ref()[0].trim().is_empty() {
-        return Err(src.error(
-            &job.command,
-            Some(name),
-            "command",
-            "is empty: give the program and its arguments, e.g. [\"sh\", \"-c\", \"…\"]",
-        ));
-    }
+    let (command, steps) = steps::command_or_steps(src, name, job)?;
     if let Some(cron) = &job.cron {
         let tz = job
             .time_zone
@@ -674,6 +675,11 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
     if let Some(c) = &job.checkpoints {
         spec = spec.checkpoints(*c.get_ref());
     }
+    if !steps.is_empty() {
+        // A failover resumes at the first unfinished step: the end of each
+        // is a checkpoint.
+        spec = spec.checkpoints(true);
+    }
     for (field, list) in [
         ("on_success", &job.on_success),
         ("on_failure", &job.on_failure),
@@ -725,7 +731,8 @@ fn job_config(src: &Source<'_>, job: &RawJob) -> Result<CommandJobConfig, Config
     }
     Ok(CommandJobConfig {
         spec,
-        command: job.command.get_ref().clone(),
+        command,
+        steps,
         working_dir: job.working_dir.clone(),
         env,
         inherit_env,
@@ -855,6 +862,22 @@ restart_max_backoff = "2m"
             (
                 "[[job]]\nname = \"a\"\ncommand = [\"x\"]\npayload = \"maybe\"\n",
                 "jobs.toml:4: job `a`: field `payload`: `maybe`: expected one of `forbidden`, `optional`, `required`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\n",
+                "jobs.toml:2: job `a`: field `command`: missing: give `command = [\"program\", …]` or `[[job.step]]` entries",
+            ),
+            (
+                "[[job]]\nname = \"a\"\ncommand = [\"x\"]\n[[job.step]]\nname = \"s\"\ncommand = [\"y\"]\n",
+                "jobs.toml:3: job `a`: field `command`: given with `[[job.step]]`",
+            ),
+            (
+                "[[job]]\nname = \"a\"\n[[job.step]]\nname = \"s\"\ncommand = [\"y\"]\n[[job.step]]\nname = \"s\"\ncommand = [\"z\"]\n",
+                "jobs.toml:3: job `a`: field `step[1].name`: step `s` is defined twice",
+            ),
+            (
+                "[[job]]\nname = \"a\"\n[[job.step]]\nname = \"s\"\ncommand = [\"y\"]\ntimeout = \"soon\"\n",
+                "jobs.toml:6: job `a`: field `step[0].timeout`: `soon` is not a duration",
             ),
             (
                 "[[job]]\nname = \"a\"\ncommand = [\"x\"]\non_success = [\"b\"]\n",

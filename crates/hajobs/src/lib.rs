@@ -18,6 +18,7 @@
 //! | `daemon` | `hajobs serve`: manager, supervisor, request watcher, registry, HTTP server, started and stopped in one place |
 //! | `config` | the TOML configuration, validated, with placed errors |
 //! | `command_job` | a configured command as a job, under its guard |
+//! | `command_steps` | a job's `[[job.step]]`s run in order under one lease, resumed at the first unfinished one |
 //! | `job_env` | a command's declared environment: never the daemon's secrets |
 //! | `orphans` | what is left of a tree whose guard died: found by its mark, ended through pidfds |
 //! | `output` | a command's output read in bounded memory: the tail for its status, its progress lines |
@@ -38,6 +39,7 @@ mod admin;
 mod cli;
 mod cmd;
 mod command_job;
+mod command_steps;
 mod config;
 mod daemon;
 mod exit;

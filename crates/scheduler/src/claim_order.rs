@@ -33,8 +33,9 @@ pub(crate) struct Peers {
     /// This replica has a row of its own in the registry: the others rank
     /// it as it ranks itself.
     listed: std::sync::atomic::AtomicBool,
-    /// Every live replica of the registry.
-    live: Mutex<std::collections::HashSet<String>>,
+    /// Every live replica of the registry, with when its current run
+    /// started (epoch ms).
+    live: Mutex<HashMap<String, i64>>,
 }
 
 impl Peers {
@@ -57,13 +58,21 @@ impl Peers {
             }
         }
         *self.by_job_type.lock().expect("peers poisoned") = by_job_type;
-        *self.live.lock().expect("peers poisoned") =
-            records.iter().map(|r| r.node_id.clone()).collect();
+        *self.live.lock().expect("peers poisoned") = records
+            .iter()
+            .map(|r| (r.node_id.clone(), r.started_at_ms))
+            .collect();
     }
 
-    /// Whether `node` was a live replica at the last read of the registry.
-    pub(crate) fn is_live(&self, node: &str) -> bool {
-        self.live.lock().expect("peers poisoned").contains(node)
+    /// Whether the run of `node` that was live at the last read of the
+    /// registry had started by `since_ms` (epoch ms): a node restarted
+    /// since is another run, and what its previous run began is not its.
+    pub(crate) fn live_since(&self, node: &str, since_ms: i64) -> bool {
+        self.live
+            .lock()
+            .expect("peers poisoned")
+            .get(node)
+            .is_some_and(|started| *started <= since_ms)
     }
 
     /// Whether the ranks are shared: this replica is in the registry, so a

@@ -295,6 +295,7 @@ impl JobManager {
         if scheduled {
             self.refresh_peers().await;
         }
+        self.inner.watch.adopt_previous().await;
         self.catch_up_missed_runs().await;
         let mut timers = self.inner.timers.lock().expect("timers poisoned");
         if scheduled {

@@ -74,6 +74,41 @@ impl Watch {
         s.version
     }
 
+    /// Carries over what this node's previous run listed (a replica
+    /// restarted under the same node id, perhaps within its attempts'
+    /// lease TTL): its attempts stay listed for [`ENDED_HOLD`], so that a
+    /// supervisor still finds an attempt that died with it — the first
+    /// write of this run would otherwise replace the row and hide them
+    /// until a sweep.
+    pub(crate) async fn adopt_previous(self: &Arc<Self>) {
+        let lists = match self.store.list().await {
+            Ok(lists) => lists,
+            Err(e) => {
+                tracing::warn!(error = %e, "this node's previous watch list not read; a supervisor's sweep covers it");
+                return;
+            }
+        };
+        let Some(previous) = lists.into_iter().find(|l| l.node_id == self.node.as_str()) else {
+            return;
+        };
+        if previous.attempts.is_empty() {
+            return;
+        }
+        tracing::info!(
+            attempts = previous.attempts.len(),
+            "attempts listed by this node's previous run kept on its watch list"
+        );
+        let v = self.change(|s| {
+            for (job_id, job_type) in previous.attempts {
+                s.attempts
+                    .entry(job_id)
+                    .or_insert((job_type, Some(Instant::now())));
+            }
+        });
+        self.write(v).await;
+        self.forget_later();
+    }
+
     /// An attempt is about to record RUNNING.
     pub(crate) async fn attempt_starts(self: &Arc<Self>, job_type: &JobType, job_id: JobId) {
         let v = self.change(|s| {

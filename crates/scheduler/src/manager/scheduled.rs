@@ -177,15 +177,18 @@ impl JobManager {
     }
 
     /// Whether `t` was claimed by a replica that never said what became of
-    /// it and is no longer live.
+    /// it and whose run is gone: not in the registry, or restarted since
+    /// (this replica's own previous run included).
     fn abandoned(&self, t: &ScheduledTrigger, now: SystemTime) -> bool {
         let (Some(claimant), Some(at), None) = (&t.claimed_by, t.claimed_at, &t.outcome) else {
             return false;
         };
+        let at_ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         t.removed_by.is_none()
-            && claimant != self.inner.node.as_str()
             && now.duration_since(at).unwrap_or_default() > ABANDONED_AFTER
-            && !self.inner.peers.is_live(claimant)
+            && !self.inner.peers.live_since(claimant, at_ms)
     }
 
     /// Takes over an abandoned trigger: started if no attempt of it was
@@ -291,7 +294,19 @@ impl JobManager {
             .map(|d| d.saturating_sub(late))
             .unwrap_or(LOCKED_WAIT);
         let give_up = tokio::time::Instant::now() + deadline;
+        let mut tries = 0u32;
         let outcome = loop {
+            tries += 1;
+            // A long wait for the lock: still ours? (A replica that took
+            // the claim over, thinking this one gone, now fires it.)
+            if tries % 25 == 0 {
+                if let Ok(Some(now)) = self.inner.scheduled.get(t).await {
+                    if now.claimed_by.as_deref() != Some(self.inner.node.as_str()) {
+                        tracing::warn!(%job_type, trigger_id = %t.trigger_id, "scheduled trigger taken over while its lock was held: left to the new claimant");
+                        return;
+                    }
+                }
+            }
             let outcome = self
                 .start_or_queue(
                     job_type,
