@@ -1073,3 +1073,6 @@ mod params;
 
 #[path = "cli/scheduled.rs"]
 mod scheduled;
+
+#[path = "cli/steps.rs"]
+mod steps;
