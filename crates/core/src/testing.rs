@@ -83,11 +83,17 @@ impl TestKeyspace {
             .expect("preparing the lease store")
     }
 
-    /// Drops the keyspace.
+    /// Drops the keyspace: cleanup, after the test's assertions. A node
+    /// busy with other tests' schema changes may time the drop out; that is
+    /// reported, not failed (the keyspace's name is unique to this test,
+    /// and a local cluster is thrown away after the run).
     pub async fn drop(self) {
-        self.session
+        if let Err(e) = self
+            .session
             .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", self.name), ())
             .await
-            .expect("dropping the test keyspace");
+        {
+            eprintln!("test keyspace {} not dropped (left to the cluster's cleanup): {e}", self.name);
+        }
     }
 }

@@ -100,12 +100,12 @@ async fn admin_commands_do_what_they_say_and_exit_with_their_codes() {
     expect(
         &env.run(&["schema", "apply"]),
         0,
-        "applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]",
+        "applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]",
     );
     expect(
         &env.run(&["schema", "apply"]),
         0,
-        "already applied [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]",
+        "already applied [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]",
     );
 
     let out = env.run(&["trigger", "--here", "echo"]);
