@@ -93,7 +93,10 @@ impl TestKeyspace {
             .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", self.name), ())
             .await
         {
-            eprintln!("test keyspace {} not dropped (left to the cluster's cleanup): {e}", self.name);
+            eprintln!(
+                "test keyspace {} not dropped (left to the cluster's cleanup): {e}",
+                self.name
+            );
         }
     }
 }
