@@ -38,9 +38,9 @@ pub(crate) async fn run_steps(
             timeout: step.timeout,
         };
         let mut tries = 0;
-        let content = loop {
+        loop {
             match run_step(command.clone(), grace, ctx.clone(), &run_of).await {
-                Ok(done) => break done.content,
+                Ok(_) => break,
                 Err(e) if tries < step.retry_count && !ctx.is_cancelled() => {
                     tries += 1;
                     tracing::warn!(job_type = %ctx.job_type, job_id = %ctx.job_id, step = step.name, tries, error = %e.message, "step failed; run again");
@@ -50,8 +50,7 @@ pub(crate) async fn run_steps(
                     return Err(e);
                 }
             }
-        };
-        drop(content);
+        }
         ctx.checkpoint(json!({ "step": i + 1, "done": step.name }))
             .await
             .map_err(|e| JobError::new(format!("{label}: its end not recorded: {e}")))?;
