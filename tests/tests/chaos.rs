@@ -1800,7 +1800,13 @@ fn chaos_steps_run_under_one_lease_and_resume_at_the_unfinished_step_after_kill_
         assert_eq!(count("end-extract"), 1, "extract ran once");
         assert_eq!(count("end-load"), 1, "load ran once");
     }
-    // No run of the lock type — `intruder`'s included — overlapped an
+    // The second job of the lock type runs (every 5 s) …
+    eventually(Duration::from_secs(20), "an intruder run", || {
+        d.records()
+            .into_iter()
+            .find(|r| r.job_type == "intruder" && r.kind == "end")
+    });
+    // … and no run of the lock type — `intruder`'s included — overlapped an
     // attempt of etl: between its steps, the lock stayed held.
     let all = runs(&d.records());
     let v = check(&all);
